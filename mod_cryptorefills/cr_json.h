@@ -1,0 +1,30 @@
+/* The one place json-c is touched for parsing and serialising.
+ *
+ * Objects handed out are owned by a pool: a cleanup drops the reference, so
+ * no early return in a caller leaks.  Parsing is strict (RFC 8259 syntax,
+ * valid UTF-8) and depth-limited. */
+#ifndef CR_JSON_H
+#define CR_JSON_H
+
+#include <apr_pools.h>
+#include <json-c/json.h>
+
+#define CR_JSON_MAX_DEPTH 64
+
+/* Parse len bytes of buf as exactly one JSON value (surrounding white space
+ * allowed).  On success *out is owned by p.  On failure returns a short
+ * static reason ("invalid JSON", "nesting too deep", "trailing data", ...). */
+const char *cr_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
+                          int max_depth, json_object **out);
+
+/* Give p a reference to obj: it is released when p is cleared.  Returns obj. */
+json_object *cr_json_own(apr_pool_t *p, json_object *obj);
+
+/* Serialise compactly into p (no escaping of '/'). */
+const char *cr_json_str(apr_pool_t *p, json_object *obj, apr_size_t *len);
+
+/* Member lookups that return NULL for a missing member or a wrong type. */
+json_object *cr_json_get(json_object *obj, const char *key);
+const char *cr_json_get_string(json_object *obj, const char *key);
+
+#endif

@@ -1,0 +1,76 @@
+/* The upstream client: libcurl behind APR types.
+ *
+ * A per-process pool of easy handles keeps connections to the upstream
+ * alive across requests (each handle owns a connection cache; handles are
+ * taken LIFO so the warmest one is reused).  The pool is created in
+ * child_init, so no handle or socket is ever inherited across fork. */
+#ifndef CR_UPSTREAM_H
+#define CR_UPSTREAM_H
+
+#include <apr_pools.h>
+#include <apr_thread_mutex.h>
+
+typedef struct cr_upstream_pool cr_upstream_pool;
+
+typedef enum {
+    CR_UP_OK = 0,         /* an HTTP answer arrived (any status) */
+    CR_UP_CONNECT,        /* could not connect (refused, DNS, TLS handshake) */
+    CR_UP_TIMEOUT,        /* connect or whole-exchange timeout */
+    CR_UP_TOO_LARGE,      /* answer over max_response */
+    CR_UP_BROKEN,         /* connection failed after the request was sent */
+    CR_UP_ABORTED,        /* the caller's callback asked to stop */
+    CR_UP_INTERNAL        /* libcurl refused an option or ran out of memory */
+} cr_upstream_rc;
+
+/* Streaming callbacks (all optional).  on_data gets body bytes as they come
+ * (then nothing is collected); returning non-zero aborts the transfer.
+ * on_tick is called at least once a second while the transfer runs, data or
+ * not (for heartbeats and client-gone checks); non-zero aborts. */
+typedef int (*cr_upstream_data_fn)(void *baton, long status, const char *buf, apr_size_t len);
+typedef int (*cr_upstream_tick_fn)(void *baton);
+
+typedef struct cr_upstream_req {
+    const char *method;            /* "GET" or "POST" */
+    const char *url;               /* full URL */
+    const char *const *headers;    /* "Name: value" lines, NULL-terminated */
+    const char *body;              /* POST body, may contain NULs */
+    apr_size_t body_len;
+    long connect_timeout_ms;
+    long timeout_ms;               /* 0: no overall limit (streams) */
+    apr_size_t max_response;       /* cap on a collected body */
+    int fresh_connection;          /* never send on a reused connection */
+    cr_upstream_data_fn on_data;
+    cr_upstream_tick_fn on_tick;
+    void *baton;
+} cr_upstream_req;
+
+typedef struct cr_upstream_resp {
+    cr_upstream_rc rc;
+    long status;                   /* HTTP status, 0 if none */
+    const char *content_type;      /* NULL if none */
+    long retry_after;              /* seconds, -1 if none */
+    char *body;                    /* collected body (NUL-terminated), NULL when streamed */
+    apr_size_t len;
+    int request_sent;              /* the request left this host: outcome unknown on failure */
+    int reused;                    /* sent on a connection that had carried requests before */
+    const char *error;             /* libcurl's message on failure */
+    double total_time;             /* seconds */
+} cr_upstream_resp;
+
+/* Once per process, before any thread: curl_global_init. */
+apr_status_t cr_upstream_global_init(void);
+
+/* A pool of at most max_idle idle handles, owned by p (cleaned up with it). */
+apr_status_t cr_upstream_pool_create(apr_pool_t *p, int max_idle, const char *user_agent,
+                                     cr_upstream_pool **out);
+
+/* Perform one exchange; results in resp (allocated from p).  Thread-safe. */
+void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
+                         const cr_upstream_req *req, cr_upstream_resp *resp);
+
+/* Connections opened by this pool's handles so far (for tests and status). */
+apr_uint64_t cr_upstream_connects(cr_upstream_pool *up);
+
+const char *cr_upstream_rc_name(cr_upstream_rc rc);
+
+#endif

@@ -1,0 +1,92 @@
+/* mod_cryptorefills: sell gift cards, eSIMs and mobile top-ups for crypto
+ * through the Cryptorefills partner API, from inside Apache httpd.
+ *
+ * Lifecycle:
+ *   pre_config   - register the global mutex type (so `Mutex` works).
+ *   check_config - refuse a config that routes requests to the handler
+ *                  without a partner id (runs for `apachectl -t` too).
+ *   post_config  - once per (re)start, second pass only: curl_global_init,
+ *                  shared memory, socache and mutex, owned by pconf.
+ *   child_init   - per process: re-open the mutex, create the pool of curl
+ *                  handles (so nothing curl owns crosses a fork).
+ */
+#define CR_MODULE_MAIN
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_mpm.h"
+#include "apr_strings.h"
+
+#include "mod_cryptorefills.h"
+#include "cr_countries.h"
+
+#include <curl/curl.h>
+
+cr_process_t cr_proc;
+
+static int cr_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                           server_rec *s)
+{
+    (void)pconf; (void)plog;
+    return cr_check_handler_config(ptemp, s);
+}
+
+static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                          server_rec *s)
+{
+    (void)plog; (void)ptemp;
+    /* Single-threaded here: initialise what children only read. */
+    if (cr_upstream_global_init() != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01002) "curl_global_init failed");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    cr_countries_json(NULL);
+    cr_proc.user_agent = apr_psprintf(pconf, "mod_cryptorefills/%s (%s)", CR_MODULE_VERSION,
+                                      curl_version());
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;  /* first pass: the config is read again before children start */
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01003)
+                 "mod_cryptorefills/%s ready (%s)", CR_MODULE_VERSION, curl_version());
+    return OK;
+}
+
+static void cr_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    int threads = 1;
+    apr_status_t rv;
+
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    if (threads < 1) {
+        threads = 1;
+    }
+    /* Idle handles to keep: one per worker thread covers the steady state
+     * without letting a burst leave hundreds of idle sockets behind. */
+    rv = cr_upstream_pool_create(pchild, threads, cr_proc.user_agent, &cr_proc.upstream);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01004)
+                     "cannot create the upstream connection pool");
+    }
+}
+
+static void cr_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_hook_check_config(cr_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(cr_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(cr_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(cr_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(cryptorefills) = {
+    STANDARD20_MODULE_STUFF,
+    cr_create_dir_conf,
+    cr_merge_dir_conf,
+    cr_create_srv_conf,
+    cr_merge_srv_conf,
+    cr_cmds,
+    cr_register_hooks
+};

@@ -1,0 +1,494 @@
+/* Directives: each value is parsed and checked when the config is read, so
+ * `apachectl -t` names the directive that can't be used. */
+#include <string.h>
+#include <stdlib.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "apr_strings.h"
+#include "apr_uri.h"
+#include "ap_provider.h"
+#include "ap_expr.h"
+#include "util_cfgtree.h"
+
+#include "mod_cryptorefills.h"
+#include "cr_countries.h"
+
+void *cr_create_dir_conf(apr_pool_t *p, char *dir)
+{
+    cr_dir_conf *c = apr_pcalloc(p, sizeof(*c));
+    c->base = dir ? apr_pstrdup(p, dir) : NULL;
+    c->connect_timeout = CR_UNSET_TIME;
+    c->timeout = CR_UNSET_TIME;
+    c->max_body = -1;
+    c->cache_ttl = CR_UNSET_TIME;
+    c->cache_stale = CR_UNSET_TIME;
+    c->max_products = CR_UNSET_INT;
+    c->heartbeat = CR_UNSET_TIME;
+    c->idem_window = CR_UNSET_TIME;
+    c->max_streams_per_client = CR_UNSET_INT;
+    c->stream_lifetime = CR_UNSET_TIME;
+    return c;
+}
+
+#define MERGE_PTR(m)  c->m = add->m ? add->m : base->m
+#define MERGE_VAL(m, unset)  c->m = add->m != (unset) ? add->m : base->m
+
+void *cr_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    cr_dir_conf *base = basev, *add = addv;
+    cr_dir_conf *c = apr_pcalloc(p, sizeof(*c));
+
+    MERGE_PTR(base);
+    MERGE_PTR(upstream);
+    MERGE_PTR(partner_id);
+    MERGE_PTR(app_version);
+    MERGE_PTR(default_country);
+    if (add->country_env_set) {
+        c->country_env = add->country_env;
+        c->country_env_set = 1;
+    }
+    else {
+        c->country_env = base->country_env;
+        c->country_env_set = base->country_env_set;
+    }
+    MERGE_VAL(connect_timeout, CR_UNSET_TIME);
+    MERGE_VAL(timeout, CR_UNSET_TIME);
+    MERGE_VAL(max_body, -1);
+    MERGE_VAL(cache_ttl, CR_UNSET_TIME);
+    MERGE_VAL(cache_stale, CR_UNSET_TIME);
+    MERGE_VAL(max_products, CR_UNSET_INT);
+    MERGE_VAL(heartbeat, CR_UNSET_TIME);
+    MERGE_VAL(idem_window, CR_UNSET_TIME);
+    MERGE_VAL(max_streams_per_client, CR_UNSET_INT);
+    MERGE_VAL(stream_lifetime, CR_UNSET_TIME);
+    return c;
+}
+
+void *cr_create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    cr_srv_conf *c = apr_pcalloc(p, sizeof(*c));
+    (void)s;
+    c->max_streams = CR_UNSET_INT;
+    return c;
+}
+
+void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    cr_srv_conf *base = basev, *add = addv;
+    cr_srv_conf *c = apr_pcalloc(p, sizeof(*c));
+    /* The cache and the stream cap are server-wide: a vhost shares them. */
+    (void)add;
+    *c = *base;
+    return c;
+}
+
+/* ---- value parsers ------------------------------------------------------ */
+
+static int has_ctl(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* "3", "0.5", "1.25": seconds with up to 6 decimals, no floating point. */
+static const char *parse_seconds(cmd_parms *cmd, const char *arg, apr_interval_time_t min,
+                                 apr_interval_time_t max, apr_interval_time_t *out)
+{
+    apr_int64_t whole = 0, frac = 0, scale = 1000000;
+    const char *s = arg;
+    int digits = 0;
+
+    while (*s >= '0' && *s <= '9') {
+        whole = whole * 10 + (*s++ - '0');
+        if (++digits > 9) {
+            goto bad;
+        }
+    }
+    if (*s == '.') {
+        int fd = 0;
+        s++;
+        while (*s >= '0' && *s <= '9') {
+            if (++fd > 6) {
+                goto bad;
+            }
+            frac = frac * 10 + (*s++ - '0');
+            scale /= 10;
+        }
+        if (!fd) {
+            goto bad;
+        }
+        frac *= scale;
+    }
+    if (*s || (!digits && s == arg)) {
+        goto bad;
+    }
+    *out = (apr_interval_time_t)(whole * APR_USEC_PER_SEC + frac);
+    if (*out < min || *out > max) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is out of range (%" APR_INT64_T_FMT
+                            "s to %" APR_INT64_T_FMT "s)", cmd->cmd->name, arg,
+                            (apr_int64_t)apr_time_sec(min), (apr_int64_t)apr_time_sec(max));
+    }
+    return NULL;
+bad:
+    return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds", cmd->cmd->name, arg);
+}
+
+static const char *parse_count(cmd_parms *cmd, const char *arg, apr_int64_t min,
+                               apr_int64_t max, apr_int64_t *out)
+{
+    char *end;
+    apr_int64_t v;
+    if (!*arg || strspn(arg, "0123456789") != strlen(arg) || strlen(arg) > 15) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a whole number", cmd->cmd->name, arg);
+    }
+    v = apr_strtoi64(arg, &end, 10);
+    if (v < min || v > max) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is out of range (%" APR_INT64_T_FMT
+                            " to %" APR_INT64_T_FMT ")", cmd->cmd->name, arg, min, max);
+    }
+    *out = v;
+    return NULL;
+}
+
+/* A header value: non-empty, no control characters, and not a ${VAR} that
+ * httpd left unexpanded because the variable is undefined. */
+static const char *header_value(cmd_parms *cmd, const char *arg)
+{
+    if (!*arg) {
+        return apr_psprintf(cmd->pool, "%s: the value is empty", cmd->cmd->name);
+    }
+    if (has_ctl(arg)) {
+        return apr_psprintf(cmd->pool, "%s: the value contains a control character (CR/LF?)",
+                            cmd->cmd->name);
+    }
+    if (strstr(arg, "${")) {
+        return apr_psprintf(cmd->pool, "%s: '%s' names an undefined variable (Define it or "
+                            "export it in the environment, e.g. /etc/apache2/envvars)",
+                            cmd->cmd->name, arg);
+    }
+    if (strlen(arg) > 256) {
+        return apr_psprintf(cmd->pool, "%s: the value is longer than 256 characters",
+                            cmd->cmd->name);
+    }
+    return NULL;
+}
+
+/* ---- setters --------------------------------------------------------------- */
+
+static const char *set_upstream(cmd_parms *cmd, void *dc, const char *arg)
+{
+    cr_dir_conf *c = dc;
+    apr_uri_t u;
+    char *url;
+    apr_size_t n;
+
+    if (apr_uri_parse(cmd->pool, arg, &u) != APR_SUCCESS || !u.scheme || !u.hostname
+        || !*u.hostname) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an absolute URL", cmd->cmd->name, arg);
+    }
+    if (strcasecmp(u.scheme, "http") && strcasecmp(u.scheme, "https")) {
+        return apr_psprintf(cmd->pool, "%s: '%s': only http and https are allowed",
+                            cmd->cmd->name, arg);
+    }
+    if (u.user || u.password || u.query || u.fragment || has_ctl(arg) || strchr(arg, ' ')) {
+        return apr_psprintf(cmd->pool, "%s: '%s': no credentials, query, fragment or spaces "
+                            "(a trailing path is a prefix)", cmd->cmd->name, arg);
+    }
+    if (u.path && (strstr(u.path, "/../") || strstr(u.path, "/./") || strstr(u.path, "//"))) {
+        return apr_psprintf(cmd->pool, "%s: '%s': the path must be a plain prefix",
+                            cmd->cmd->name, arg);
+    }
+    url = apr_pstrdup(cmd->pool, arg);
+    n = strlen(url);
+    while (n > 0 && url[n - 1] == '/') {
+        url[--n] = '\0';
+    }
+    c->upstream = url;
+    return NULL;
+}
+
+static const char *set_partner_id(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = header_value(cmd, arg);
+    if (err) {
+        return err;
+    }
+    ((cr_dir_conf *)dc)->partner_id = arg;
+    return NULL;
+}
+
+static const char *set_app_version(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = header_value(cmd, arg);
+    if (err) {
+        return err;
+    }
+    ((cr_dir_conf *)dc)->app_version = arg;
+    return NULL;
+}
+
+static const char *set_default_country(cmd_parms *cmd, void *dc, const char *arg)
+{
+    char *cc = apr_pstrdup(cmd->pool, arg);
+    ap_str_toupper(cc);
+    if (!cr_country_valid(cc, strlen(cc))) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not one of the %d supported country codes",
+                            cmd->cmd->name, arg, cr_country_count());
+    }
+    ((cr_dir_conf *)dc)->default_country = cc;
+    return NULL;
+}
+
+static const char *set_country_env(cmd_parms *cmd, void *dc, const char *arg)
+{
+    cr_dir_conf *c = dc;
+    if (!strcasecmp(arg, "none")) {
+        c->country_env = NULL;
+    }
+    else if (!*arg || has_ctl(arg) || strpbrk(arg, " \t=")) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an environment variable name",
+                            cmd->cmd->name, arg);
+    }
+    else {
+        c->country_env = arg;
+    }
+    c->country_env_set = 1;
+    return NULL;
+}
+
+#define TIME_SETTER(fn, member, min, max)                                       \
+static const char *fn(cmd_parms *cmd, void *dc, const char *arg)               \
+{                                                                              \
+    return parse_seconds(cmd, arg, (min), (max), &((cr_dir_conf *)dc)->member); \
+}
+
+TIME_SETTER(set_connect_timeout, connect_timeout, 1000, apr_time_from_sec(300))
+TIME_SETTER(set_timeout, timeout, 1000, apr_time_from_sec(3600))
+TIME_SETTER(set_cache_ttl, cache_ttl, apr_time_from_sec(1), apr_time_from_sec(86400 * 7))
+TIME_SETTER(set_cache_stale, cache_stale, 0, apr_time_from_sec(86400 * 30))
+TIME_SETTER(set_heartbeat, heartbeat, apr_time_from_sec(1), apr_time_from_sec(3600))
+TIME_SETTER(set_idem_window, idem_window, apr_time_from_sec(1), apr_time_from_sec(86400 * 30))
+TIME_SETTER(set_stream_lifetime, stream_lifetime, apr_time_from_sec(1), apr_time_from_sec(86400))
+
+static const char *set_max_body(cmd_parms *cmd, void *dc, const char *arg)
+{
+    apr_int64_t v;
+    const char *err = parse_count(cmd, arg, 2, 16 * 1024 * 1024, &v);
+    if (!err) {
+        ((cr_dir_conf *)dc)->max_body = (apr_off_t)v;
+    }
+    return err;
+}
+
+static const char *set_max_products(cmd_parms *cmd, void *dc, const char *arg)
+{
+    apr_int64_t v;
+    const char *err = parse_count(cmd, arg, 1, 1000, &v);
+    if (!err) {
+        ((cr_dir_conf *)dc)->max_products = (int)v;
+    }
+    return err;
+}
+
+static const char *set_streams_per_client(cmd_parms *cmd, void *dc, const char *arg)
+{
+    apr_int64_t v;
+    const char *err = parse_count(cmd, arg, 1, 100000, &v);
+    if (!err) {
+        ((cr_dir_conf *)dc)->max_streams_per_client = (int)v;
+    }
+    return err;
+}
+
+static const char *set_max_streams(cmd_parms *cmd, void *dc, const char *arg)
+{
+    cr_srv_conf *sc = ap_get_module_config(cmd->server->module_config, &cryptorefills_module);
+    apr_int64_t v;
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    err = parse_count(cmd, arg, 1, 1000000, &v);
+    if (!err) {
+        sc->max_streams = (int)v;
+    }
+    return err;
+}
+
+static const char *set_cache(cmd_parms *cmd, void *dc, const char *arg)
+{
+    cr_srv_conf *sc = ap_get_module_config(cmd->server->module_config, &cryptorefills_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *sep, *name;
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    sep = strchr(arg, ':');
+    name = sep ? apr_pstrmemdup(cmd->pool, arg, (apr_size_t)(sep - arg)) : arg;
+    sc->cache_provider = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
+                                            AP_SOCACHE_PROVIDER_VERSION);
+    if (!sc->cache_provider) {
+        return apr_psprintf(cmd->pool, "%s: unknown socache provider '%s' (load "
+                            "mod_socache_%s before this directive?)", cmd->cmd->name, name, name);
+    }
+    sc->cache_args = sep ? sep + 1 : NULL;
+    sc->cache_spec = arg;
+    return NULL;
+}
+
+#define DIR_OR_SRV (RSRC_CONF | ACCESS_CONF)
+
+const command_rec cr_cmds[] = {
+    AP_INIT_TAKE1("CryptorefillsUpstream", set_upstream, NULL, DIR_OR_SRV,
+                  "Upstream base URL (http or https); a trailing path is a prefix"),
+    AP_INIT_TAKE1("CryptorefillsPartnerId", set_partner_id, NULL, DIR_OR_SRV,
+                  "Partner id, sent upstream as X-Cr-Application (required)"),
+    AP_INIT_TAKE1("CryptorefillsAppVersion", set_app_version, NULL, DIR_OR_SRV,
+                  "Application version, sent upstream as X-Cr-Version (required)"),
+    AP_INIT_TAKE1("CryptorefillsDefaultCountry", set_default_country, NULL, DIR_OR_SRV,
+                  "Country used when a request names none (default US)"),
+    AP_INIT_TAKE1("CryptorefillsCountryEnv", set_country_env, NULL, DIR_OR_SRV,
+                  "Request environment variable holding the visitor's country, or 'none'"),
+    AP_INIT_TAKE1("CryptorefillsConnectTimeout", set_connect_timeout, NULL, DIR_OR_SRV,
+                  "Upstream connect timeout in seconds (default 3)"),
+    AP_INIT_TAKE1("CryptorefillsTimeout", set_timeout, NULL, DIR_OR_SRV,
+                  "Whole upstream exchange timeout in seconds (default 15)"),
+    AP_INIT_TAKE1("CryptorefillsMaxBodySize", set_max_body, NULL, DIR_OR_SRV,
+                  "Largest request body in bytes (default 65536)"),
+    AP_INIT_TAKE1("CryptorefillsCache", set_cache, NULL, RSRC_CONF,
+                  "socache provider for catalogs and idempotency records: PROVIDER[:ARGS]"),
+    AP_INIT_TAKE1("CryptorefillsCacheTTL", set_cache_ttl, NULL, DIR_OR_SRV,
+                  "Seconds a cached catalog is fresh (default 300)"),
+    AP_INIT_TAKE1("CryptorefillsCacheStale", set_cache_stale, NULL, DIR_OR_SRV,
+                  "Seconds past expiry a catalog may still be served (default 86400)"),
+    AP_INIT_TAKE1("CryptorefillsMaxProducts", set_max_products, NULL, DIR_OR_SRV,
+                  "Deliveries per order before PRODUCT_COUNT_EXCEEDED (default 10)"),
+    AP_INIT_TAKE1("CryptorefillsStreamHeartbeat", set_heartbeat, NULL, DIR_OR_SRV,
+                  "Seconds of silence before a comment line on an order stream (default 15)"),
+    AP_INIT_TAKE1("CryptorefillsIdempotencyWindow", set_idem_window, NULL, DIR_OR_SRV,
+                  "Seconds an Idempotency-Key of POST orders is remembered (default 86400)"),
+    AP_INIT_TAKE1("CryptorefillsMaxStreams", set_max_streams, NULL, RSRC_CONF,
+                  "Open order streams server-wide (default: sized from the MPM)"),
+    AP_INIT_TAKE1("CryptorefillsMaxStreamsPerClient", set_streams_per_client, NULL, DIR_OR_SRV,
+                  "Open order streams per client address (default 8)"),
+    AP_INIT_TAKE1("CryptorefillsStreamMaxLifetime", set_stream_lifetime, NULL, DIR_OR_SRV,
+                  "Seconds after which an order stream is closed (default 1800)"),
+    { NULL }
+};
+
+/* ---- cross-directive check ------------------------------------------------ */
+
+/* SetHandler stores an expression; find the directive it came from (by file
+ * and line) in the config tree to read its literal argument. */
+static const ap_directive_t *find_directive(const ap_directive_t *d, const char *file,
+                                            unsigned int line)
+{
+    for (; d; d = d->next) {
+        const ap_directive_t *hit;
+        if (d->line_num == (int)line && d->filename && !strcmp(d->filename, file)
+            && !strcasecmp(d->directive, "SetHandler")) {
+            return d;
+        }
+        if (d->first_child && (hit = find_directive(d->first_child, file, line))) {
+            return hit;
+        }
+    }
+    return NULL;
+}
+
+static int sets_our_handler(apr_pool_t *p, const core_dir_config *core,
+                            const char **file, int *line)
+{
+    const ap_directive_t *d;
+    char *arg;
+    apr_size_t n;
+
+    if (core->handler && !strcasecmp(core->handler, CR_HANDLER)) {
+        *file = "?";
+        *line = 0;
+        return 1;
+    }
+    if (!core->expr_handler || !core->expr_handler->filename) {
+        return 0;
+    }
+    d = find_directive(ap_conftree, core->expr_handler->filename,
+                       core->expr_handler->line_number);
+    if (!d || !d->args) {
+        return 0;
+    }
+    arg = apr_pstrdup(p, d->args);
+    apr_collapse_spaces(arg, arg);
+    n = strlen(arg);
+    if (n >= 2 && (arg[0] == '"' || arg[0] == '\'') && arg[n - 1] == arg[0]) {
+        arg[n - 1] = '\0';
+        arg++;
+    }
+    *file = d->filename;
+    *line = d->line_num;
+    return !strcasecmp(arg, CR_HANDLER);
+}
+
+/* The upstream accepts calls without a partner id and the partner then
+ * silently earns nothing: a section that routes requests to the handler
+ * without an id (or app version) must stop the server from starting.
+ * Walks every server's <Location> and <Directory> sections, merging them
+ * over the server's own defaults as a request would see them.  Runs in
+ * check_config, which `apachectl -t` runs too. */
+static int check_section(apr_pool_t *p, server_rec *s, ap_conf_vector_t *sec,
+                         const char *kind)
+{
+    core_dir_config *core = ap_get_core_module_config(sec);
+    cr_dir_conf *srv = ap_get_module_config(s->lookup_defaults, &cryptorefills_module);
+    cr_dir_conf *own, *eff;
+    const char *file = NULL;
+    int line = 0;
+
+    if (!core || !sets_our_handler(p, core, &file, &line)) {
+        return OK;
+    }
+    own = ap_get_module_config(sec, &cryptorefills_module);
+    eff = (own && srv && own != srv) ? cr_merge_dir_conf(p, srv, own) : (own ? own : srv);
+    if (!eff || !eff->partner_id || !eff->app_version) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, s, CRLOGNO(01001)
+                     "SetHandler " CR_HANDLER " at %s:%d (%s%s%s, server %s) without %s: "
+                     "the upstream would accept the calls and credit no partner",
+                     file, line, kind, *kind ? (core->d ? core->d : "") : "server config",
+                     *kind ? ">" : "",
+                     s->server_hostname ? s->server_hostname : "main",
+                     !eff || !eff->partner_id ? "CryptorefillsPartnerId" : "CryptorefillsAppVersion");
+        return !OK;
+    }
+    return OK;
+}
+
+int cr_check_handler_config(apr_pool_t *p, server_rec *s)
+{
+    int rv = OK;
+    for (; s; s = s->next) {
+        core_server_config *cs = ap_get_core_module_config(s->module_config);
+        int i;
+        if (check_section(p, s, s->lookup_defaults, "") != OK) {
+            rv = !OK;
+        }
+        for (i = 0; cs && cs->sec_url && i < cs->sec_url->nelts; i++) {
+            if (check_section(p, s, ((ap_conf_vector_t **)cs->sec_url->elts)[i], "<Location ") != OK) {
+                rv = !OK;
+            }
+        }
+        for (i = 0; cs && cs->sec_dir && i < cs->sec_dir->nelts; i++) {
+            if (check_section(p, s, ((ap_conf_vector_t **)cs->sec_dir->elts)[i], "<Directory ") != OK) {
+                rv = !OK;
+            }
+        }
+    }
+    return rv;
+}

@@ -1,0 +1,444 @@
+/* The request handler: route, check locally, call the upstream, answer. */
+#include <string.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "util_filter.h"
+#include "apr_strings.h"
+#include "apr_lib.h"
+
+#include "mod_cryptorefills.h"
+#include "mod_cryptorefills_int.h"
+#include "cr_countries.h"
+#include "cr_json.h"
+#include "cr_problem.h"
+#include "cr_route.h"
+
+/* Largest upstream answer collected: a real US catalog is a few hundred KB;
+ * anything near this is not a partner API answer. */
+#define CR_MAX_UPSTREAM_BODY (8 * 1024 * 1024)
+
+/* ---- answering ---------------------------------------------------------------- */
+
+int cr_send(request_rec *r, int status, const char *ctype, const char *body, apr_size_t len)
+{
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_status_t rv;
+
+    r->status = status;
+    ap_set_content_type(r, ctype);
+    apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
+    ap_set_content_length(r, (apr_off_t)len);
+    if (len) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(body, len, r->pool,
+                                                           bb->bucket_alloc));
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
+    rv = ap_pass_brigade(r->output_filters, bb);
+    if (rv != APR_SUCCESS) {
+        return r->connection->aborted ? OK : AP_FILTER_ERROR;
+    }
+    return OK;
+}
+
+int cr_send_problem_ex(request_rec *r, int status, const char *detail, json_object *more,
+                       const char *error)
+{
+    apr_size_t len;
+    const char *body = cr_problem_body(r->pool, status, detail, more, error, &len);
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    return cr_send(r, status, "application/json", body, len);
+}
+
+int cr_send_problem(request_rec *r, int status, const char *detail,
+                    const char *field, const char *reason)
+{
+    return cr_send_problem_ex(r, status, detail,
+                              (field || reason) ? cr_problem_more(field, reason) : NULL, NULL);
+}
+
+/* ---- request side ------------------------------------------------------------- */
+
+/* The path below the handler's <Location>, without leading slashes. */
+static const char *relative_path(request_rec *r, const cr_dir_conf *c)
+{
+    const char *uri = r->uri;
+    if (c->base && c->base[0] == '/') {
+        apr_size_t n = strlen(c->base);
+        while (n > 1 && c->base[n - 1] == '/') {
+            n--;
+        }
+        if (strncmp(uri, c->base, n) || (uri[n] != '/' && uri[n] != '\0' && c->base[n - 1] != '/')) {
+            return NULL;   /* a <LocationMatch> or a <Directory>: no plain prefix */
+        }
+        uri += n;
+    }
+    while (*uri == '/') {
+        uri++;
+    }
+    return uri;
+}
+
+const char *cr_resolve_country(request_rec *r, const cr_dir_conf *c, const char *named)
+{
+    if (named) {
+        return named;
+    }
+    if (c->country_env) {
+        const char *v = apr_table_get(r->subprocess_env, c->country_env);
+        if (v && strlen(v) == 2) {
+            char cc[3] = { (char)apr_toupper(v[0]), (char)apr_toupper(v[1]), '\0' };
+            if (cr_country_valid(cc, 2)) {
+                return apr_pstrdup(r->pool, cc);
+            }
+        }
+    }
+    return c->default_country ? c->default_country : CR_DEF_COUNTRY;
+}
+
+static int is_json_media_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    apr_size_t n = sizeof(want) - 1;
+    if (!ct) {
+        return 0;
+    }
+    while (*ct == ' ' || *ct == '\t') {
+        ct++;
+    }
+    if (strncasecmp(ct, want, n)) {
+        return 0;
+    }
+    ct += n;
+    while (*ct == ' ' || *ct == '\t') {
+        ct++;
+    }
+    return *ct == '\0' || *ct == ';';
+}
+
+/* Read the whole request body, at most max bytes.  Returns 0 or the HTTP
+ * status to answer (413 too large, 400 unreadable). */
+static int read_body(request_rec *r, apr_off_t max, char **out, apr_size_t *outlen)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    apr_bucket_brigade *bb;
+    apr_size_t len = 0, cap;
+    char *buf;
+    int seen_eos = 0;
+
+    if (cl) {
+        char *end;
+        apr_off_t n;
+        if (apr_strtoff(&n, cl, &end, 10) != APR_SUCCESS || *end || n < 0) {
+            return HTTP_BAD_REQUEST;
+        }
+        if (n > max) {
+            return HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+        cap = (apr_size_t)n + 1;
+    }
+    else {
+        cap = 4096;
+    }
+    buf = apr_palloc(r->pool, cap);
+    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    while (!seen_eos) {
+        apr_bucket *e;
+        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                                         APR_BLOCK_READ, HUGE_STRING_LEN);
+        if (rv != APR_SUCCESS) {
+            apr_brigade_destroy(bb);
+            return rv == APR_ENOSPC || rv == APR_INCOMPLETE ? HTTP_REQUEST_ENTITY_TOO_LARGE
+                                                            : HTTP_BAD_REQUEST;
+        }
+        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = APR_BUCKET_NEXT(e)) {
+            const char *data;
+            apr_size_t n;
+            if (APR_BUCKET_IS_EOS(e)) {
+                seen_eos = 1;
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(e)) {
+                continue;
+            }
+            if (apr_bucket_read(e, &data, &n, APR_BLOCK_READ) != APR_SUCCESS) {
+                apr_brigade_destroy(bb);
+                return HTTP_BAD_REQUEST;
+            }
+            if ((apr_off_t)(len + n) > max) {
+                apr_brigade_destroy(bb);
+                return HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+            if (len + n + 1 > cap) {
+                char *nb;
+                while (len + n + 1 > cap) {
+                    cap *= 2;
+                }
+                nb = apr_palloc(r->pool, cap);
+                memcpy(nb, buf, len);
+                buf = nb;
+            }
+            memcpy(buf + len, data, n);
+            len += n;
+        }
+        apr_brigade_cleanup(bb);
+    }
+    apr_brigade_destroy(bb);
+    buf[len] = '\0';
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+/* ---- upstream side ------------------------------------------------------------- */
+
+const char *const *cr_upstream_headers(request_rec *r, const cr_dir_conf *c, const char *country,
+                                       const char *accept, int order_route,
+                                       const char *last_event_id)
+{
+    apr_array_header_t *h = apr_array_make(r->pool, 10, sizeof(const char *));
+    const char *ua = apr_table_get(r->headers_in, "User-Agent");
+
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Cr-Application: ", c->partner_id, NULL);
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Cr-Version: ", c->app_version, NULL);
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Country-ISO-Code: ", country, NULL);
+    APR_ARRAY_PUSH(h, const char *) = "Content-Type: application/json";
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "Accept: ", accept, NULL);
+    if (order_route) {
+        /* The upstream's fraud checks look at the buyer, not at us. */
+        APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Forwarded-For: ",
+                                                      r->useragent_ip, NULL);
+        if (ua && *ua && strlen(ua) <= 512) {
+            APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "User-Agent: ", ua, NULL);
+        }
+    }
+    if (last_event_id) {
+        APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "Last-Event-ID: ", last_event_id, NULL);
+    }
+    APR_ARRAY_PUSH(h, const char *) = NULL;
+    return (const char *const *)h->elts;
+}
+
+void cr_fetch(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr, const char *country,
+              const char *body, apr_size_t blen, cr_upstream_resp *resp)
+{
+    const cr_route_def *def = rr->def;
+    cr_upstream_req req;
+
+    memset(&req, 0, sizeof(req));
+    req.method = def->method;
+    req.url = apr_pstrcat(r->pool, c->upstream ? c->upstream : CR_DEFAULT_UPSTREAM,
+                          cr_route_upstream_path(r->pool, rr, country), NULL);
+    req.headers = cr_upstream_headers(r, c, country, "application/json",
+                                      (def->flags & CR_RF_ORDER) != 0, NULL);
+    req.body = body;
+    req.body_len = blen;
+    req.connect_timeout_ms = (long)apr_time_as_msec(CR_CONF_TIME(c, connect_timeout, CR_DEF_CONNECT_TIMEOUT));
+    req.timeout_ms = (long)apr_time_as_msec(CR_CONF_TIME(c, timeout, CR_DEF_TIMEOUT));
+    req.max_response = CR_MAX_UPSTREAM_BODY;
+    /* Creating an order is not idempotent: never on a connection that may
+     * turn out dead and make libcurl send it again. */
+    req.fresh_connection = def->id == CR_ROUTE_ORDERS;
+
+    ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r, "upstream %s %s", req.method, req.url);
+    cr_upstream_perform(cr_proc.upstream, r->pool, &req, resp);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01101)
+                  "upstream %s %s: %s, status %ld, %" APR_SIZE_T_FMT " bytes, %.3fs%s",
+                  req.method, req.url, cr_upstream_rc_name(resp->rc), resp->status, resp->len,
+                  resp->total_time, resp->reused ? ", reused connection" : "");
+}
+
+/* A collected upstream answer is acceptable to relay when it is JSON. */
+static int upstream_body_is_json(request_rec *r, const cr_upstream_resp *resp)
+{
+    json_object *o;
+    return resp->len > 0 && !cr_json_parse(r->pool, resp->body, resp->len, CR_JSON_MAX_DEPTH, &o);
+}
+
+int cr_answer_failure(request_rec *r, const cr_route_req *rr, const cr_upstream_resp *resp)
+{
+    int order_unknown = rr->def->id == CR_ROUTE_ORDERS && resp->request_sent;
+    json_object *more = json_object_new_object();
+    int status;
+    const char *detail;
+
+    switch (resp->rc) {
+    case CR_UP_TIMEOUT:
+        status = HTTP_GATEWAY_TIME_OUT;
+        detail = "UPSTREAM_TIMEOUT";
+        break;
+    case CR_UP_TOO_LARGE:
+        status = HTTP_BAD_GATEWAY;
+        detail = "UPSTREAM_INVALID_RESPONSE";
+        json_object_object_add(more, "reason", json_object_new_string("upstream answer too large"));
+        break;
+    case CR_UP_INTERNAL:
+        status = HTTP_INTERNAL_SERVER_ERROR;
+        detail = "INTERNAL_ERROR";
+        break;
+    default:
+        status = HTTP_BAD_GATEWAY;
+        detail = "UPSTREAM_UNAVAILABLE";
+        break;
+    }
+    if (order_unknown) {
+        /* The order may exist upstream: say so, so nobody retries blindly. */
+        json_object_object_add(more, "order_state", json_object_new_string("unknown"));
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01102)
+                  "upstream %s for route %s failed (%s): %s", rr->def->method, rr->def->name,
+                  cr_upstream_rc_name(resp->rc), resp->error ? resp->error : "-");
+    if (!json_object_object_length(more)) {
+        json_object_put(more);
+        more = NULL;
+    }
+    return cr_send_problem_ex(r, status, detail, more, NULL);
+}
+
+/* Relay an upstream answer: JSON bodies pass with their status. */
+int cr_relay(request_rec *r, const cr_route_req *rr, const cr_upstream_resp *resp)
+{
+    const cr_route_def *def = rr->def;
+
+    if (resp->rc != CR_UP_OK) {
+        return cr_answer_failure(r, rr, resp);
+    }
+    if (resp->retry_after >= 0 && (resp->status == 429 || resp->status == 503)) {
+        apr_table_setn(r->headers_out, "Retry-After",
+                       apr_psprintf(r->pool, "%ld", resp->retry_after));
+    }
+    if (!upstream_body_is_json(r, resp)) {
+        json_object *more = json_object_new_object();
+        int status = HTTP_BAD_GATEWAY;
+        const char *detail = "UPSTREAM_INVALID_RESPONSE";
+        json_object_object_add(more, "upstream_status", json_object_new_int((int)resp->status));
+        if (resp->status == 429) {
+            status = 429;
+            detail = "RATE_LIMITED";
+        }
+        else if (resp->status >= 500) {
+            detail = "UPSTREAM_UNAVAILABLE";
+        }
+        else if (resp->status >= 400) {
+            status = (int)resp->status;
+            detail = "UPSTREAM_ERROR";
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01103)
+                      "upstream answer for route %s is not JSON (status %ld, %" APR_SIZE_T_FMT
+                      " bytes, %s)", def->name, resp->status, resp->len,
+                      resp->content_type ? resp->content_type : "no content type");
+        if (rr->def->id == CR_ROUTE_ORDERS && resp->status < 400) {
+            json_object_object_add(more, "order_state", json_object_new_string("unknown"));
+        }
+        return cr_send_problem_ex(r, status, detail, more, NULL);
+    }
+    apr_table_setn(r->headers_out, "Cache-Control",
+                   (def->flags & CR_RF_NO_STORE) ? "no-store" : "no-cache");
+    return cr_send(r, (int)resp->status, "application/json", resp->body, resp->len);
+}
+
+/* ---- the handler ----------------------------------------------------------------- */
+
+static int handle_body_route(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
+                             const char *country)
+{
+    char *body = NULL;
+    apr_size_t blen = 0;
+    json_object *obj = NULL;
+    const char *why;
+    cr_upstream_resp resp;
+    int st;
+
+    if (!is_json_media_type(apr_table_get(r->headers_in, "Content-Type"))) {
+        return cr_send_problem(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE",
+                               "Content-Type", "application/json required");
+    }
+    st = read_body(r, c->max_body >= 0 ? c->max_body : CR_DEF_MAX_BODY, &body, &blen);
+    if (st == HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return cr_send_problem(r, st, "BODY_TOO_LARGE", NULL,
+                               apr_psprintf(r->pool, "at most %" APR_OFF_T_FMT " bytes",
+                                            c->max_body >= 0 ? c->max_body : (apr_off_t)CR_DEF_MAX_BODY));
+    }
+    if (st) {
+        return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL, "unreadable body");
+    }
+    why = cr_json_parse(r->pool, body, blen, CR_JSON_MAX_DEPTH, &obj);
+    if (why) {
+        return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL, why);
+    }
+    if (!json_object_is_type(obj, json_type_object)) {
+        return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL,
+                               "the body must be a JSON object");
+    }
+    cr_fetch(r, c, rr, country, body, blen, &resp);
+    return cr_relay(r, rr, &resp);
+}
+
+int cr_handler(request_rec *r)
+{
+    cr_dir_conf *c;
+    const char *rel, *country;
+    cr_route_req rr;
+    cr_upstream_resp resp;
+
+    if (!r->handler || strcmp(r->handler, CR_HANDLER)) {
+        return DECLINED;
+    }
+    c = ap_get_module_config(r->per_dir_config, &cryptorefills_module);
+    if (!c->partner_id || !c->app_version) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, CRLOGNO(01104)
+                      "handler " CR_HANDLER " reached without %s for %s: answering 500, "
+                      "no upstream call", !c->partner_id ? "CryptorefillsPartnerId"
+                      : "CryptorefillsAppVersion", r->uri);
+        return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "MISCONFIGURED", NULL, NULL);
+    }
+    if (!cr_proc.upstream) {
+        return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "MISCONFIGURED", NULL,
+                               "upstream client unavailable");
+    }
+    rel = relative_path(r, c);
+    if (!rel) {
+        return cr_send_problem(r, HTTP_NOT_FOUND, "NOT_FOUND", NULL, "no such route");
+    }
+    cr_route_parse(r->pool, rel, r->method, r->args, &rr);
+    if (rr.status) {
+        if (rr.status == HTTP_METHOD_NOT_ALLOWED) {
+            int get = !strcmp(rr.def->method, "GET") && !(rr.def->flags & CR_RF_STREAM);
+            json_object *more = json_object_new_object(), *allowed = json_object_new_array();
+            json_object_array_add(allowed, json_object_new_string(rr.def->method));
+            if (get) {
+                json_object_array_add(allowed, json_object_new_string("HEAD"));
+            }
+            json_object_object_add(more, "allowed", allowed);
+            apr_table_setn(r->headers_out, "Allow", get ? "GET, HEAD" : rr.def->method);
+            return cr_send_problem_ex(r, rr.status, rr.detail, more, NULL);
+        }
+        return cr_send_problem(r, rr.status, rr.detail, rr.field, rr.reason);
+    }
+    country = cr_resolve_country(r, c, rr.country);
+
+    switch (rr.def->id) {
+    case CR_ROUTE_COUNTRIES: {
+        apr_size_t len;
+        const char *body = cr_countries_json(&len);
+        apr_table_setn(r->headers_out, "Cache-Control", "public, max-age=86400");
+        return cr_send(r, HTTP_OK, "application/json", body, len);
+    }
+    case CR_ROUTE_VALIDATIONS:
+    case CR_ROUTE_ORDERS:
+        return handle_body_route(r, c, &rr, country);
+    case CR_ROUTE_SUBSCRIBE:
+        return cr_stream_handler(r, c, &rr, country);
+    default:
+        if (rr.def->flags & CR_RF_CACHEABLE) {
+            return cr_cached_handler(r, c, &rr, country);
+        }
+        cr_fetch(r, c, &rr, country, NULL, 0, &resp);
+        return cr_relay(r, &rr, &resp);
+    }
+}

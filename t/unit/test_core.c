@@ -1,0 +1,249 @@
+/* Unit tests of the core: country table, routing and query handling, error
+ * bodies, the JSON wrapper.  Links the same objects the module ships. */
+#include <string.h>
+#include <stdlib.h>
+#include <check.h>
+#include <apr_general.h>
+#include <apr_strings.h>
+
+#include "cr_countries.h"
+#include "cr_route.h"
+#include "cr_problem.h"
+#include "cr_json.h"
+
+static apr_pool_t *pool;
+
+static void setup(void) { apr_pool_create(&pool, NULL); }
+static void teardown(void) { apr_pool_destroy(pool); }
+
+/* ---- countries ---- */
+START_TEST(countries_table)
+{
+    int i, n = cr_country_count();
+    ck_assert_int_eq(n, 233);
+    ck_assert_str_eq(cr_country_at(0)->iso, "AX");
+    ck_assert_ptr_null(cr_country_at(n));
+    for (i = 0; i < n; i++) {
+        ck_assert_msg(cr_country_valid(cr_country_at(i)->iso, 2), "%s", cr_country_at(i)->iso);
+    }
+    ck_assert(cr_country_valid("US", 2));
+    ck_assert(cr_country_valid("GB", 2));
+    ck_assert(!cr_country_valid("us", 2));
+    ck_assert(!cr_country_valid("XX", 2));
+    ck_assert(!cr_country_valid("USA", 3));
+    ck_assert(!cr_country_valid("U", 1));
+    ck_assert(!cr_country_valid(NULL, 2));
+}
+END_TEST
+
+START_TEST(countries_json)
+{
+    apr_size_t len;
+    const char *body = cr_countries_json(&len);
+    json_object *o, *arr;
+    ck_assert_ptr_nonnull(body);
+    ck_assert_ptr_null(cr_json_parse(pool, body, len, 8, &o));
+    arr = cr_json_get(o, "countries");
+    ck_assert_int_eq((int)json_object_array_length(arr), 233);
+    ck_assert_str_eq(cr_json_get_string(json_object_array_get_idx(arr, 0), "isoCode"), "AX");
+    ck_assert_str_eq(cr_json_get_string(json_object_array_get_idx(arr, 0), "name"), "\xc3\x85land Islands");
+}
+END_TEST
+
+/* ---- routes ---- */
+static cr_route_req parse(const char *rel, const char *method, const char *args)
+{
+    cr_route_req rr;
+    cr_route_parse(pool, rel, method, args, &rr);
+    return rr;
+}
+
+START_TEST(route_table)
+{
+    static const struct { const char *rel, *method; cr_route_id id; const char *param; } ok[] = {
+        { "countries", "GET", CR_ROUTE_COUNTRIES, NULL },
+        { "payment_vias", "GET", CR_ROUTE_PAYMENT_VIAS, NULL },
+        { "brands", "GET", CR_ROUTE_BRANDS, NULL },
+        { "homepage", "HEAD", CR_ROUTE_HOMEPAGE, NULL },
+        { "products/country/US", "GET", CR_ROUTE_PRODUCTS, "US" },
+        { "products/price", "GET", CR_ROUTE_PRICE, NULL },
+        { "orders/validations", "POST", CR_ROUTE_VALIDATIONS, NULL },
+        { "orders", "POST", CR_ROUTE_ORDERS, NULL },
+        { "orders/abc-DEF_123", "GET", CR_ROUTE_ORDER, "abc-DEF_123" },
+        { "orders/abc/subscribe", "GET", CR_ROUTE_SUBSCRIBE, "abc" },
+    };
+    unsigned i;
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        const char *args = ok[i].id == CR_ROUTE_PRODUCTS ? "family_name=Airbnb"
+                         : ok[i].id == CR_ROUTE_PRICE ? "brand_name=A&face_value=10&coin=USDC" : NULL;
+        cr_route_req rr = parse(ok[i].rel, ok[i].method, args);
+        ck_assert_msg(rr.status == 0, "%s: %d %s", ok[i].rel, rr.status, rr.reason);
+        ck_assert_int_eq(rr.def->id, ok[i].id);
+        if (ok[i].param) {
+            ck_assert_str_eq(rr.path_param, ok[i].param);
+        }
+    }
+}
+END_TEST
+
+START_TEST(route_errors)
+{
+    static const struct { const char *rel, *method, *args; int status; const char *detail; } bad[] = {
+        { "", "GET", NULL, 404, "NOT_FOUND" },
+        { "nope", "GET", NULL, 404, "NOT_FOUND" },
+        { "brands/", "GET", NULL, 404, "NOT_FOUND" },
+        { "orders//subscribe", "GET", NULL, 404, "NOT_FOUND" },
+        { "orders/a/b/c/d", "GET", NULL, 404, "NOT_FOUND" },
+        { "products/country/US/x", "GET", NULL, 404, "NOT_FOUND" },
+        { "orders/../brands", "GET", NULL, 404, "NOT_FOUND" },
+        { "brands", "POST", NULL, 405, "METHOD_NOT_ALLOWED" },
+        { "orders", "GET", NULL, 405, "METHOD_NOT_ALLOWED" },
+        { "orders/x/subscribe", "HEAD", NULL, 405, "METHOD_NOT_ALLOWED" },
+        { "orders/validations", "PUT", NULL, 405, "METHOD_NOT_ALLOWED" },
+        { "orders/has.dot", "GET", NULL, 400, "INVALID_ORDER_ID" },
+        { "orders/has%20space", "GET", NULL, 400, "INVALID_ORDER_ID" },
+        { "orders/0123456789012345678901234567890123456789012345678901234567890123456789", "GET", NULL, 400, "INVALID_ORDER_ID" },
+        { "orders/x'y/subscribe", "GET", NULL, 400, "INVALID_ORDER_ID" },
+        { "products/country/XX", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
+        { "products/country/us", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
+        { "products/country/USA", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
+        { "products/country/US", "GET", NULL, 400, "INVALID_REQUEST" },
+        { "products/country/US", "GET", "coin=USDC", 400, "INVALID_REQUEST" },
+        { "brands", "GET", "country_code=ZZ", 400, "UNSUPPORTED_COUNTRY" },
+        { "brands", "GET", "country_code=us", 400, "UNSUPPORTED_COUNTRY" },
+        { "brands", "GET", "country_code=US&country_code=GB", 400, "INVALID_REQUEST" },
+        { "brands", "GET", "country_code=%ZZ", 400, "INVALID_REQUEST" },
+        { "brands", "GET", "country_code=U%00", 400, "INVALID_REQUEST" },
+        { "brands", "GET", "country_code=%", 400, "INVALID_REQUEST" },
+        { "products/price", "GET", "brand_name=A&face_value=1e9&coin=USDC", 400, "INVALID_REQUEST" },
+        { "products/price", "GET", "brand_name=A&face_value=10&coin=US%20DC", 400, "INVALID_REQUEST" },
+        { "products/price", "GET", "face_value=10&coin=USDC", 400, "INVALID_REQUEST" },
+        { "products/country/US", "GET", "family_name=%C3%28", 400, "INVALID_REQUEST" },
+        { "products/country/US", "GET", "family_name=a&lang=EN", 400, "INVALID_REQUEST" },
+    };
+    unsigned i;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_route_req rr = parse(bad[i].rel, bad[i].method, bad[i].args);
+        ck_assert_msg(rr.status == bad[i].status, "%s?%s: got %d", bad[i].rel,
+                      bad[i].args ? bad[i].args : "", rr.status);
+        ck_assert_str_eq(rr.detail, bad[i].detail);
+    }
+}
+END_TEST
+
+START_TEST(route_upstream_paths)
+{
+    cr_route_req rr = parse("brands", "GET", "evil=1&x-cr-application=steal");
+    ck_assert_int_eq(rr.status, 0);
+    ck_assert_str_eq(cr_route_upstream_path(pool, &rr, "FR"), "/v2/brands?country_code=FR");
+
+    rr = parse("brands", "GET", "country_code=GB");
+    ck_assert_str_eq(rr.country, "GB");
+    ck_assert_str_eq(cr_route_upstream_path(pool, &rr, "GB"), "/v2/brands?country_code=GB");
+
+    rr = parse("products/country/US", "GET", "lang=en&coin=USDC&family_name=Du+Data%26more&junk=1");
+    ck_assert_int_eq(rr.status, 0);
+    ck_assert_str_eq(rr.country, "US");
+    ck_assert_str_eq(cr_route_upstream_path(pool, &rr, "US"),
+                     "/v5/products/country/US?family_name=Du%20Data%26more&coin=USDC&lang=en");
+
+    rr = parse("products/price", "GET", "coin=BTC&face_value=100.50&brand_name=Amazon.com");
+    ck_assert_int_eq(rr.status, 0);
+    ck_assert_str_eq(cr_route_upstream_path(pool, &rr, "DE"),
+                     "/v4/products/price?brand_name=Amazon.com&country_code=DE&face_value=100.50&coin=BTC");
+
+    rr = parse("orders/abc/subscribe", "GET", "x=1");
+    ck_assert_str_eq(cr_route_upstream_path(pool, &rr, "US"), "/v5/orders/abc/subscribe");
+    rr = parse("payment_vias", "GET", "country_code=US");
+    ck_assert_str_eq(cr_route_upstream_path(pool, &rr, "US"), "/v3/payment_vias");
+}
+END_TEST
+
+START_TEST(order_ids)
+{
+    char id65[66];
+    memset(id65, 'a', 65);
+    id65[65] = '\0';
+    ck_assert(cr_order_id_ok("a"));
+    ck_assert(cr_order_id_ok("8f0c2a4e-1b6d-4c1e-9a57-3f8e2d7c6b5a"));
+    ck_assert(!cr_order_id_ok(""));
+    ck_assert(!cr_order_id_ok(NULL));
+    ck_assert(!cr_order_id_ok(id65));
+    id65[64] = '\0';
+    ck_assert(cr_order_id_ok(id65));
+    ck_assert(!cr_order_id_ok("a/b"));
+    ck_assert(!cr_order_id_ok("a\nb"));
+}
+END_TEST
+
+START_TEST(url_encode)
+{
+    ck_assert_str_eq(cr_url_encode(pool, "a b&c=d/e?f~g.h_i-j"), "a%20b%26c%3Dd%2Fe%3Ff~g.h_i-j");
+    ck_assert_str_eq(cr_url_encode(pool, "\xc3\xa9"), "%C3%A9");
+    ck_assert_str_eq(cr_url_encode(pool, ""), "");
+}
+END_TEST
+
+/* ---- problem bodies and JSON ---- */
+START_TEST(problem_body)
+{
+    apr_size_t len;
+    const char *b = cr_problem_body(pool, 400, "INVALID_REQUEST", cr_problem_more("x", "why \"quoted\""),
+                                    NULL, &len);
+    ck_assert_str_eq(b, "{\"status\":400,\"detail\":\"INVALID_REQUEST\",\"moreDetails\":{\"field\":\"x\",\"reason\":\"why \\\"quoted\\\"\"}}");
+    ck_assert_uint_eq(len, strlen(b));
+    b = cr_problem_body(pool, 502, "UPSTREAM_UNAVAILABLE", NULL, "Failed to connect to upstream stream", &len);
+    ck_assert_str_eq(b, "{\"status\":502,\"detail\":\"UPSTREAM_UNAVAILABLE\",\"error\":\"Failed to connect to upstream stream\"}");
+}
+END_TEST
+
+START_TEST(json_parse)
+{
+    json_object *o;
+    char deep[4001];
+    int i;
+    ck_assert_ptr_null(cr_json_parse(pool, " {\"a\":[1,2,{\"b\":null}]} \n", 25, 64, &o));
+    ck_assert(json_object_is_type(o, json_type_object));
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "{\"a\":1", 6, 64, &o));
+    ck_assert_ptr_null(o);
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "{\"a\":1} x", 9, 64, &o));
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "{\"a\":1}{}", 9, 64, &o));
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "", 0, 64, &o));
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "{\"a\":\"\0\"}", 8, 64, &o));
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "{\"a\":\"\xc3\x28\"}", 9, 64, &o));
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "<html>", 6, 64, &o));
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "{'a':1}", 7, 64, &o));
+    for (i = 0; i < 4000; i++) {
+        deep[i] = '[';
+    }
+    deep[4000] = '\0';
+    ck_assert_str_eq(cr_json_parse(pool, deep, 4000, 64, &o), "nesting too deep");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("core");
+    TCase *tc = tcase_create("core");
+    SRunner *sr;
+    int failed;
+
+    apr_initialize();
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, countries_table);
+    tcase_add_test(tc, countries_json);
+    tcase_add_test(tc, route_table);
+    tcase_add_test(tc, route_errors);
+    tcase_add_test(tc, route_upstream_paths);
+    tcase_add_test(tc, order_ids);
+    tcase_add_test(tc, url_encode);
+    tcase_add_test(tc, problem_body);
+    tcase_add_test(tc, json_parse);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    apr_terminate();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
