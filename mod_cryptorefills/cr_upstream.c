@@ -265,6 +265,7 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     resp->retry_after = (long)retry_after;
     resp->request_sent = request_size > 0;
     resp->reused = num_connects == 0 && request_size > 0;
+    resp->connects = num_connects;
     if (num_connects > 0) {
         apr_atomic_add32(&up->connects, (apr_uint32_t)num_connects);
     }

@@ -53,6 +53,7 @@ typedef struct cr_upstream_resp {
     apr_size_t len;
     int request_sent;              /* the request left this host: outcome unknown on failure */
     int reused;                    /* sent on a connection that had carried requests before */
+    long connects;                 /* new connections this exchange opened */
     const char *error;             /* libcurl's message on failure */
     double total_time;             /* seconds */
 } cr_upstream_resp;

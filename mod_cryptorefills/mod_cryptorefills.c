@@ -27,17 +27,23 @@
 
 cr_process_t cr_proc;
 
+static int cr_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    (void)plog; (void)ptemp;
+    return cr_cache_pre_config(pconf);
+}
+
 static int cr_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *s)
 {
-    (void)pconf; (void)plog;
-    return cr_check_handler_config(ptemp, s);
+    (void)plog;
+    return cr_check_handler_config(pconf, ptemp, s);
 }
 
 static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                           server_rec *s)
 {
-    (void)plog; (void)ptemp;
+    (void)plog;
     /* Single-threaded here: initialise what children only read. */
     if (cr_upstream_global_init() != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01002) "curl_global_init failed");
@@ -49,6 +55,9 @@ static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;  /* first pass: the config is read again before children start */
     }
+    if (cr_cache_post_config(pconf, ptemp, s) != OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01003)
                  "mod_cryptorefills/%s ready (%s)", CR_MODULE_VERSION, curl_version());
     return OK;
@@ -59,6 +68,7 @@ static void cr_child_init(apr_pool_t *pchild, server_rec *s)
     int threads = 1;
     apr_status_t rv;
 
+    cr_cache_child_init(pchild, s);
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
     if (threads < 1) {
         threads = 1;
@@ -75,10 +85,12 @@ static void cr_child_init(apr_pool_t *pchild, server_rec *s)
 static void cr_register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_pre_config(cr_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(cr_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(cr_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(cr_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(cr_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    cr_cache_register_hooks();
 }
 
 AP_DECLARE_MODULE(cryptorefills) = {

@@ -8,6 +8,7 @@
 #include "ap_socache.h"
 #include "apr_global_mutex.h"
 #include "apr_shm.h"
+#include "apr_atomic.h"
 
 #include "cr_upstream.h"
 
@@ -54,6 +55,7 @@ typedef struct cr_srv_conf {
     const ap_socache_provider_t *cache_provider;
     const char *cache_args;
     int max_streams;                /* CR_UNSET_INT: sized from the MPM */
+    apr_array_header_t *bases;      /* <Location> paths that set the handler */
 } cr_srv_conf;
 
 /* Defaults (contract). */
@@ -79,7 +81,7 @@ void *cr_create_dir_conf(apr_pool_t *p, char *dir);
 void *cr_merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
 void *cr_create_srv_conf(apr_pool_t *p, server_rec *s);
 void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv);
-int cr_check_handler_config(apr_pool_t *p, server_rec *s);
+int cr_check_handler_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 
 /* mod_cryptorefills.c: per-process state. */
 typedef struct cr_process_t {
@@ -90,5 +92,41 @@ extern cr_process_t cr_proc;
 
 /* mod_cryptorefills_handler.c */
 int cr_handler(request_rec *r);
+
+/* Server-wide counters in shared memory (atomics: no lock). */
+typedef struct cr_stats_t {
+    volatile apr_uint32_t cache_hits;
+    volatile apr_uint32_t cache_misses;
+    volatile apr_uint32_t cache_stale;
+    volatile apr_uint32_t cache_refreshes;
+    volatile apr_uint32_t cache_waits;
+    volatile apr_uint32_t cache_store_failures;
+    volatile apr_uint32_t cache_not_modified;
+    volatile apr_uint32_t upstream_requests;
+    volatile apr_uint32_t upstream_connects;
+    volatile apr_uint32_t upstream_err_connect;
+    volatile apr_uint32_t upstream_err_timeout;
+    volatile apr_uint32_t upstream_err_5xx;
+    volatile apr_uint32_t upstream_err_4xx;
+    volatile apr_uint32_t upstream_err_invalid;
+    volatile apr_uint32_t local_rejections;
+    volatile apr_uint32_t idem_replays;
+    volatile apr_uint32_t idem_conflicts;
+    volatile apr_uint32_t streams_open;
+    volatile apr_uint32_t streams_total;
+    volatile apr_uint32_t streams_rejected;
+    volatile apr_uint32_t stream_events;
+    volatile apr_uint32_t stream_events_dropped;
+    volatile apr_uint32_t stream_heartbeats;
+} cr_stats_t;
+
+/* mod_cryptorefills_cache.c: shared state and its lifecycle. */
+#define CR_MUTEX_TYPE "cryptorefills-cache"
+extern cr_stats_t *cr_stats;
+int cr_cache_pre_config(apr_pool_t *pconf);
+int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+void cr_cache_child_init(apr_pool_t *pchild, server_rec *s);
+void cr_cache_register_hooks(void);
+#define CR_COUNT(field) do { if (cr_stats) apr_atomic_inc32(&cr_stats->field); } while (0)
 
 #endif

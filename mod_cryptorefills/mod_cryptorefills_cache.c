@@ -1,11 +1,571 @@
-/* Catalog routes.  Until the shared-memory cache lands these go upstream
- * through the same path as every other GET. */
+/* Catalog routes (brands, homepage, payment_vias) served from the socache.
+ *
+ * Shared state, created in post_config's second pass and owned by pconf:
+ *   - the socache instance (shmcb by default; memcache/redis for a farm);
+ *   - a global mutex (type "cryptorefills-cache", so `Mutex` configures
+ *     it) that makes the lease check-and-set atomic across children, and
+ *     that guards every store and retrieve of a provider that is not
+ *     MT-safe (shmcb);
+ *   - counters in anonymous shared memory.
+ * Children inherit the mappings at fork and re-open the mutex in
+ * child_init.  On a graceful restart the parent drops its mappings and
+ * makes new ones; old children keep theirs until they exit.
+ *
+ * The lock is only held for socache copies: never across an upstream call,
+ * a JSON parse or compression.  One refresher per name at a time, chosen by
+ * a lease record with an expiry, so a refresher that dies (killed child)
+ * frees the name when its lease runs out. */
+#include <string.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "util_mutex.h"
+#include "mod_status.h"
+#include "apr_strings.h"
+#include "apr_date.h"
+#include "apr_optional_hooks.h"
+
 #include "mod_cryptorefills_int.h"
+#include "cr_centry.h"
+#include "cr_json.h"
+
+/* Default shmcb size: every country's catalog and homepage at once (the US
+ * catalog is the largest, a few hundred KB), plus idempotency records. */
+#define CR_SHMCB_DEFAULT_SIZE   (64 * 1024 * 1024)
+/* Hints that make shmcb choose 32 subcaches of 2 MiB (the largest object)
+ * and some 4,000 index slots. */
+#define CR_HINT_AVG_OBJ         (16 * 1024)
+#define CR_HINT_AVG_ID          32
+/* A lease outlives the slowest refresh by this much. */
+#define CR_LEASE_SLACK          apr_time_from_sec(5)
+/* After a failed refresh, the next attempt waits this long (stale is served). */
+#define CR_REFRESH_BACKOFF      apr_time_from_sec(5)
+#define CR_WAIT_STEP            apr_time_from_msec(20)
+
+typedef struct cr_cache_t {
+    const ap_socache_provider_t *provider;
+    ap_socache_instance_t *inst;
+    apr_global_mutex_t *mutex;
+    int lock_all;               /* provider not MT-safe: lock every call */
+    const char *desc;
+} cr_cache_t;
+
+static cr_cache_t cache;
+cr_stats_t *cr_stats;
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+int cr_cache_pre_config(apr_pool_t *pconf)
+{
+    return ap_mutex_register(pconf, CR_MUTEX_TYPE, NULL, APR_LOCK_DEFAULT, 0);
+}
+
+static apr_status_t cache_destroy(void *data)
+{
+    cr_cache_t *cc = data;
+    if (cc->inst) {
+        cc->provider->destroy(cc->inst, NULL);
+        cc->inst = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static int status_hook(request_rec *r, int flags);
+
+int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
+{
+    cr_srv_conf *sc = ap_get_module_config(s->module_config, &cryptorefills_module);
+    struct ap_socache_hints hints;
+    apr_shm_t *shm;
+    const char *args, *err;
+    apr_status_t rv;
+
+    rv = apr_shm_create(&shm, sizeof(cr_stats_t), NULL, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01201)
+                     "cannot create shared memory for counters");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    cr_stats = apr_shm_baseaddr_get(shm);
+    memset((void *)cr_stats, 0, sizeof(*cr_stats));
+
+    memset(&cache, 0, sizeof(cache));
+    cache.provider = sc->cache_provider;
+    args = sc->cache_args;
+    if (!cache.provider) {
+        cache.provider = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
+                                            AP_SOCACHE_PROVIDER_VERSION);
+        if (!cache.provider) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01202)
+                         "the default cache needs mod_socache_shmcb: load it, or "
+                         "set CryptorefillsCache to another provider");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    if ((!args || !*args) && !strcmp(cache.provider->name, "shmcb")) {
+        /* shmcb's own default (512 KB) can't hold one large catalog. */
+        args = apr_psprintf(ptemp, "%s(%d)", ap_runtime_dir_relative(ptemp, "cryptorefills-cache"),
+                            CR_SHMCB_DEFAULT_SIZE);
+    }
+    cache.desc = apr_pstrcat(pconf, cache.provider->name, args ? ":" : "", args ? args : "", NULL);
+    err = cache.provider->create(&cache.inst, args, ptemp, pconf);
+    if (err) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01203)
+                     "CryptorefillsCache %s: %s", cache.desc, err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.avg_id_len = CR_HINT_AVG_ID;
+    hints.avg_obj_size = CR_HINT_AVG_OBJ;
+    hints.expiry_interval = 30;
+    rv = cache.provider->init(cache.inst, "cryptorefills", &hints, s, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01204)
+                     "cannot initialise the cache %s", cache.desc);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_cleanup_register(pconf, &cache, cache_destroy, apr_pool_cleanup_null);
+    cache.lock_all = (cache.provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE) != 0;
+
+    rv = ap_global_mutex_create(&cache.mutex, NULL, CR_MUTEX_TYPE, NULL, s, pconf, 0);
+    if (rv != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;   /* ap_global_mutex_create logged why */
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01205) "cache: %s", cache.desc);
+    return OK;
+}
+
+void cr_cache_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_status_t rv;
+    if (!cache.mutex) {
+        return;
+    }
+    rv = apr_global_mutex_child_init(&cache.mutex, apr_global_mutex_lockfile(cache.mutex), pchild);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01206)
+                     "cannot re-open the cache mutex in this child");
+    }
+}
+
+void cr_cache_register_hooks(void)
+{
+    APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+/* ---- socache access --------------------------------------------------------------- */
+
+static void lock(request_rec *r)
+{
+    apr_status_t rv = apr_global_mutex_lock(cache.mutex);
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, CRLOGNO(01207) "cache mutex lock failed");
+    }
+}
+
+static void unlock(request_rec *r)
+{
+    apr_status_t rv = apr_global_mutex_unlock(cache.mutex);
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, CRLOGNO(01208) "cache mutex unlock failed");
+    }
+}
+
+/* Retrieve into buf (cap bytes); *len gets the size.  locked: the caller
+ * holds the mutex already. */
+static int get_rec(request_rec *r, const unsigned char *id, apr_size_t idlen,
+                   unsigned char *buf, apr_size_t cap, apr_size_t *len, int locked)
+{
+    unsigned int n = (unsigned int)cap;
+    apr_status_t rv;
+    if (!cache.inst) {
+        return 0;
+    }
+    if (cache.lock_all && !locked) {
+        lock(r);
+    }
+    rv = cache.provider->retrieve(cache.inst, r->server, id, (unsigned int)idlen, buf, &n, r->pool);
+    if (cache.lock_all && !locked) {
+        unlock(r);
+    }
+    *len = n;
+    return rv == APR_SUCCESS;
+}
+
+static apr_status_t put_rec(request_rec *r, const unsigned char *id, apr_size_t idlen,
+                            apr_time_t expiry, unsigned char *data, apr_size_t len, int locked)
+{
+    apr_status_t rv;
+    if (!cache.inst) {
+        return APR_EINIT;
+    }
+    if (cache.lock_all && !locked) {
+        lock(r);
+    }
+    rv = cache.provider->store(cache.inst, r->server, id, (unsigned int)idlen, expiry, data,
+                               (unsigned int)len, r->pool);
+    if (cache.lock_all && !locked) {
+        unlock(r);
+    }
+    return rv;
+}
+
+static void del_rec(request_rec *r, const unsigned char *id, apr_size_t idlen, int locked)
+{
+    if (!cache.inst) {
+        return;
+    }
+    if (cache.lock_all && !locked) {
+        lock(r);
+    }
+    cache.provider->remove(cache.inst, r->server, id, (unsigned int)idlen, r->pool);
+    if (cache.lock_all && !locked) {
+        unlock(r);
+    }
+}
+
+int cr_cache_get(request_rec *r, cr_cid_kind kind, const char *name, unsigned char *buf,
+                 apr_size_t cap, apr_size_t *len)
+{
+    unsigned char id[CR_CENTRY_ID_MAX];
+    apr_size_t idlen = cr_centry_id(id, kind, name);
+    return get_rec(r, id, idlen, buf, cap, len, 0);
+}
+
+apr_status_t cr_cache_put(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
+                          unsigned char *data, apr_size_t len)
+{
+    unsigned char id[CR_CENTRY_ID_MAX];
+    apr_size_t idlen = cr_centry_id(id, kind, name);
+    return put_rec(r, id, idlen, expiry, data, len, 0);
+}
+
+/* Take the lease on name for `hold`: 1 when this request is now the one
+ * refresher.  The check and the set happen under the mutex, so exactly one
+ * request in this server wins; the record's own expiry frees it if the
+ * winner never comes back. */
+int cr_cache_lease(request_rec *r, const char *name, apr_interval_time_t hold)
+{
+    unsigned char id[CR_CENTRY_ID_MAX], buf[16];
+    apr_size_t idlen = cr_centry_id(id, CR_CID_LEASE, name), n;
+    int won = 0;
+
+    if (!cache.inst) {
+        return 1;
+    }
+    lock(r);
+    if (!get_rec(r, id, idlen, buf, sizeof(buf), &n, 1)) {
+        memcpy(buf, "lease", 5);
+        won = put_rec(r, id, idlen, apr_time_now() + hold, buf, 5, 1) == APR_SUCCESS;
+    }
+    unlock(r);
+    return won;
+}
+
+/* Give the lease back now (after a successful refresh), or keep it for
+ * `backoff` (after a failed one, so an outage costs one upstream try per
+ * backoff, not one per request). */
+void cr_cache_unlease(request_rec *r, const char *name, apr_interval_time_t backoff)
+{
+    unsigned char id[CR_CENTRY_ID_MAX], buf[5];
+    apr_size_t idlen = cr_centry_id(id, CR_CID_LEASE, name);
+    if (backoff > 0) {
+        memcpy(buf, "lease", 5);
+        put_rec(r, id, idlen, apr_time_now() + backoff, buf, 5, 0);
+    }
+    else {
+        del_rec(r, id, idlen, 0);
+    }
+}
+
+/* ---- catalog entries --------------------------------------------------------------- */
+
+static int get_meta(request_rec *r, const char *name, cr_centry_meta *m)
+{
+    unsigned char buf[CR_CENTRY_META_LEN];
+    apr_size_t n;
+    return cr_cache_get(r, CR_CID_META, name, buf, sizeof(buf), &n)
+        && cr_centry_meta_decode(buf, n, m);
+}
+
+/* The variant's bytes (without header) for meta m, or NULL when evicted or
+ * replaced by another generation meanwhile. */
+static const char *get_variant(request_rec *r, const char *name, const cr_centry_meta *m,
+                               int gz, apr_size_t *len)
+{
+    apr_size_t want = (gz ? m->gz_len : m->body_len) + CR_CENTRY_VHDR_LEN, n;
+    unsigned char *buf = apr_palloc(r->pool, want);
+    if (!cr_cache_get(r, gz ? CR_CID_GZIP : CR_CID_BODY, name, buf, want, &n)
+        || n != want || !cr_centry_vhdr_check(buf, n, m->version)) {
+        return NULL;
+    }
+    *len = n - CR_CENTRY_VHDR_LEN;
+    return (const char *)buf + CR_CENTRY_VHDR_LEN;
+}
+
+/* Store a fresh answer: variants first, meta last, so a reader that finds
+ * the new meta finds its variants too (or notices a mismatch). */
+static int store_entry(request_rec *r, const char *name, const char *body, apr_size_t len,
+                       apr_time_t fetched, apr_time_t expiry, cr_centry_meta *m)
+{
+    unsigned char *rec, *gz, meta[CR_CENTRY_META_LEN];
+    apr_size_t gzlen = 0;
+    apr_status_t rv;
+
+    m->version = cr_hash64(body, len) ^ (apr_uint64_t)len;
+    m->fetched = fetched;
+    m->body_len = (apr_uint32_t)len;
+    gz = cr_gzip(r->pool, body, len, &gzlen);
+    m->gz_len = gz && gzlen < len ? (apr_uint32_t)gzlen : 0;
+
+    rec = apr_palloc(r->pool, len + CR_CENTRY_VHDR_LEN);
+    cr_centry_vhdr_encode(m->version, rec);
+    memcpy(rec + CR_CENTRY_VHDR_LEN, body, len);
+    rv = cr_cache_put(r, CR_CID_BODY, name, expiry, rec, len + CR_CENTRY_VHDR_LEN);
+    if (rv == APR_SUCCESS && m->gz_len) {
+        rec = apr_palloc(r->pool, m->gz_len + CR_CENTRY_VHDR_LEN);
+        cr_centry_vhdr_encode(m->version, rec);
+        memcpy(rec + CR_CENTRY_VHDR_LEN, gz, m->gz_len);
+        rv = cr_cache_put(r, CR_CID_GZIP, name, expiry, rec, m->gz_len + CR_CENTRY_VHDR_LEN);
+    }
+    if (rv == APR_SUCCESS) {
+        cr_centry_meta_encode(m, meta);
+        rv = cr_cache_put(r, CR_CID_META, name, expiry, meta, sizeof(meta));
+    }
+    if (rv != APR_SUCCESS) {
+        apr_uint32_t before = apr_atomic_inc32(&cr_stats->cache_store_failures);
+        /* Logged once per power of two, not once per request. */
+        if ((before & (before + 1)) == 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, r, CRLOGNO(01209)
+                          "cannot store %s (%" APR_SIZE_T_FMT " bytes) in the cache %s "
+                          "(%u store failures so far): answering from the upstream copy",
+                          name, len, cache.desc, before + 1);
+        }
+        return 0;
+    }
+    return 1;
+}
+
+static int accepts_gzip(request_rec *r)
+{
+    const char *ae = apr_table_get(r->headers_in, "Accept-Encoding");
+    while (ae && *ae) {
+        const char *end = ae + strcspn(ae, ",");
+        const char *semi = memchr(ae, ';', (apr_size_t)(end - ae));
+        const char *tok_end = semi ? semi : end;
+        while (*ae == ' ' || *ae == '\t') {
+            ae++;
+        }
+        while (tok_end > ae && (tok_end[-1] == ' ' || tok_end[-1] == '\t')) {
+            tok_end--;
+        }
+        if ((tok_end - ae == 4 && !strncasecmp(ae, "gzip", 4))
+            || (tok_end - ae == 6 && !strncasecmp(ae, "x-gzip", 6))
+            || (tok_end - ae == 1 && *ae == '*')) {
+            const char *q = semi ? strstr(semi, "q=") : NULL;
+            if (!q || q > end) {
+                return 1;
+            }
+            q += 2;
+            /* q=0, q=0.0, q=0.000 refuse; anything else accepts */
+            while (*q == '0' || *q == '.') {
+                q++;
+            }
+            return !(q >= end || *q == ' ' || *q == ',' || *q == ';' || *q == '\0');
+        }
+        ae = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* Answer from the cached entry.  Returns -1 when a variant is gone (the
+ * caller then treats it as a miss). */
+static int send_cached(request_rec *r, const char *name, const cr_centry_meta *m,
+                       const char *how, apr_interval_time_t ttl)
+{
+    apr_time_t now = apr_time_now();
+    apr_interval_time_t left = m->fetched + ttl - now;
+    int gz = m->gz_len && accepts_gzip(r);
+    const char *body;
+    apr_size_t len = 0;
+
+    apr_table_setn(r->headers_out, "Vary", "Accept-Encoding");
+    apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", how);
+    apr_table_setn(r->headers_out, "ETag", cr_centry_etag(r->pool, m->version, gz));
+    apr_table_setn(r->headers_out, "Cache-Control",
+                   apr_psprintf(r->pool, "public, max-age=%" APR_TIME_T_FMT,
+                                left > 0 ? apr_time_sec(left) : (apr_time_t)0));
+    {
+        char *lm = apr_palloc(r->pool, APR_RFC822_DATE_LEN);
+        apr_rfc822_date(lm, m->fetched);
+        apr_table_setn(r->headers_out, "Last-Modified", lm);
+    }
+    if (cr_centry_etag_match(apr_table_get(r->headers_in, "If-None-Match"), m->version)) {
+        CR_COUNT(cache_not_modified);
+        return HTTP_NOT_MODIFIED;
+    }
+    body = get_variant(r, name, m, gz, &len);
+    if (!body) {
+        return -1;
+    }
+    if (gz) {
+        apr_table_setn(r->headers_out, "Content-Encoding", "gzip");
+    }
+    /* Already compressed, or deliberately not: mod_deflate stays out. */
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    return cr_send(r, HTTP_OK, "application/json", body, len);
+}
+
+/* Is this upstream answer one to keep? */
+static int cacheable(request_rec *r, const cr_upstream_resp *resp)
+{
+    json_object *o;
+    return resp->rc == CR_UP_OK && resp->status == 200 && resp->len > 0
+        && !cr_json_parse(r->pool, resp->body, resp->len, CR_JSON_MAX_DEPTH, &o);
+}
+
+/* A failure worth hiding behind a stale copy: the upstream is down or sick,
+ * not answering a definite "no" (4xx other than 429). */
+static int serve_stale_after(const cr_upstream_resp *resp)
+{
+    return resp->rc != CR_UP_OK || resp->status >= 500 || resp->status == 429
+        || resp->status == 200 /* 200 that isn't JSON */;
+}
 
 int cr_cached_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
                       const char *country)
 {
+    apr_interval_time_t ttl = CR_CONF_TIME(c, cache_ttl, CR_DEF_CACHE_TTL);
+    apr_interval_time_t stale = CR_CONF_TIME(c, cache_stale, CR_DEF_CACHE_STALE);
+    apr_interval_time_t timeout = CR_CONF_TIME(c, timeout, CR_DEF_TIMEOUT);
+    apr_interval_time_t hold = CR_CONF_TIME(c, connect_timeout, CR_DEF_CONNECT_TIMEOUT)
+                               + timeout + CR_LEASE_SLACK;
+    /* The upstream URL is part of the name, so two vhosts fronting two
+     * upstreams (say sandbox and production) never share an entry. */
+    const char *name = apr_psprintf(r->pool, "%s:%s:%s", rr->def->name, country,
+                                    c->upstream ? c->upstream : CR_DEFAULT_UPSTREAM);
+    apr_time_t deadline = apr_time_now() + timeout + apr_time_from_sec(1);
+    cr_centry_meta m;
     cr_upstream_resp resp;
+    int have, st;
+
+    for (;;) {
+        apr_time_t now = apr_time_now();
+        have = get_meta(r, name, &m);
+        if (have && now < m.fetched + ttl) {
+            st = send_cached(r, name, &m, "hit", ttl);
+            if (st != -1) {
+                CR_COUNT(cache_hits);
+                return st;
+            }
+            have = 0;
+        }
+        if (cr_cache_lease(r, name, hold)) {
+            break;          /* this request refreshes */
+        }
+        if (have) {
+            /* Someone else refreshes: serve what we have meanwhile. */
+            st = send_cached(r, name, &m, "stale", ttl);
+            if (st != -1) {
+                CR_COUNT(cache_stale);
+                return st;
+            }
+        }
+        if (apr_time_now() >= deadline) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01210)
+                          "gave up waiting for the refresh of %s:%s", rr->def->name, country);
+            return cr_send_problem(r, HTTP_GATEWAY_TIME_OUT, "UPSTREAM_TIMEOUT", NULL,
+                                   "waiting for a catalog refresh");
+        }
+        CR_COUNT(cache_waits);
+        apr_sleep(CR_WAIT_STEP);
+    }
+
     cr_fetch(r, c, rr, country, NULL, 0, &resp);
+    CR_COUNT(cache_refreshes);
+    if (cacheable(r, &resp)) {
+        cr_centry_meta nm;
+        apr_time_t now = apr_time_now();
+        int stored = store_entry(r, name, resp.body, resp.len, now, now + ttl + stale, &nm);
+        cr_cache_unlease(r, name, 0);
+        CR_COUNT(cache_misses);
+        if (stored) {
+            st = send_cached(r, name, &nm, "miss", ttl);
+            if (st != -1) {
+                return st;
+            }
+        }
+        /* Not stored (cache full, or too small for it): still answer. */
+        apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", "miss");
+        apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+        return cr_send(r, HTTP_OK, "application/json", resp.body, resp.len);
+    }
+
+    /* The refresh failed. */
+    cr_cache_unlease(r, name, CR_REFRESH_BACKOFF);
+    if (have && serve_stale_after(&resp) && apr_time_now() < m.fetched + ttl + stale) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01211)
+                      "refresh of %s:%s failed (%s, status %ld): serving the copy of %"
+                      APR_TIME_T_FMT "s ago", rr->def->name, country,
+                      cr_upstream_rc_name(resp.rc), resp.status,
+                      apr_time_sec(apr_time_now() - m.fetched));
+        st = send_cached(r, name, &m, "stale", ttl);
+        if (st != -1) {
+            CR_COUNT(cache_stale);
+            return st;
+        }
+    }
+    CR_COUNT(cache_misses);
+    apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", "miss");
     return cr_relay(r, rr, &resp);
+}
+
+/* ---- mod_status ------------------------------------------------------------------------ */
+
+static int status_hook(request_rec *r, int flags)
+{
+    static const struct { const char *name; apr_size_t off; } rows[] = {
+#define ROW(f) { #f, APR_OFFSETOF(cr_stats_t, f) }
+        ROW(cache_hits), ROW(cache_misses), ROW(cache_stale), ROW(cache_refreshes),
+        ROW(cache_waits), ROW(cache_store_failures), ROW(cache_not_modified),
+        ROW(upstream_requests), ROW(upstream_connects), ROW(upstream_err_connect),
+        ROW(upstream_err_timeout), ROW(upstream_err_5xx), ROW(upstream_err_4xx),
+        ROW(upstream_err_invalid), ROW(local_rejections), ROW(idem_replays),
+        ROW(idem_conflicts), ROW(streams_open), ROW(streams_total), ROW(streams_rejected),
+        ROW(stream_events), ROW(stream_events_dropped), ROW(stream_heartbeats),
+#undef ROW
+    };
+    apr_size_t i;
+
+    if (!cr_stats) {
+        return OK;
+    }
+    if (flags & AP_STATUS_SHORT) {
+        for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+            ap_rprintf(r, "Cryptorefills%s: %u\n", rows[i].name,
+                       apr_atomic_read32((volatile apr_uint32_t *)((char *)cr_stats + rows[i].off)));
+        }
+        return OK;
+    }
+    ap_rputs("<hr />\n<h2>mod_cryptorefills</h2>\n<table>\n", r);
+    ap_rprintf(r, "<tr><th>cache</th><td>%s</td></tr>\n", ap_escape_html(r->pool, cache.desc));
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        ap_rprintf(r, "<tr><th>%s</th><td>%u</td></tr>\n", rows[i].name,
+                   apr_atomic_read32((volatile apr_uint32_t *)((char *)cr_stats + rows[i].off)));
+    }
+    ap_rputs("</table>\n", r);
+    if (cache.inst && !(flags & AP_STATUS_SHORT)) {
+        if (cache.lock_all) {
+            lock(r);
+        }
+        cache.provider->status(cache.inst, r, flags);
+        if (cache.lock_all) {
+            unlock(r);
+        }
+    }
+    return OK;
 }

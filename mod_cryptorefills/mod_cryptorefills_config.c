@@ -80,8 +80,8 @@ void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     cr_srv_conf *base = basev, *add = addv;
     cr_srv_conf *c = apr_pcalloc(p, sizeof(*c));
     /* The cache and the stream cap are server-wide: a vhost shares them. */
-    (void)add;
     *c = *base;
+    c->bases = add->bases;
     return c;
 }
 
@@ -443,8 +443,8 @@ static int sets_our_handler(apr_pool_t *p, const core_dir_config *core,
  * Walks every server's <Location> and <Directory> sections, merging them
  * over the server's own defaults as a request would see them.  Runs in
  * check_config, which `apachectl -t` runs too. */
-static int check_section(apr_pool_t *p, server_rec *s, ap_conf_vector_t *sec,
-                         const char *kind)
+static int check_section(apr_pool_t *pconf, apr_pool_t *p, server_rec *s,
+                         ap_conf_vector_t *sec, const char *kind)
 {
     core_dir_config *core = ap_get_core_module_config(sec);
     cr_dir_conf *srv = ap_get_module_config(s->lookup_defaults, &cryptorefills_module);
@@ -454,6 +454,15 @@ static int check_section(apr_pool_t *p, server_rec *s, ap_conf_vector_t *sec,
 
     if (!core || !sets_our_handler(p, core, &file, &line)) {
         return OK;
+    }
+    if (*kind == '<' && kind[1] == 'L' && core->d && !core->r) {
+        /* Remember the prefix: the handler's routes are relative to it
+         * even when no directive of ours sits in that <Location>. */
+        cr_srv_conf *sc = ap_get_module_config(s->module_config, &cryptorefills_module);
+        if (!sc->bases) {
+            sc->bases = apr_array_make(pconf, 2, sizeof(const char *));
+        }
+        APR_ARRAY_PUSH(sc->bases, const char *) = apr_pstrdup(pconf, core->d);
     }
     own = ap_get_module_config(sec, &cryptorefills_module);
     eff = (own && srv && own != srv) ? cr_merge_dir_conf(p, srv, own) : (own ? own : srv);
@@ -470,22 +479,22 @@ static int check_section(apr_pool_t *p, server_rec *s, ap_conf_vector_t *sec,
     return OK;
 }
 
-int cr_check_handler_config(apr_pool_t *p, server_rec *s)
+int cr_check_handler_config(apr_pool_t *pconf, apr_pool_t *p, server_rec *s)
 {
     int rv = OK;
     for (; s; s = s->next) {
         core_server_config *cs = ap_get_core_module_config(s->module_config);
         int i;
-        if (check_section(p, s, s->lookup_defaults, "") != OK) {
+        if (check_section(pconf, p, s, s->lookup_defaults, "") != OK) {
             rv = !OK;
         }
         for (i = 0; cs && cs->sec_url && i < cs->sec_url->nelts; i++) {
-            if (check_section(p, s, ((ap_conf_vector_t **)cs->sec_url->elts)[i], "<Location ") != OK) {
+            if (check_section(pconf, p, s, ((ap_conf_vector_t **)cs->sec_url->elts)[i], "<Location ") != OK) {
                 rv = !OK;
             }
         }
         for (i = 0; cs && cs->sec_dir && i < cs->sec_dir->nelts; i++) {
-            if (check_section(p, s, ((ap_conf_vector_t **)cs->sec_dir->elts)[i], "<Directory ") != OK) {
+            if (check_section(pconf, p, s, ((ap_conf_vector_t **)cs->sec_dir->elts)[i], "<Directory ") != OK) {
                 rv = !OK;
             }
         }

@@ -63,24 +63,48 @@ int cr_send_problem(request_rec *r, int status, const char *detail,
 
 /* ---- request side ------------------------------------------------------------- */
 
-/* The path below the handler's <Location>, without leading slashes. */
+static const char *strip_base(const char *uri, const char *base)
+{
+    apr_size_t n = strlen(base);
+    while (n > 1 && base[n - 1] == '/') {
+        n--;
+    }
+    if (strncmp(uri, base, n) || (uri[n] != '/' && uri[n] != '\0' && base[n - 1] != '/')) {
+        return NULL;
+    }
+    return uri + n;
+}
+
+/* The path below the handler's <Location>, without leading slashes: the
+ * Location's own path when a directive of ours sits in it, else the longest
+ * <Location> prefix that sets the handler (found when the config was
+ * checked).  NULL when none applies (a <LocationMatch> or <Directory>). */
 static const char *relative_path(request_rec *r, const cr_dir_conf *c)
 {
-    const char *uri = r->uri;
+    const char *rel = NULL;
     if (c->base && c->base[0] == '/') {
-        apr_size_t n = strlen(c->base);
-        while (n > 1 && c->base[n - 1] == '/') {
-            n--;
-        }
-        if (strncmp(uri, c->base, n) || (uri[n] != '/' && uri[n] != '\0' && c->base[n - 1] != '/')) {
-            return NULL;   /* a <LocationMatch> or a <Directory>: no plain prefix */
-        }
-        uri += n;
+        rel = strip_base(r->uri, c->base);
     }
-    while (*uri == '/') {
-        uri++;
+    if (!rel) {
+        cr_srv_conf *sc = ap_get_module_config(r->server->module_config, &cryptorefills_module);
+        apr_size_t best = 0;
+        int i;
+        for (i = 0; sc->bases && i < sc->bases->nelts; i++) {
+            const char *b = APR_ARRAY_IDX(sc->bases, i, const char *);
+            const char *t = strip_base(r->uri, b);
+            if (t && (apr_size_t)(t - r->uri) >= best) {
+                best = (apr_size_t)(t - r->uri);
+                rel = t;
+            }
+        }
     }
-    return uri;
+    if (!rel) {
+        return NULL;
+    }
+    while (*rel == '/') {
+        rel++;
+    }
+    return rel;
 }
 
 const char *cr_resolve_country(request_rec *r, const cr_dir_conf *c, const char *named)
@@ -246,6 +270,19 @@ void cr_fetch(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr, cons
 
     ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r, "upstream %s %s", req.method, req.url);
     cr_upstream_perform(cr_proc.upstream, r->pool, &req, resp);
+    CR_COUNT(upstream_requests);
+    if (cr_stats && resp->connects > 0) {
+        apr_atomic_add32(&cr_stats->upstream_connects, (apr_uint32_t)resp->connects);
+    }
+    switch (resp->rc) {
+    case CR_UP_OK:
+        if (resp->status >= 500) CR_COUNT(upstream_err_5xx);
+        else if (resp->status >= 400) CR_COUNT(upstream_err_4xx);
+        break;
+    case CR_UP_CONNECT: CR_COUNT(upstream_err_connect); break;
+    case CR_UP_TIMEOUT: CR_COUNT(upstream_err_timeout); break;
+    default: CR_COUNT(upstream_err_invalid); break;
+    }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01101)
                   "upstream %s %s: %s, status %ld, %" APR_SIZE_T_FMT " bytes, %.3fs%s",
                   req.method, req.url, cr_upstream_rc_name(resp->rc), resp->status, resp->len,

@@ -1,0 +1,57 @@
+/* Cache entries for catalog answers, independent of any cache backend.
+ *
+ * One cached answer is three socache records under ids that share a name:
+ *   meta  - fixed 64-byte record: version, time fetched, lengths, ETag hash;
+ *   body  - 16-byte header (version) + the JSON as received;
+ *   gzip  - 16-byte header (version) + the same JSON gzip-compressed once.
+ * A reader retrieves meta first (so it knows how large a buffer the variant
+ * needs, and can answer 304 without touching the body), then only the
+ * variant it serves.  The version in each variant header guards against a
+ * variant from another generation (farms share a cache without a lock). */
+#ifndef CR_CENTRY_H
+#define CR_CENTRY_H
+
+#include <apr_pools.h>
+#include <apr_time.h>
+
+#define CR_CENTRY_META_LEN   64
+#define CR_CENTRY_VHDR_LEN   16
+#define CR_CENTRY_ID_MAX     96
+
+typedef enum { CR_CID_META = 'M', CR_CID_BODY = 'B', CR_CID_GZIP = 'Z', CR_CID_LEASE = 'L',
+               CR_CID_IDEM = 'I' } cr_cid_kind;
+
+typedef struct cr_centry_meta {
+    apr_uint64_t version;       /* hash of the body: also the ETag */
+    apr_time_t fetched;         /* when the upstream answered */
+    apr_uint32_t body_len;
+    apr_uint32_t gz_len;        /* 0: no gzip variant stored */
+} cr_centry_meta;
+
+/* 64-bit FNV-1a. */
+apr_uint64_t cr_hash64(const void *data, apr_size_t len);
+
+/* Build the id of a record: first byte from a hash of name, so that
+ * shmcb (which picks a subcache by the id's first byte) spreads names
+ * over all subcaches; then the kind; then the name.  Returns the length. */
+apr_size_t cr_centry_id(unsigned char *out, cr_cid_kind kind, const char *name);
+
+/* Serialise / parse the meta record (explicit little-endian layout, so a
+ * cache shared by a farm of mixed machines reads the same). */
+void cr_centry_meta_encode(const cr_centry_meta *m, unsigned char out[CR_CENTRY_META_LEN]);
+int cr_centry_meta_decode(const unsigned char *in, apr_size_t len, cr_centry_meta *m);
+
+/* Variant header: magic + version. */
+void cr_centry_vhdr_encode(apr_uint64_t version, unsigned char out[CR_CENTRY_VHDR_LEN]);
+int cr_centry_vhdr_check(const unsigned char *in, apr_size_t len, apr_uint64_t version);
+
+/* gzip (RFC 1952) body into p; NULL on failure. */
+unsigned char *cr_gzip(apr_pool_t *p, const char *in, apr_size_t len, apr_size_t *outlen);
+
+/* The strong ETag for a version and coding: "\"<16 hex>\"" or "\"<16 hex>-gz\"". */
+const char *cr_centry_etag(apr_pool_t *p, apr_uint64_t version, int gz);
+
+/* Does an If-None-Match header value match the entry (either coding)? */
+int cr_centry_etag_match(const char *if_none_match, apr_uint64_t version);
+
+#endif
