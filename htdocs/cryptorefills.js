@@ -424,7 +424,11 @@ export function validationBody({ brand, product, countryCode, beneficiary, email
   else if (product.localized_denomination) delivery.localized_denomination = product.localized_denomination;
   const payment = { type: 'via', payment_via: paymentVia, coin };
   if (network) payment.network = network;
-  return { email, payment, deliveries: [delivery], lang };
+  const body = { payment, deliveries: [delivery], lang };
+  // The buyer's email only matters to create; when it is the beneficiary itself, leaving it out
+  // lets a bad address come back as the field's INVALID_BENEFICIARY_ACCOUNT problem.
+  if (email && email !== beneficiary) body.email = email;
+  return body;
 }
 
 /** Body for POST orders. Same inputs as validationBody, plus `newsletter` and `acquisition`. */
