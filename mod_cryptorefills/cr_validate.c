@@ -6,6 +6,7 @@
  * second pass needs.  The second pass gathers every business problem
  * (product count, catalog, beneficiary, payment) up to a cap. */
 #include <string.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <apr_strings.h>
 #include <apr_hash.h>

@@ -56,7 +56,12 @@
 /* Parsed /v2/brands?country_code=CC object, or NULL when unavailable (then
  * the catalog checks are skipped for that country).  Called at most once per
  * distinct country of a request.  The validator takes no reference: the
- * object must outlive the cr_validate_order() call. */
+ * object must outlive the cr_validate_order() call.
+ *
+ * Catalogs and payment_vias are only read (member lookups; no reference
+ * counting, no serialisation, which would write json-c's print buffer), so
+ * one parsed copy may be shared by threads.  The body is written to:
+ * json-c caches number text in it. */
 typedef json_object *(*cr_catalog_fn)(void *baton, const char *country_code);
 
 typedef struct cr_validate_ctx {
