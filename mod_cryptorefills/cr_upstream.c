@@ -136,6 +136,25 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    xfer_t *x = userdata;
+    apr_size_t n = size * nitems;
+    if ((n == 2 && buf[0] == '\r' && buf[1] == '\n') || (n == 1 && buf[0] == '\n')) {
+        long status = 0;
+        char *ct = NULL;
+        curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200) {
+            curl_easy_getinfo(x->h, CURLINFO_CONTENT_TYPE, &ct);
+            if (x->req->on_headers(x->req->baton, status, ct)) {
+                x->aborted = 1;
+                return 0;
+            }
+        }
+    }
+    return n;
+}
+
 static int on_xferinfo(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
                        curl_off_t ultotal, curl_off_t ulnow)
 {
@@ -231,6 +250,10 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
         if (req->max_response) {
             SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_response);
         }
+    }
+    if (req->on_headers) {
+        SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
+        SETOPT(h, CURLOPT_HEADERDATA, &x);
     }
     if (req->on_tick) {
         SETOPT(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);

@@ -28,6 +28,9 @@ typedef enum {
  * not (for heartbeats and client-gone checks); non-zero aborts. */
 typedef int (*cr_upstream_data_fn)(void *baton, long status, const char *buf, apr_size_t len);
 typedef int (*cr_upstream_tick_fn)(void *baton);
+/* Called once the final response header block has arrived (status known,
+ * no body byte yet); non-zero aborts. */
+typedef int (*cr_upstream_headers_fn)(void *baton, long status, const char *content_type);
 
 typedef struct cr_upstream_req {
     const char *method;            /* "GET" or "POST" */
@@ -41,6 +44,7 @@ typedef struct cr_upstream_req {
     int fresh_connection;          /* never send on a reused connection */
     cr_upstream_data_fn on_data;
     cr_upstream_tick_fn on_tick;
+    cr_upstream_headers_fn on_headers;
     void *baton;
 } cr_upstream_req;
 

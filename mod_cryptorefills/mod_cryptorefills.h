@@ -48,6 +48,7 @@ typedef struct cr_dir_conf {
     apr_interval_time_t idem_window;
     int max_streams_per_client;
     apr_interval_time_t stream_lifetime;
+    apr_interval_time_t stream_stall;
 } cr_dir_conf;
 
 typedef struct cr_srv_conf {
@@ -70,6 +71,7 @@ typedef struct cr_srv_conf {
 #define CR_DEF_IDEM_WINDOW      apr_time_from_sec(86400)
 #define CR_DEF_STREAMS_PER_CLIENT 8
 #define CR_DEF_STREAM_LIFETIME  apr_time_from_sec(1800)
+#define CR_DEF_STREAM_STALL     apr_time_from_sec(120)
 
 /* Effective values with defaults applied. */
 #define CR_CONF_TIME(c, m, d)   ((c)->m == CR_UNSET_TIME ? (d) : (c)->m)
@@ -118,6 +120,11 @@ typedef struct cr_stats_t {
     volatile apr_uint32_t stream_events;
     volatile apr_uint32_t stream_events_dropped;
     volatile apr_uint32_t stream_heartbeats;
+    volatile apr_uint32_t max_streams;       /* effective server-wide cap */
+    /* Open streams per client address, by hash slot (a collision makes
+     * two clients share a budget: conservative, never over the cap). */
+#define CR_CLIENT_SLOTS 4096
+    volatile apr_uint32_t client_streams[CR_CLIENT_SLOTS];
 } cr_stats_t;
 
 /* mod_cryptorefills_cache.c: shared state and its lifecycle. */

@@ -24,6 +24,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "util_mutex.h"
+#include "ap_mpm.h"
 #include "mod_status.h"
 #include "apr_strings.h"
 #include "apr_date.h"
@@ -92,6 +93,21 @@ int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
     }
     cr_stats = apr_shm_baseaddr_get(shm);
     memset((void *)cr_stats, 0, sizeof(*cr_stats));
+    if (sc->max_streams != CR_UNSET_INT) {
+        cr_stats->max_streams = (apr_uint32_t)sc->max_streams;
+    }
+    else {
+        /* Half the workers: the other half keeps serving catalogs and orders. */
+        int daemons = 1, threads = 1;
+        ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &daemons);
+        ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+        ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons);
+        cr_stats->max_streams = (apr_uint32_t)((daemons > 0 ? daemons : 1)
+                                               * (threads > 0 ? threads : 1) / 2);
+        if (cr_stats->max_streams < 1) {
+            cr_stats->max_streams = 1;
+        }
+    }
 
     memset(&cache, 0, sizeof(cache));
     cache.provider = sc->cache_provider;

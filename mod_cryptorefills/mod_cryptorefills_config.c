@@ -30,6 +30,7 @@ void *cr_create_dir_conf(apr_pool_t *p, char *dir)
     c->idem_window = CR_UNSET_TIME;
     c->max_streams_per_client = CR_UNSET_INT;
     c->stream_lifetime = CR_UNSET_TIME;
+    c->stream_stall = CR_UNSET_TIME;
     return c;
 }
 
@@ -64,6 +65,7 @@ void *cr_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_VAL(idem_window, CR_UNSET_TIME);
     MERGE_VAL(max_streams_per_client, CR_UNSET_INT);
     MERGE_VAL(stream_lifetime, CR_UNSET_TIME);
+    MERGE_VAL(stream_stall, CR_UNSET_TIME);
     return c;
 }
 
@@ -276,6 +278,7 @@ TIME_SETTER(set_cache_stale, cache_stale, 0, apr_time_from_sec(86400 * 30))
 TIME_SETTER(set_heartbeat, heartbeat, apr_time_from_sec(1), apr_time_from_sec(3600))
 TIME_SETTER(set_idem_window, idem_window, apr_time_from_sec(1), apr_time_from_sec(86400 * 30))
 TIME_SETTER(set_stream_lifetime, stream_lifetime, apr_time_from_sec(1), apr_time_from_sec(86400))
+TIME_SETTER(set_stream_stall, stream_stall, apr_time_from_sec(1), apr_time_from_sec(86400))
 
 static const char *set_max_body(cmd_parms *cmd, void *dc, const char *arg)
 {
@@ -382,6 +385,9 @@ const command_rec cr_cmds[] = {
                   "Open order streams per client address (default 8)"),
     AP_INIT_TAKE1("CryptorefillsStreamMaxLifetime", set_stream_lifetime, NULL, DIR_OR_SRV,
                   "Seconds after which an order stream is closed (default 1800)"),
+    AP_INIT_TAKE1("CryptorefillsStreamStallTimeout", set_stream_stall, NULL, DIR_OR_SRV,
+                  "Seconds without a byte from the upstream before an order stream is "
+                  "ended so the browser reconnects (default 120)"),
     { NULL }
 };
 

@@ -1,9 +1,344 @@
-/* The order stream relay (in progress). */
+/* GET orders/{id}/subscribe: relay the upstream's Server-Sent Events.
+ *
+ * One libcurl transfer per subscription, run on the request's thread (httpd
+ * 2.4 pins a worker per open stream; the caps below keep that safe).  Bytes
+ * from the upstream go through the SSE parser; each complete event that
+ * passes the order-stream policy is re-emitted in canonical form and
+ * followed by a FLUSH bucket, so no filter (mod_deflate, mod_http2, a
+ * buffer) holds it.  libcurl's progress callback, called at least once a
+ * second, drives heartbeats, the lifetime limit, stall detection and the
+ * client-gone check. */
+#include <string.h>
+#include <sys/socket.h>
+#include <errno.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_mpm.h"
+#include "apr_strings.h"
+#include "apr_portable.h"
+
 #include "mod_cryptorefills_int.h"
+#include "cr_sse.h"
+#include "cr_centry.h"
+#include "cr_problem.h"
+
+#define CR_STREAM_MAX_EVENT (256 * 1024)
+#define CR_STREAM_RETRY_MS  3000
+
+typedef struct stream_t {
+    request_rec *r;
+    const cr_dir_conf *c;
+    const char *order_id;
+    apr_bucket_brigade *bb;
+    cr_sse_parser *parser;
+    apr_pool_t *scratch;
+    int opened;             /* 200 and the first bytes sent */
+    int done;               /* stop relayed, or lifetime over: end normally */
+    int client_gone;
+    long upstream_status;
+    apr_time_t started, last_write, last_upstream_byte;
+    apr_interval_time_t heartbeat, lifetime, stall;
+    const char *end_reason;
+    apr_uint32_t *client_slot;
+} stream_t;
+
+/* ---- writing to the browser ----------------------------------------------------- */
+
+static int write_flush(stream_t *st, const char *data, apr_size_t len)
+{
+    request_rec *r = st->r;
+    apr_status_t rv;
+
+    if (st->client_gone || r->connection->aborted) {
+        st->client_gone = 1;
+        return -1;
+    }
+    if (len) {
+        APR_BRIGADE_INSERT_TAIL(st->bb, apr_bucket_transient_create(data, len,
+                                                                    st->bb->bucket_alloc));
+    }
+    APR_BRIGADE_INSERT_TAIL(st->bb, apr_bucket_flush_create(st->bb->bucket_alloc));
+    rv = ap_pass_brigade(r->output_filters, st->bb);
+    apr_brigade_cleanup(st->bb);
+    if (rv != APR_SUCCESS || r->connection->aborted) {
+        st->client_gone = 1;
+        return -1;
+    }
+    st->last_write = apr_time_now();
+    return 0;
+}
+
+/* Has the browser closed its side?  A peek at the socket sees an orderly
+ * close before any write would; anything readable (pipelined bytes, TLS
+ * records, other HTTP/2 streams) is left alone and heartbeats decide. */
+static int client_closed(request_rec *r)
+{
+    apr_socket_t *sock = ap_get_conn_socket(r->connection);
+    apr_os_sock_t fd;
+    char b;
+    ssize_t n;
+
+    if (r->connection->aborted) {
+        return 1;
+    }
+    if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
+        return 0;
+    }
+    n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+static int open_stream(stream_t *st)
+{
+    request_rec *r = st->r;
+    char first[64];
+    int n;
+
+    r->status = HTTP_OK;
+    ap_set_content_type(r, "text/event-stream");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache, no-transform");
+    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
+    apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
+    /* Before the first byte: keep mod_deflate (and friends) out of it. */
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    apr_table_unset(r->headers_in, "Accept-Encoding");
+    st->opened = 1;
+    n = snprintf(first, sizeof(first), ": ok\nretry: %d\n\n", CR_STREAM_RETRY_MS);
+    return write_flush(st, first, (apr_size_t)n);
+}
+
+/* ---- upstream callbacks ------------------------------------------------------------ */
+
+static apr_status_t on_event(void *baton, const cr_sse_event *ev)
+{
+    stream_t *st = baton;
+    int terminal = 0;
+    cr_sse_verdict v = cr_sse_classify(ev->pool, ev, st->order_id, &terminal);
+    char *out;
+    apr_size_t len;
+
+    switch (v) {
+    case CR_SSE_RELAY_ORDER:
+    case CR_SSE_RELAY_STOP:
+        out = cr_sse_format(ev->pool, ev, &len);
+        if (write_flush(st, out, len) != 0) {
+            return APR_ECONNABORTED;
+        }
+        CR_COUNT(stream_events);
+        if (v == CR_SSE_RELAY_STOP) {
+            st->done = 1;
+            st->end_reason = "stop event";
+            return APR_EOF;
+        }
+        return APR_SUCCESS;
+    default:
+        CR_COUNT(stream_events_dropped);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01301)
+                      "dropped a %s upstream event (type %.32s, %" APR_SIZE_T_FMT " bytes) "
+                      "on the stream of order %s",
+                      v == CR_SSE_DROP_MALFORMED ? "malformed" : "unknown",
+                      ev->type ? ev->type : "?", ev->data_len, st->order_id);
+        return APR_SUCCESS;
+    }
+}
+
+static int on_headers(void *baton, long status, const char *ctype)
+{
+    stream_t *st = baton;
+    (void)ctype;
+    st->upstream_status = status;
+    if (status < 200 || status > 299) {
+        return 1;   /* answered by the handler after the transfer */
+    }
+    st->last_upstream_byte = apr_time_now();
+    return open_stream(st) != 0;
+}
+
+static int on_data(void *baton, long status, const char *buf, apr_size_t len)
+{
+    stream_t *st = baton;
+    apr_status_t rv;
+    (void)status;
+    st->last_upstream_byte = apr_time_now();
+    rv = cr_sse_feed(st->parser, buf, len, on_event, st);
+    if (rv == APR_SUCCESS) {
+        return 0;
+    }
+    if (rv == APR_ENOSPC) {
+        st->end_reason = "upstream event over the size limit";
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, st->r, CRLOGNO(01302)
+                      "upstream event for order %s exceeds %d bytes: ending the stream",
+                      st->order_id, CR_STREAM_MAX_EVENT);
+    }
+    return 1;
+}
+
+static int on_tick(void *baton)
+{
+    stream_t *st = baton;
+    apr_time_t now = apr_time_now();
+
+    if (!st->opened) {
+        return 0;
+    }
+    if (client_closed(st->r)) {
+        st->client_gone = 1;
+        return 1;
+    }
+    if (now - st->started >= st->lifetime) {
+        st->done = 1;
+        st->end_reason = "maximum lifetime";
+        return 1;
+    }
+    if (now - st->last_upstream_byte >= st->stall) {
+        st->done = 1;
+        st->end_reason = "upstream stalled";
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01303)
+                      "no byte from the upstream for %" APR_TIME_T_FMT "s on the stream of "
+                      "order %s: ending it so the browser reconnects",
+                      apr_time_sec(now - st->last_upstream_byte), st->order_id);
+        return 1;
+    }
+    if (now - st->last_write >= st->heartbeat) {
+        if (write_flush(st, ": keep-alive\n\n", 14) != 0) {
+            return 1;
+        }
+        CR_COUNT(stream_heartbeats);
+    }
+    return 0;
+}
+
+/* ---- caps ---------------------------------------------------------------------------- */
+
+static apr_status_t release_slots(void *data)
+{
+    stream_t *st = data;
+    if (cr_stats) {
+        apr_atomic_dec32(&cr_stats->streams_open);
+        if (st->client_slot) {
+            apr_atomic_dec32(st->client_slot);
+        }
+    }
+    return APR_SUCCESS;
+}
+
+static int over_cap(request_rec *r, stream_t *st, int per_client)
+{
+    apr_uint32_t max = apr_atomic_read32(&cr_stats->max_streams);
+    const char *ip = r->useragent_ip ? r->useragent_ip : "";
+    apr_uint32_t *slot = (apr_uint32_t *)&cr_stats->client_streams[
+        cr_hash64(ip, strlen(ip)) % CR_CLIENT_SLOTS];
+
+    if (apr_atomic_inc32(&cr_stats->streams_open) >= max) {
+        apr_atomic_dec32(&cr_stats->streams_open);
+        return 1;
+    }
+    if (apr_atomic_inc32(slot) >= (apr_uint32_t)per_client) {
+        apr_atomic_dec32(slot);
+        apr_atomic_dec32(&cr_stats->streams_open);
+        return 2;
+    }
+    st->client_slot = slot;
+    apr_pool_cleanup_register(r->pool, st, release_slots, apr_pool_cleanup_null);
+    return 0;
+}
+
+/* ---- the handler ----------------------------------------------------------------------- */
+
+static int stream_error(request_rec *r, int status, const char *detail, const char *error)
+{
+    return cr_send_problem_ex(r, status, detail, NULL, error);
+}
 
 int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
                       const char *country)
 {
-    (void)c; (void)rr; (void)country;
-    return cr_send_problem(r, HTTP_NOT_IMPLEMENTED, "NOT_IMPLEMENTED", NULL, NULL);
+    stream_t *st = apr_pcalloc(r->pool, sizeof(*st));
+    const char *last_id = apr_table_get(r->headers_in, "Last-Event-ID");
+    cr_upstream_req req;
+    cr_upstream_resp resp;
+    int cap;
+
+    st->r = r;
+    st->c = c;
+    st->order_id = rr->path_param;
+    st->heartbeat = CR_CONF_TIME(c, heartbeat, CR_DEF_HEARTBEAT);
+    st->lifetime = CR_CONF_TIME(c, stream_lifetime, CR_DEF_STREAM_LIFETIME);
+    st->stall = CR_CONF_TIME(c, stream_stall, CR_DEF_STREAM_STALL);
+    st->started = st->last_write = st->last_upstream_byte = apr_time_now();
+
+    if (last_id && (strlen(last_id) > 256 || strpbrk(last_id, "\r\n"))) {
+        last_id = NULL;
+    }
+    if (cr_stats) {
+        cap = over_cap(r, st, CR_CONF_INT(c, max_streams_per_client, CR_DEF_STREAMS_PER_CLIENT));
+        if (cap) {
+            CR_COUNT(streams_rejected);
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, CRLOGNO(01304)
+                          "order stream refused: %s", cap == 1 ? "server-wide cap reached"
+                          : "per-client cap reached");
+            apr_table_setn(r->headers_out, "Retry-After", "5");
+            return cr_send_problem_ex(r, HTTP_SERVICE_UNAVAILABLE, "TOO_MANY_STREAMS",
+                                      cr_problem_more(NULL, cap == 1 ? "server-wide stream cap"
+                                                      : "per-client stream cap"), NULL);
+        }
+        CR_COUNT(streams_total);
+    }
+
+    st->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    st->parser = cr_sse_parser_create(r->pool, CR_STREAM_MAX_EVENT);
+
+    memset(&req, 0, sizeof(req));
+    req.method = "GET";
+    req.url = apr_pstrcat(r->pool, c->upstream ? c->upstream : CR_DEFAULT_UPSTREAM,
+                          cr_route_upstream_path(r->pool, rr, country), NULL);
+    req.headers = cr_upstream_headers(r, c, country, "text/event-stream", 1, last_id);
+    req.connect_timeout_ms = (long)apr_time_as_msec(CR_CONF_TIME(c, connect_timeout,
+                                                                 CR_DEF_CONNECT_TIMEOUT));
+    req.timeout_ms = 0;
+    req.on_headers = on_headers;
+    req.on_data = on_data;
+    req.on_tick = on_tick;
+    req.baton = st;
+
+    cr_upstream_perform(cr_proc.upstream, r->pool, &req, &resp);
+    CR_COUNT(upstream_requests);
+
+    if (!st->opened) {
+        if (resp.rc == CR_UP_CONNECT || resp.rc == CR_UP_TIMEOUT || st->upstream_status == 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01305)
+                          "cannot reach the upstream stream for order %s (%s): %s",
+                          st->order_id, cr_upstream_rc_name(resp.rc),
+                          resp.error ? resp.error : "-");
+            CR_COUNT(upstream_err_connect);
+            return stream_error(r, HTTP_BAD_GATEWAY, "UPSTREAM_UNAVAILABLE",
+                                "Failed to connect to upstream stream");
+        }
+        if (st->upstream_status >= 500) {
+            CR_COUNT(upstream_err_5xx);
+        }
+        else {
+            CR_COUNT(upstream_err_4xx);
+        }
+        return stream_error(r, (int)st->upstream_status, "UPSTREAM_ERROR",
+                            "Upstream returned an error");
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01306)
+                  "stream of order %s ended after %" APR_TIME_T_FMT "s: %s", st->order_id,
+                  apr_time_sec(apr_time_now() - st->started),
+                  st->client_gone ? "browser went away" : st->end_reason ? st->end_reason
+                  : resp.rc == CR_UP_OK ? "upstream ended it" : cr_upstream_rc_name(resp.rc));
+    if (!st->client_gone) {
+        /* End the chunked response properly. */
+        APR_BRIGADE_INSERT_TAIL(st->bb, apr_bucket_eos_create(st->bb->bucket_alloc));
+        ap_pass_brigade(r->output_filters, st->bb);
+        apr_brigade_cleanup(st->bb);
+    }
+    return OK;
 }
