@@ -155,3 +155,35 @@ int cr_centry_etag_match(const char *inm, apr_uint64_t version)
     }
     return 0;
 }
+
+unsigned char *cr_idem_encode(apr_pool_t *p, const cr_idem_rec *rec, apr_size_t *len)
+{
+    unsigned char *b = apr_pcalloc(p, CR_IDEM_HDR_LEN + rec->len);
+    memcpy(b, "CRI1", 4);
+    b[4] = (unsigned char)rec->state;
+    b[5] = (unsigned char)(rec->status & 0xff);
+    b[6] = (unsigned char)((rec->status >> 8) & 0xff);
+    put64(b + 8, rec->body_hash);
+    put64(b + 16, (apr_uint64_t)rec->created);
+    put64(b + 24, rec->len);
+    if (rec->len) {
+        memcpy(b + CR_IDEM_HDR_LEN, rec->body, rec->len);
+    }
+    *len = CR_IDEM_HDR_LEN + rec->len;
+    return b;
+}
+
+int cr_idem_decode(const unsigned char *buf, apr_size_t len, cr_idem_rec *rec)
+{
+    if (len < CR_IDEM_HDR_LEN || memcmp(buf, "CRI1", 4) || buf[4] < CR_IDEM_IN_FLIGHT
+        || buf[4] > CR_IDEM_UNKNOWN || get64(buf + 24) != len - CR_IDEM_HDR_LEN) {
+        return 0;
+    }
+    rec->state = (cr_idem_state)buf[4];
+    rec->status = buf[5] | (buf[6] << 8);
+    rec->body_hash = get64(buf + 8);
+    rec->created = (apr_time_t)get64(buf + 16);
+    rec->len = len - CR_IDEM_HDR_LEN;
+    rec->body = (const char *)buf + CR_IDEM_HDR_LEN;
+    return 1;
+}

@@ -54,4 +54,18 @@ const char *cr_centry_etag(apr_pool_t *p, apr_uint64_t version, int gz);
 /* Does an If-None-Match header value match the entry (either coding)? */
 int cr_centry_etag_match(const char *if_none_match, apr_uint64_t version);
 
+/* Idempotency records of POST orders. */
+typedef enum { CR_IDEM_IN_FLIGHT = 1, CR_IDEM_DONE = 2, CR_IDEM_UNKNOWN = 3 } cr_idem_state;
+typedef struct cr_idem_rec {
+    cr_idem_state state;
+    apr_uint64_t body_hash;     /* of the canonical request body */
+    int status;                 /* DONE: the upstream's status */
+    apr_time_t created;
+    const char *body;           /* DONE: the upstream's answer */
+    apr_size_t len;
+} cr_idem_rec;
+#define CR_IDEM_HDR_LEN 32
+unsigned char *cr_idem_encode(apr_pool_t *p, const cr_idem_rec *rec, apr_size_t *len);
+int cr_idem_decode(const unsigned char *buf, apr_size_t len, cr_idem_rec *rec);
+
 #endif

@@ -31,6 +31,16 @@ static int only_space(const char *s, apr_size_t n)
 const char *cr_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
                           int max_depth, json_object **out)
 {
+    const char *why = cr_json_parse_unowned(buf, len, max_depth, out);
+    if (!why) {
+        cr_json_own(p, *out);
+    }
+    return why;
+}
+
+const char *cr_json_parse_unowned(const char *buf, apr_size_t len, int max_depth,
+                                  json_object **out)
+{
     json_tokener *tok;
     json_object *obj;
     enum json_tokener_error jerr;
@@ -77,9 +87,7 @@ const char *cr_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
         why = "trailing data after JSON";
     }
     json_tokener_free(tok);
-    if (obj) {
-        *out = cr_json_own(p, obj);
-    }
+    *out = obj;
     return why;
 }
 

@@ -17,6 +17,10 @@
 const char *cr_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
                           int max_depth, json_object **out);
 
+/* The same, but the caller owns the result (json_object_put it). */
+const char *cr_json_parse_unowned(const char *buf, apr_size_t len, int max_depth,
+                                  json_object **out);
+
 /* Give p a reference to obj: it is released when p is cleared.  Returns obj. */
 json_object *cr_json_own(apr_pool_t *p, json_object *obj);
 

@@ -29,6 +29,9 @@
 #include "apr_strings.h"
 #include "apr_date.h"
 #include "apr_optional_hooks.h"
+#include "apr_hash.h"
+#include "apr_thread_mutex.h"
+#include <stdlib.h>
 
 #include "mod_cryptorefills_int.h"
 #include "cr_centry.h"
@@ -158,6 +161,7 @@ int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
 void cr_cache_child_init(apr_pool_t *pchild, server_rec *s)
 {
     apr_status_t rv;
+    cr_cache_child_init_parsed(pchild);
     if (!cache.mutex) {
         return;
     }
@@ -280,6 +284,33 @@ int cr_cache_lease(request_rec *r, const char *name, apr_interval_time_t hold)
     }
     unlock(r);
     return won;
+}
+
+/* Store data under (kind, name) unless a record is there already: 1 when
+ * stored (this request claimed the name), 0 with the existing record copied
+ * into buf (*len), -1 when the cache can't be used.  Atomic within this
+ * server (the global mutex); across a farm sharing Redis or memcached, two
+ * servers can still race in the window of one round trip. */
+int cr_cache_claim(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
+                   unsigned char *data, apr_size_t dlen, unsigned char *buf, apr_size_t cap,
+                   apr_size_t *len)
+{
+    unsigned char id[CR_CENTRY_ID_MAX];
+    apr_size_t idlen = cr_centry_id(id, kind, name);
+    int rc;
+
+    if (!cache.inst) {
+        return -1;
+    }
+    lock(r);
+    if (get_rec(r, id, idlen, buf, cap, len, 1)) {
+        rc = 0;
+    }
+    else {
+        rc = put_rec(r, id, idlen, expiry, data, dlen, 1) == APR_SUCCESS ? 1 : -1;
+    }
+    unlock(r);
+    return rc;
 }
 
 /* Give the lease back now (after a successful refresh), or keep it for
@@ -452,92 +483,236 @@ static int serve_stale_after(const cr_upstream_resp *resp)
         || resp->status == 200 /* 200 that isn't JSON */;
 }
 
-int cr_cached_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
-                      const char *country)
+typedef enum {
+    OBTAIN_ENTRY,           /* *m describes a cached entry (how: hit, stale, miss) */
+    OBTAIN_UNSTORED,        /* resp holds a good answer the cache could not keep */
+    OBTAIN_FAILED           /* resp holds the failed upstream exchange */
+} obtain_rc;
+
+static const char *entry_name(request_rec *r, const cr_dir_conf *c, const char *route,
+                              const char *country)
+{
+    /* The upstream URL is part of the name, so two vhosts fronting two
+     * upstreams (say sandbox and production) never share an entry. */
+    return apr_psprintf(r->pool, "%s:%s:%s", route, country,
+                        c->upstream ? c->upstream : CR_DEFAULT_UPSTREAM);
+}
+
+/* Find or make the cached answer for name: fresh entries are used as they
+ * are; otherwise one request server-wide (the lease holder) refreshes while
+ * the others serve the stale copy or, with none, wait a bounded time. */
+static obtain_rc obtain(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
+                        const char *country, const char *name, cr_centry_meta *m,
+                        const char **how, cr_upstream_resp *resp)
 {
     apr_interval_time_t ttl = CR_CONF_TIME(c, cache_ttl, CR_DEF_CACHE_TTL);
     apr_interval_time_t stale = CR_CONF_TIME(c, cache_stale, CR_DEF_CACHE_STALE);
     apr_interval_time_t timeout = CR_CONF_TIME(c, timeout, CR_DEF_TIMEOUT);
     apr_interval_time_t hold = CR_CONF_TIME(c, connect_timeout, CR_DEF_CONNECT_TIMEOUT)
                                + timeout + CR_LEASE_SLACK;
-    /* The upstream URL is part of the name, so two vhosts fronting two
-     * upstreams (say sandbox and production) never share an entry. */
-    const char *name = apr_psprintf(r->pool, "%s:%s:%s", rr->def->name, country,
-                                    c->upstream ? c->upstream : CR_DEFAULT_UPSTREAM);
     apr_time_t deadline = apr_time_now() + timeout + apr_time_from_sec(1);
-    cr_centry_meta m;
-    cr_upstream_resp resp;
-    int have, st;
+    apr_time_t now;
+    int have;
 
     for (;;) {
-        apr_time_t now = apr_time_now();
-        have = get_meta(r, name, &m);
-        if (have && now < m.fetched + ttl) {
-            st = send_cached(r, name, &m, "hit", ttl);
-            if (st != -1) {
-                CR_COUNT(cache_hits);
-                return st;
-            }
-            have = 0;
+        now = apr_time_now();
+        have = get_meta(r, name, m);
+        if (have && now < m->fetched + ttl) {
+            *how = "hit";
+            return OBTAIN_ENTRY;
         }
         if (cr_cache_lease(r, name, hold)) {
             break;          /* this request refreshes */
         }
         if (have) {
-            /* Someone else refreshes: serve what we have meanwhile. */
-            st = send_cached(r, name, &m, "stale", ttl);
-            if (st != -1) {
-                CR_COUNT(cache_stale);
-                return st;
-            }
+            *how = "stale"; /* someone else refreshes: serve what we have */
+            return OBTAIN_ENTRY;
         }
-        if (apr_time_now() >= deadline) {
+        if (now >= deadline) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01210)
                           "gave up waiting for the refresh of %s:%s", rr->def->name, country);
-            return cr_send_problem(r, HTTP_GATEWAY_TIME_OUT, "UPSTREAM_TIMEOUT", NULL,
-                                   "waiting for a catalog refresh");
+            memset(resp, 0, sizeof(*resp));
+            resp->rc = CR_UP_TIMEOUT;
+            resp->error = "waiting for another request's refresh";
+            return OBTAIN_FAILED;
         }
         CR_COUNT(cache_waits);
         apr_sleep(CR_WAIT_STEP);
     }
 
-    cr_fetch(r, c, rr, country, NULL, 0, &resp);
+    cr_fetch(r, c, rr, country, NULL, 0, resp);
     CR_COUNT(cache_refreshes);
-    if (cacheable(r, &resp)) {
-        cr_centry_meta nm;
-        apr_time_t now = apr_time_now();
-        int stored = store_entry(r, name, resp.body, resp.len, now, now + ttl + stale, &nm);
+    if (cacheable(r, resp)) {
+        int stored;
+        now = apr_time_now();
+        stored = store_entry(r, name, resp->body, resp->len, now, now + ttl + stale, m);
         cr_cache_unlease(r, name, 0);
-        CR_COUNT(cache_misses);
-        if (stored) {
-            st = send_cached(r, name, &nm, "miss", ttl);
-            if (st != -1) {
-                return st;
-            }
-        }
-        /* Not stored (cache full, or too small for it): still answer. */
-        apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", "miss");
-        apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
-        return cr_send(r, HTTP_OK, "application/json", resp.body, resp.len);
+        *how = "miss";
+        return stored ? OBTAIN_ENTRY : OBTAIN_UNSTORED;
     }
-
-    /* The refresh failed. */
+    /* The refresh failed: keep the lease for a while (one try per backoff),
+     * and hide the failure behind the stale copy while it may be served. */
     cr_cache_unlease(r, name, CR_REFRESH_BACKOFF);
-    if (have && serve_stale_after(&resp) && apr_time_now() < m.fetched + ttl + stale) {
+    if (have && serve_stale_after(resp) && apr_time_now() < m->fetched + ttl + stale) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01211)
                       "refresh of %s:%s failed (%s, status %ld): serving the copy of %"
                       APR_TIME_T_FMT "s ago", rr->def->name, country,
-                      cr_upstream_rc_name(resp.rc), resp.status,
-                      apr_time_sec(apr_time_now() - m.fetched));
-        st = send_cached(r, name, &m, "stale", ttl);
-        if (st != -1) {
-            CR_COUNT(cache_stale);
+                      cr_upstream_rc_name(resp->rc), resp->status,
+                      apr_time_sec(apr_time_now() - m->fetched));
+        *how = "stale";
+        return OBTAIN_ENTRY;
+    }
+    return OBTAIN_FAILED;
+}
+
+int cr_cached_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
+                      const char *country)
+{
+    apr_interval_time_t ttl = CR_CONF_TIME(c, cache_ttl, CR_DEF_CACHE_TTL);
+    const char *name = entry_name(r, c, rr->def->name, country);
+    cr_upstream_resp resp;
+    cr_centry_meta m;
+    const char *how = NULL;
+    int attempt, st;
+
+    /* Twice at most: a variant may be evicted between meta and body. */
+    for (attempt = 0; attempt < 2; attempt++) {
+        switch (obtain(r, c, rr, country, name, &m, &how, &resp)) {
+        case OBTAIN_ENTRY:
+            st = send_cached(r, name, &m, how, ttl);
+            if (st == -1) {
+                continue;
+            }
+            if (!strcmp(how, "hit")) CR_COUNT(cache_hits);
+            else if (!strcmp(how, "stale")) CR_COUNT(cache_stale);
+            else CR_COUNT(cache_misses);
             return st;
+        case OBTAIN_UNSTORED:
+            CR_COUNT(cache_misses);
+            apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", "miss");
+            apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+            return cr_send(r, HTTP_OK, "application/json", resp.body, resp.len);
+        case OBTAIN_FAILED:
+            CR_COUNT(cache_misses);
+            apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", "miss");
+            return cr_relay(r, rr, &resp);
         }
     }
-    CR_COUNT(cache_misses);
-    apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", "miss");
-    return cr_relay(r, rr, &resp);
+    return cr_send_problem(r, HTTP_BAD_GATEWAY, "UPSTREAM_UNAVAILABLE", NULL,
+                           "catalog evicted while being served");
+}
+
+/* ---- parsed catalogs for the validator ------------------------------------------------ */
+
+/* Each process keeps the last parsed copy of each catalog it validated
+ * against, keyed by name and version, so a checkout costs a lookup instead
+ * of parsing a few hundred KB of JSON.  The validator only reads catalogs,
+ * so threads share a copy; a reference count (under the table's mutex)
+ * keeps a replaced copy alive until the last request using it ends. */
+typedef struct parsed_t {
+    apr_uint64_t version;
+    json_object *obj;
+    apr_uint32_t refs;      /* requests using it, +1 while in the table */
+} parsed_t;
+
+static apr_thread_mutex_t *parsed_mutex;
+static apr_hash_t *parsed_table;
+static apr_pool_t *parsed_pool;
+
+static void parsed_unref_locked(parsed_t *pt)
+{
+    if (--pt->refs == 0) {
+        json_object_put(pt->obj);
+        free(pt);
+    }
+}
+
+static apr_status_t parsed_release(void *data)
+{
+    apr_thread_mutex_lock(parsed_mutex);
+    parsed_unref_locked(data);
+    apr_thread_mutex_unlock(parsed_mutex);
+    return APR_SUCCESS;
+}
+
+void cr_cache_child_init_parsed(apr_pool_t *pchild)
+{
+    parsed_pool = pchild;
+    parsed_table = apr_hash_make(pchild);
+    apr_thread_mutex_create(&parsed_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
+}
+
+json_object *cr_cache_json(request_rec *r, const cr_dir_conf *c, cr_route_id route,
+                           const char *country, int *stale)
+{
+    const cr_route_def *def = cr_route_def_get(route);
+    const char *name = entry_name(r, c, def->name, country);
+    cr_route_req rr;
+    cr_upstream_resp resp;
+    cr_centry_meta m;
+    const char *how = NULL, *body;
+    apr_size_t len = 0;
+    json_object *obj;
+    parsed_t *pt;
+
+    memset(&rr, 0, sizeof(rr));
+    rr.def = def;
+    rr.query = apr_table_make(r->pool, 1);
+    rr.country = country;
+    *stale = 0;
+    switch (obtain(r, c, &rr, country, name, &m, &how, &resp)) {
+    case OBTAIN_UNSTORED:
+        return cr_json_parse(r->pool, resp.body, resp.len, CR_JSON_MAX_DEPTH, &obj) ? NULL : obj;
+    case OBTAIN_FAILED:
+        return NULL;
+    case OBTAIN_ENTRY:
+        break;
+    }
+    *stale = !strcmp(how, "stale");
+    if (parsed_mutex) {
+        apr_thread_mutex_lock(parsed_mutex);
+        pt = apr_hash_get(parsed_table, name, APR_HASH_KEY_STRING);
+        if (pt && pt->version == m.version) {
+            pt->refs++;
+            apr_thread_mutex_unlock(parsed_mutex);
+            apr_pool_cleanup_register(r->pool, pt, parsed_release, apr_pool_cleanup_null);
+            return pt->obj;
+        }
+        apr_thread_mutex_unlock(parsed_mutex);
+    }
+    body = get_variant(r, name, &m, 0, &len);
+    if (!body || cr_json_parse_unowned(body, len, CR_JSON_MAX_DEPTH, &obj)) {
+        return NULL;
+    }
+    if (!parsed_mutex || !(pt = calloc(1, sizeof(*pt)))) {
+        return cr_json_own(r->pool, obj);
+    }
+    pt->version = m.version;
+    pt->obj = obj;
+    pt->refs = 2;           /* the table's and this request's */
+    apr_thread_mutex_lock(parsed_mutex);
+    {
+        parsed_t *old = apr_hash_get(parsed_table, name, APR_HASH_KEY_STRING);
+        const char *key = old ? NULL : apr_pstrdup(parsed_pool, name);
+        if (old) {
+            /* Reuse the key string already owned by the table. */
+            apr_hash_index_t *hi;
+            for (hi = apr_hash_first(NULL, parsed_table); hi; hi = apr_hash_next(hi)) {
+                const void *k;
+                void *v;
+                apr_hash_this(hi, &k, NULL, &v);
+                if (v == old) {
+                    key = k;
+                    break;
+                }
+            }
+            parsed_unref_locked(old);
+        }
+        apr_hash_set(parsed_table, key, APR_HASH_KEY_STRING, pt);
+    }
+    apr_thread_mutex_unlock(parsed_mutex);
+    apr_pool_cleanup_register(r->pool, pt, parsed_release, apr_pool_cleanup_null);
+    return obj;
 }
 
 /* ---- mod_status ------------------------------------------------------------------------ */

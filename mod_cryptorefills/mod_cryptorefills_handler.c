@@ -124,100 +124,6 @@ const char *cr_resolve_country(request_rec *r, const cr_dir_conf *c, const char 
     return c->default_country ? c->default_country : CR_DEF_COUNTRY;
 }
 
-static int is_json_media_type(const char *ct)
-{
-    static const char want[] = "application/json";
-    apr_size_t n = sizeof(want) - 1;
-    if (!ct) {
-        return 0;
-    }
-    while (*ct == ' ' || *ct == '\t') {
-        ct++;
-    }
-    if (strncasecmp(ct, want, n)) {
-        return 0;
-    }
-    ct += n;
-    while (*ct == ' ' || *ct == '\t') {
-        ct++;
-    }
-    return *ct == '\0' || *ct == ';';
-}
-
-/* Read the whole request body, at most max bytes.  Returns 0 or the HTTP
- * status to answer (413 too large, 400 unreadable). */
-static int read_body(request_rec *r, apr_off_t max, char **out, apr_size_t *outlen)
-{
-    const char *cl = apr_table_get(r->headers_in, "Content-Length");
-    apr_bucket_brigade *bb;
-    apr_size_t len = 0, cap;
-    char *buf;
-    int seen_eos = 0;
-
-    if (cl) {
-        char *end;
-        apr_off_t n;
-        if (apr_strtoff(&n, cl, &end, 10) != APR_SUCCESS || *end || n < 0) {
-            return HTTP_BAD_REQUEST;
-        }
-        if (n > max) {
-            return HTTP_REQUEST_ENTITY_TOO_LARGE;
-        }
-        cap = (apr_size_t)n + 1;
-    }
-    else {
-        cap = 4096;
-    }
-    buf = apr_palloc(r->pool, cap);
-    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    while (!seen_eos) {
-        apr_bucket *e;
-        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_BLOCK_READ, HUGE_STRING_LEN);
-        if (rv != APR_SUCCESS) {
-            apr_brigade_destroy(bb);
-            return rv == APR_ENOSPC || rv == APR_INCOMPLETE ? HTTP_REQUEST_ENTITY_TOO_LARGE
-                                                            : HTTP_BAD_REQUEST;
-        }
-        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = APR_BUCKET_NEXT(e)) {
-            const char *data;
-            apr_size_t n;
-            if (APR_BUCKET_IS_EOS(e)) {
-                seen_eos = 1;
-                break;
-            }
-            if (APR_BUCKET_IS_METADATA(e)) {
-                continue;
-            }
-            if (apr_bucket_read(e, &data, &n, APR_BLOCK_READ) != APR_SUCCESS) {
-                apr_brigade_destroy(bb);
-                return HTTP_BAD_REQUEST;
-            }
-            if ((apr_off_t)(len + n) > max) {
-                apr_brigade_destroy(bb);
-                return HTTP_REQUEST_ENTITY_TOO_LARGE;
-            }
-            if (len + n + 1 > cap) {
-                char *nb;
-                while (len + n + 1 > cap) {
-                    cap *= 2;
-                }
-                nb = apr_palloc(r->pool, cap);
-                memcpy(nb, buf, len);
-                buf = nb;
-            }
-            memcpy(buf + len, data, n);
-            len += n;
-        }
-        apr_brigade_cleanup(bb);
-    }
-    apr_brigade_destroy(bb);
-    buf[len] = '\0';
-    *out = buf;
-    *outlen = len;
-    return 0;
-}
-
 /* ---- upstream side ------------------------------------------------------------- */
 
 const char *const *cr_upstream_headers(request_rec *r, const cr_dir_conf *c, const char *country,
@@ -380,42 +286,6 @@ int cr_relay(request_rec *r, const cr_route_req *rr, const cr_upstream_resp *res
 
 /* ---- the handler ----------------------------------------------------------------- */
 
-static int handle_body_route(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
-                             const char *country)
-{
-    char *body = NULL;
-    apr_size_t blen = 0;
-    json_object *obj = NULL;
-    const char *why;
-    cr_upstream_resp resp;
-    int st;
-
-    if (!is_json_media_type(apr_table_get(r->headers_in, "Content-Type"))) {
-        return cr_send_problem(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE",
-                               "Content-Type", "application/json required");
-    }
-    st = read_body(r, c->max_body >= 0 ? c->max_body : CR_DEF_MAX_BODY, &body, &blen);
-    if (st == HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        r->connection->keepalive = AP_CONN_CLOSE;
-        return cr_send_problem(r, st, "BODY_TOO_LARGE", NULL,
-                               apr_psprintf(r->pool, "at most %" APR_OFF_T_FMT " bytes",
-                                            c->max_body >= 0 ? c->max_body : (apr_off_t)CR_DEF_MAX_BODY));
-    }
-    if (st) {
-        return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL, "unreadable body");
-    }
-    why = cr_json_parse(r->pool, body, blen, CR_JSON_MAX_DEPTH, &obj);
-    if (why) {
-        return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL, why);
-    }
-    if (!json_object_is_type(obj, json_type_object)) {
-        return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL,
-                               "the body must be a JSON object");
-    }
-    cr_fetch(r, c, rr, country, body, blen, &resp);
-    return cr_relay(r, rr, &resp);
-}
-
 int cr_handler(request_rec *r)
 {
     cr_dir_conf *c;
@@ -468,7 +338,7 @@ int cr_handler(request_rec *r)
     }
     case CR_ROUTE_VALIDATIONS:
     case CR_ROUTE_ORDERS:
-        return handle_body_route(r, c, &rr, country);
+        return cr_orders_handler(r, c, &rr, country);
     case CR_ROUTE_SUBSCRIBE:
         return cr_stream_handler(r, c, &rr, country);
     default:

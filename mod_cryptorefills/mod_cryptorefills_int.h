@@ -38,6 +38,27 @@ int cr_answer_failure(request_rec *r, const cr_route_req *rr, const cr_upstream_
 int cr_cached_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
                       const char *country);
 
+/* A catalog-like route's answer for country, parsed, from the cache (or
+ * fetched through it); valid until r's pool is cleared; NULL when it can't
+ * be had.  *stale is set when the copy is past its freshness. */
+json_object *cr_cache_json(request_rec *r, const cr_dir_conf *c, cr_route_id route,
+                           const char *country, int *stale);
+void cr_cache_child_init_parsed(apr_pool_t *pchild);
+
+/* Plain socache records (see cr_centry.h for ids). */
+#include "cr_centry.h"
+int cr_cache_get(request_rec *r, cr_cid_kind kind, const char *name, unsigned char *buf,
+                 apr_size_t cap, apr_size_t *len);
+apr_status_t cr_cache_put(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
+                          unsigned char *data, apr_size_t len);
+int cr_cache_claim(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
+                   unsigned char *data, apr_size_t dlen, unsigned char *buf, apr_size_t cap,
+                   apr_size_t *len);
+
+/* mod_cryptorefills_orders.c: orders/validations and orders. */
+int cr_orders_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
+                      const char *country);
+
 /* mod_cryptorefills_stream.c: the order stream relay. */
 int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
                       const char *country);
