@@ -62,7 +62,7 @@ const PROBLEM_TEXT = {
 };
 
 const state = {
-  country: '', catalog: null, category: 'all',
+  country: '', names: new Map(), catalog: null, category: 'all',
   brand: null, family: null, product: null,
   rails: [], attempt: null, priceTimer: null, priceSeq: 0, unwatch: null,
 };
@@ -81,7 +81,7 @@ function errText(e) {
 
 /* ---------- logos ---------- */
 function initials(name) {
-  return String(name || '?').replace(/[^\p{L}\p{N} ]/gu, ' ').trim().split(/\s+/).slice(0, 2).map((w) => w[0]).join('').toUpperCase() || '?';
+  return String(name || '?').replace(/['’.]/g, '').replace(/[^\p{L}\p{N} ]/gu, ' ').trim().split(/\s+/).slice(0, 2).map((w) => w[0]).join('').toUpperCase() || '?';
 }
 function logo(brand) {
   const slot = el('span', { class: 'logo' });
@@ -106,6 +106,7 @@ async function loadCountries(selected) {
   const sel = $('country');
   try {
     const { countries } = await api.countries();
+    state.names = new Map(countries.map((c) => [c.isoCode, c.name]));
     sel.replaceChildren(...countries.map((c) => el('option', { value: c.isoCode, text: c.name, selected: c.isoCode === selected })));
   } catch (e) {
     sel.replaceChildren(el('option', { value: selected, text: selected }));
@@ -113,6 +114,7 @@ async function loadCountries(selected) {
   }
   sel.value = selected;
   sel.disabled = false;
+  if (state.catalog) brandsStatus(brandsInView().length);
 }
 
 async function loadCatalog(country) {
@@ -160,9 +162,13 @@ function brandsInView() {
   return c ? c.brands || [] : [];
 }
 
+function brandsStatus(n) {
+  $('brands-status').textContent = `${n} brand${n === 1 ? '' : 's'} in ${state.names.get(state.country) || state.country}`;
+}
+
 function renderBrands() {
   const list = brandsInView();
-  $('brands-status').textContent = `${list.length} brand${list.length === 1 ? '' : 's'} in ${$('country').selectedOptions[0]?.textContent || state.country}`;
+  brandsStatus(list.length);
   $('brands').replaceChildren(...list.map((b) => el('li', {},
     el('button', { type: 'button', class: 'brand', 'data-brand': b.brand, disabled: b.is_out_of_stock || undefined, onclick: () => openBrand(b) },
       logo(b),

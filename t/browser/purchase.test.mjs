@@ -32,7 +32,7 @@ test('full purchase flow from country to Done', { timeout: 120000 }, async (t) =
   const country = 'US';
   const { brand } = await pickBrand(country, 'email');
   await chooseCountry(page, country);
-  await page.getByRole('button', { name: 'All' }).waitFor();
+  await page.getByRole('button', { name: 'All', exact: true }).waitFor();
   const catButton = page.locator(`#categories button[data-category="${brand.kind}:${brand.category}"]`);
   if (await catButton.count()) {
     await catButton.click();
@@ -58,6 +58,7 @@ test('full purchase flow from country to Done', { timeout: 120000 }, async (t) =
     assert.equal(await page.inputValue('#network'), 'Solana');
   }
   assert.equal(await page.getAttribute('#beneficiary', 'type'), 'email', 'a gift card asks for an email');
+  assert.equal(await page.locator('#email').isVisible(), false, 'and only one: the code goes to the buyer');
 
   await placeOrder(page, { beneficiary: 'buyer@example.com' });
   await page.waitForSelector('#step-pay:not([hidden])');

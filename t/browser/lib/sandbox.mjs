@@ -1,5 +1,5 @@
-// Control calls to the sandbox upstream (t/sandbox/cr-sandbox.pl, `/_sandbox/` API).
-// Every call the browser tests make to it lives here, so the tests read as intent.
+// Control calls to the sandbox upstream (t/sandbox/cr-sandbox.pl, its `/_sandbox/` API; see
+// t/sandbox/README.md). Every call the browser tests make to it lives here.
 import { env } from './harness.mjs';
 
 async function call(method, route, body) {
@@ -14,14 +14,21 @@ async function call(method, route, body) {
   try { return JSON.parse(text); } catch { return text; }
 }
 
-/** Back to a clean state: no faults, default behaviour. */
+const STREAM = '/subscribe$';
+
+/** Back to a clean state: no orders, faults or recorded requests; default config. */
 export const reset = () => call('POST', 'reset', {});
 
-/** New orders advance on their own, one state every `ms`. */
-export const autoAdvance = (ms) => call('POST', 'auto_advance', { interval_ms: ms });
+/** New orders advance on their own (WaitingForPayment → WaitingForDelivery → Done), one step every `ms`. */
+export const autoAdvance = (ms) => call('POST', 'config', { auto_advance: ms / 1000 });
 
-/** The next order streams are cut (connection dropped, no `stop`) after `events` events, `times` times. */
-export const dropStreamAfter = (events, times = 1) => call('POST', 'faults', { stream_drop_after: events, drop_times: times });
+/** The next `times` order streams are cut after `events` events (the upstream closes the connection, no `stop`). */
+export const dropStreamAfter = (events, times = 1) =>
+  call('POST', 'faults', { mode: 'stream_drop_after', regex: STREAM, events, times });
 
-/** The order stream answers `status` instead of streaming. */
-export const streamStatus = (status) => call('POST', 'faults', { stream_status: status });
+/** Order streams answer `status` (e.g. 503) instead of streaming, `times` times (default: until reset). */
+export const streamStatus = (status, times) =>
+  call('POST', 'faults', { mode: 'stream_status', regex: STREAM, status, ...(times ? { times } : {}) });
+
+/** The sandbox's view of an order: {order, seq (events emitted: one per state), subscribers}. */
+export const order = (orderId) => call('GET', `orders/${encodeURIComponent(orderId)}`);
