@@ -30,6 +30,7 @@ use JSON::PP ();
 use Mojolicious::Lite -signatures;
 use Mojo::IOLoop;
 use Mojo::Log;
+use Mojo::Asset::Memory;
 use Mojo::Util qw(url_escape);
 use List::Util ();
 use CrSandbox::Data;
@@ -39,13 +40,13 @@ my %opt = (
     listen => 'http://127.0.0.1:8089', 'parent-pid' => 0, 'auto-advance' => 0, heartbeat => 0,
     'inactivity-timeout' => 60, 'keep-alive-timeout' => 60, 'max-requests' => 1_000_000,
     'max-clients' => 10_000, seed => 'cr-sandbox-1', 'catalog-scale' => 1, 'max-recorded' => 50_000,
-    'numeric-amounts' => 0, 'numeric-timestamps' => 0, 'sse-retry' => 0, 'log-level' => 'warn',
+    'numeric-amounts' => 0, 'numeric-timestamps' => 0, record => 1, 'sse-retry' => 0, 'log-level' => 'warn',
 );
 my @args = @ARGV;
 GetOptionsFromArray(\@args, \%opt, 'listen|l=s', 'parent-pid=i', 'auto-advance=f', 'heartbeat=f',
     'inactivity-timeout=i', 'keep-alive-timeout=i', 'max-requests=i', 'max-clients=i', 'seed=s',
     'catalog-scale=f', 'max-recorded=i', 'numeric-amounts!', 'numeric-timestamps!', 'sse-retry=i',
-    'log-level=s', 'help|h')
+    'log-level=s', 'record!', 'help|h')
     or die "usage: $0 --listen http://127.0.0.1:PORT [options] (see t/sandbox/README.md)\n";
 if ($opt{help}) { print "see t/sandbox/README.md\n"; exit 0 }
 die "cr-sandbox: --listen must be http://127.0.0.1:PORT (loopback only), got '$opt{listen}'\n"
@@ -67,6 +68,7 @@ my %CFG_DEFAULT = (
     max_products        => 10,
     max_order_usd       => 5000,
     min_order_usd       => 1,
+    record              => $opt{record} ? 1 : 0,              # record requests (off: a bit faster)
 );
 my %CFG = %CFG_DEFAULT;
 
@@ -225,10 +227,11 @@ sub close_conn ($c, $graceful = 0) {
 # Gate in front of every upstream route: record, then apply the first matching fault.
 # Returning undef stops the dispatch; $c->continue resumes it after a delay.
 sub gate ($c) {
-    record($c);
+    record($c) if $CFG{record};
     my $f = take_fault($c) or return 1;
     $c->stash('sandbox.fault' => $f);
     my $m = $f->{mode};
+    if ($f->{after} && $m =~ /^(drop|hang|status)$/) { $c->stash('sandbox.after' => $f); return 1 }
     my %h = %{ $f->{headers} || {} };
     $c->res->headers->header($_ => $h{$_}) for keys %h;
     if ($m =~ /^stream_/) { return 1 }
@@ -271,6 +274,29 @@ sub gate ($c) {
     }
     return 1;
 }
+
+# Faults with "after": true let the handler run first (the order IS created), then
+# lose its answer: drop closes the socket, status replaces it, hang sends the
+# headers and never the body. That is the ambiguous create of shapes.md.
+app->hook(after_dispatch => sub ($c) {
+    my $f = $c->stash('sandbox.after') or return;
+    my $m = $f->{mode};
+    if ($m eq 'drop') { close_conn($c); return }
+    if ($m eq 'status') {
+        my $st = $f->{status} // 504;
+        $c->res->code($st);
+        $c->res->headers->content_type('application/json');
+        $c->res->body(jbytes({ status => $st + 0, detail => $f->{detail} // ($st == 429 ? 'TOO_MANY_REQUESTS' : 'GATEWAY_TIMEOUT') }));
+        return;
+    }
+    if ($m eq 'hang') {
+        my $len = $c->res->body_size || 1;
+        $c->res->headers->content_length($len);
+        $c->res->content->{asset} = Mojo::Asset::Memory->new;
+        $c->res->content->write(undef);    # dynamic, nothing buffered: headers go out, the body never
+        $c->inactivity_timeout(0);
+    }
+});
 
 # ------------------------------------------------------------------ orders
 sub b58 { my ($seed, $n) = @_; my @a = split //, '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'; _chars($seed, $n, \@a) }
