@@ -1,0 +1,44 @@
+#!/usr/bin/perl
+# The demo's servers; see scripts/demo.
+use strict;
+use warnings;
+use CrTest;
+use CrSandbox;
+
+$| = 1;
+my ($sb, $upstream, $partner);
+if ($ENV{CRYPTOREFILLS_UPSTREAM} || $ENV{CRYPTOREFILLS_PARTNER_ID}) {
+    $upstream = $ENV{CRYPTOREFILLS_UPSTREAM} || 'https://api.cryptorefills.com';
+    $partner = $ENV{CRYPTOREFILLS_PARTNER_ID}
+        or die "CRYPTOREFILLS_PARTNER_ID must be set to front $upstream\n";
+}
+else {
+    # Orders advance one state every few seconds, so the whole flow shows.
+    $sb = CrSandbox->start(auto_advance => $ENV{CR_DEMO_ADVANCE} || 6);
+    $upstream = $sb->url;
+    $partner = 'demo-partner';
+}
+my $ap = CrTest->start(
+    upstream => $upstream,
+    partner  => $partner,
+    version  => '1.0.0',
+    port     => $ENV{CR_DEMO_PORT},
+    loglevel => 'warn cryptorefills:info',
+    no_log_check => 1,
+    conf     => <<'CONF',
+RedirectMatch "^/$" "/demo/"
+<Location "/server-status">
+    SetHandler server-status
+    Require ip 127.0.0.1
+</Location>
+CONF
+);
+print "\nmod_cryptorefills demo\n";
+print "  storefront:  ", $ap->url('/demo/'), "\n";
+print "  module API:  ", $ap->url('/api/'), "  (e.g. ", $ap->url('/api/brands'), ")\n";
+print "  status:      ", $ap->url('/server-status?auto'), "\n";
+print "  upstream:    ", ($sb ? "sandbox at $upstream (orders advance on their own)" : $upstream), "\n";
+print "  logs:        ", $ap->dir, "/error.log\n";
+print "Press Ctrl-C to stop.\n";
+$SIG{INT} = $SIG{TERM} = sub { $ap->stop(quiet => 1); $sb->stop if $sb; exit 0 };
+sleep 1 while 1;
