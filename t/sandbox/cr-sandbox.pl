@@ -298,6 +298,18 @@ app->hook(after_dispatch => sub ($c) {
     }
 });
 
+# Mojo's server never answers "Expect: 100-continue" itself, so a client that sends
+# it (libcurl does for large POST bodies) would stall a second before sending the body.
+app->hook(after_build_tx => sub ($tx, $app) {
+    $tx->req->on(progress => sub ($req, @) {
+        return if $req->{'sandbox.continued'} || !$req->content->is_parsing_body;
+        $req->{'sandbox.continued'} = 1;
+        return unless ($req->headers->expect // '') =~ /100-continue/i;
+        my $s = Mojo::IOLoop->stream($tx->connection // return) or return;
+        $s->write("HTTP/1.1 100 Continue\r\n\r\n");
+    });
+});
+
 # ------------------------------------------------------------------ orders
 sub b58 { my ($seed, $n) = @_; my @a = split //, '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'; _chars($seed, $n, \@a) }
 sub b32 { my ($seed, $n) = @_; my @a = split //, 'qpzry9x8gf2tvdw0s3jn54khce6mua7l'; _chars($seed, $n, \@a) }
