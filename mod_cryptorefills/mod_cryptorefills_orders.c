@@ -338,6 +338,20 @@ int cr_orders_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
     }
     why = cr_jscan_check(body, blen, &lim, &off);
     if (!why) {
+        /* One valid JSON value (the scanner says so): unless it is an object
+         * it is refused as such here, before json-c, which cannot tell a
+         * bare top-level number or literal ("42", "null") from a truncated
+         * one without a terminating NUL and would call it truncated. */
+        apr_size_t i = 0;
+        while (i < blen && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r'
+                            || body[i] == '\n')) {
+            i++;
+        }
+        if (i < blen && body[i] != '{') {
+            CR_COUNT(local_rejections);
+            return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL,
+                                   "the body must be a JSON object");
+        }
         why = cr_json_parse(r->pool, body, blen, lim.max_depth + 1, &obj);
     }
     if (why) {
