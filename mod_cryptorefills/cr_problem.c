@@ -20,9 +20,8 @@ const char *cr_problem_body(apr_pool_t *p, int status, const char *detail,
 
     json_object_object_add(o, "status", json_object_new_int(status));
     json_object_object_add(o, "detail", json_object_new_string(detail));
-    if (more) {
-        json_object_object_add(o, "moreDetails", more);
-    }
+    /* Always present, so storefront code can read moreDetails.x blindly. */
+    json_object_object_add(o, "moreDetails", more ? more : json_object_new_object());
     if (error) {
         json_object_object_add(o, "error", json_object_new_string(error));
     }

@@ -7,7 +7,7 @@
 #include <json-c/json.h>
 
 /* {"status": N, "detail": "CODE", "moreDetails": {...}}; more may be NULL
- * (then moreDetails is omitted) and is consumed (its reference is taken).
+ * (then moreDetails is {}) and is consumed (its reference is taken).
  * error, when non-NULL, adds "error": "..." (the stream route's message). */
 const char *cr_problem_body(apr_pool_t *p, int status, const char *detail,
                             json_object *more, const char *error, apr_size_t *len);

@@ -99,6 +99,21 @@ static int has_ctl(const char *s)
     return 0;
 }
 
+/* 1000000 -> "1", 1000 -> "0.001" */
+static const char *fmt_seconds(apr_pool_t *p, apr_interval_time_t t)
+{
+    char *s = apr_psprintf(p, "%" APR_INT64_T_FMT ".%06" APR_INT64_T_FMT,
+                           (apr_int64_t)(t / APR_USEC_PER_SEC), (apr_int64_t)(t % APR_USEC_PER_SEC));
+    apr_size_t n = strlen(s);
+    while (s[n - 1] == '0') {
+        s[--n] = '\0';
+    }
+    if (s[n - 1] == '.') {
+        s[n - 1] = '\0';
+    }
+    return s;
+}
+
 /* "3", "0.5", "1.25": seconds with up to 6 decimals, no floating point. */
 static const char *parse_seconds(cmd_parms *cmd, const char *arg, apr_interval_time_t min,
                                  apr_interval_time_t max, apr_interval_time_t *out)
@@ -133,9 +148,9 @@ static const char *parse_seconds(cmd_parms *cmd, const char *arg, apr_interval_t
     }
     *out = (apr_interval_time_t)(whole * APR_USEC_PER_SEC + frac);
     if (*out < min || *out > max) {
-        return apr_psprintf(cmd->pool, "%s: '%s' is out of range (%" APR_INT64_T_FMT
-                            "s to %" APR_INT64_T_FMT "s)", cmd->cmd->name, arg,
-                            (apr_int64_t)apr_time_sec(min), (apr_int64_t)apr_time_sec(max));
+        return apr_psprintf(cmd->pool, "%s: '%s' is out of range (%s to %s seconds)",
+                            cmd->cmd->name, arg, fmt_seconds(cmd->pool, min),
+                            fmt_seconds(cmd->pool, max));
     }
     return NULL;
 bad:
@@ -203,7 +218,9 @@ static const char *set_upstream(cmd_parms *cmd, void *dc, const char *arg)
         return apr_psprintf(cmd->pool, "%s: '%s': no credentials, query, fragment or spaces "
                             "(a trailing path is a prefix)", cmd->cmd->name, arg);
     }
-    if (u.path && (strstr(u.path, "/../") || strstr(u.path, "/./") || strstr(u.path, "//"))) {
+    if (u.path && (strstr(u.path, "/../") || strstr(u.path, "/./") || strstr(u.path, "//")
+                   || (strlen(u.path) >= 3 && !strcmp(u.path + strlen(u.path) - 3, "/.."))
+                   || (strlen(u.path) >= 2 && !strcmp(u.path + strlen(u.path) - 2, "/.")))) {
         return apr_psprintf(cmd->pool, "%s: '%s': the path must be a plain prefix",
                             cmd->cmd->name, arg);
     }

@@ -193,7 +193,7 @@ START_TEST(problem_body)
     ck_assert_str_eq(b, "{\"status\":400,\"detail\":\"INVALID_REQUEST\",\"moreDetails\":{\"field\":\"x\",\"reason\":\"why \\\"quoted\\\"\"}}");
     ck_assert_uint_eq(len, strlen(b));
     b = cr_problem_body(pool, 502, "UPSTREAM_UNAVAILABLE", NULL, "Failed to connect to upstream stream", &len);
-    ck_assert_str_eq(b, "{\"status\":502,\"detail\":\"UPSTREAM_UNAVAILABLE\",\"error\":\"Failed to connect to upstream stream\"}");
+    ck_assert_str_eq(b, "{\"status\":502,\"detail\":\"UPSTREAM_UNAVAILABLE\",\"moreDetails\":{},\"error\":\"Failed to connect to upstream stream\"}");
 }
 END_TEST
 
