@@ -43,6 +43,11 @@ struct cr_sse_parser {
 
     apr_size_t comments;
     apr_size_t events;
+
+    int skip_oversize;           /* discard oversized blocks instead of failing */
+    int skipping;                /* inside a discarded block: up to its blank line */
+    int skip_partial;            /* skipping, and the current line is not empty */
+    apr_size_t oversize;         /* blocks discarded */
 };
 
 static const unsigned char bom_bytes[3] = { 0xEF, 0xBB, 0xBF };
@@ -162,6 +167,22 @@ static void block_reset(cr_sse_parser *ps)
     ps->block_retry = -1;
 }
 
+/* The current block went over max_event: APR_ENOSPC, or in skip mode drop
+ * what it buffered and skip to its end.  in_line: the bytes that crossed the
+ * bound are part of a line that has not ended yet. */
+static apr_status_t oversize(cr_sse_parser *ps, int in_line)
+{
+    if (!ps->skip_oversize) {
+        return APR_ENOSPC;
+    }
+    block_reset(ps);
+    ps->line.len = 0;
+    ps->skipping = 1;
+    ps->skip_partial = in_line;
+    ps->oversize++;
+    return APR_SUCCESS;
+}
+
 /* A blank line: the "dispatch the event" steps. */
 static apr_status_t dispatch(cr_sse_parser *ps, cr_sse_event_fn cb, void *baton)
 {
@@ -214,7 +235,7 @@ static apr_status_t process_line(cr_sse_parser *ps, const char *l, apr_size_t n,
     }
     /* The bound counts the line and its line end. */
     if (ps->block_bytes > ps->max_event || n + 1 > ps->max_event - ps->block_bytes) {
-        return APR_ENOSPC;
+        return oversize(ps, 0);
     }
     ps->block_bytes += n + 1;
 
@@ -275,7 +296,7 @@ static apr_status_t carry(cr_sse_parser *ps, const char *s, apr_size_t n)
 {
     if (ps->block_bytes > ps->max_event
         || ps->line.len + n + 1 > ps->max_event - ps->block_bytes) {
-        return APR_ENOSPC;
+        return oversize(ps, 1);
     }
     return buf_append(ps, &ps->line, s, n);
 }
@@ -319,6 +340,23 @@ static apr_status_t feed(cr_sse_parser *ps, const char *buf, apr_size_t len,
         /* Only the new bytes are scanned: the carry holds no line end. */
         for (j = i; j < len && buf[j] != '\n' && buf[j] != '\r'; j++)
             ;
+        if (ps->skipping) {
+            /* Discarding an oversized block: only look for its blank line. */
+            if (j == len) {
+                ps->skip_partial |= j > i;
+                return APR_SUCCESS;
+            }
+            if (buf[j] == '\r') {
+                ps->skip_lf = 1;
+            }
+            if (!ps->skip_partial && j == i) {
+                ps->skipping = 0;
+                block_reset(ps);
+            }
+            ps->skip_partial = 0;
+            i = j + 1;
+            continue;
+        }
         if (j == len) {
             return carry(ps, buf + i, len - i);
         }
@@ -328,6 +366,12 @@ static apr_status_t feed(cr_sse_parser *ps, const char *buf, apr_size_t len,
         if (ps->line.len) {
             if ((rv = carry(ps, buf + i, j - i)) != APR_SUCCESS) {
                 return rv;
+            }
+            if (ps->skipping) {
+                /* This line made the block too large: it ends here. */
+                ps->skip_partial = 0;
+                i = j + 1;
+                continue;
             }
             rv = process_line(ps, ps->line.b, ps->line.len, cb, baton);
             ps->line.len = 0;
@@ -378,7 +422,17 @@ apr_size_t cr_sse_events_seen(cr_sse_parser *ps)
 
 int cr_sse_in_event(cr_sse_parser *ps)
 {
-    return ps->line.len != 0 || ps->block_bytes != 0 || (ps->bom > 0);
+    return ps->line.len != 0 || ps->block_bytes != 0 || (ps->bom > 0) || ps->skipping;
+}
+
+void cr_sse_parser_skip_oversize(cr_sse_parser *ps, int on)
+{
+    ps->skip_oversize = on != 0;
+}
+
+apr_size_t cr_sse_oversize_skipped(cr_sse_parser *ps)
+{
+    return ps->oversize;
 }
 
 apr_size_t cr_sse_buffered_capacity(cr_sse_parser *ps)

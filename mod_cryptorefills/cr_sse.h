@@ -62,6 +62,19 @@ typedef apr_status_t (*cr_sse_event_fn)(void *baton, const cr_sse_event *ev);
 apr_status_t cr_sse_feed(cr_sse_parser *ps, const char *buf, apr_size_t len,
                          cr_sse_event_fn cb, void *baton);
 
+/* Oversized blocks.  By default a block over max_event is an error
+ * (APR_ENOSPC, sticky) and the stream is broken.  With skip on, such a block
+ * is discarded instead: it and every line up to the blank line that ends it
+ * are dropped without being buffered (memory stays bounded), nothing is
+ * dispatched for it, and parsing resumes after that blank line, so one
+ * oversized event does not end a long-lived stream (which a reconnecting
+ * client would otherwise be sent again and again).  An id or retry field
+ * read before the block grew too large still took effect. */
+void cr_sse_parser_skip_oversize(cr_sse_parser *ps, int on);
+
+/* Oversized blocks discarded so far (skip mode only). */
+apr_size_t cr_sse_oversize_skipped(cr_sse_parser *ps);
+
 /* The stream's last-event-id buffer ("" until an id: field set it).  It
  * also records ids from blocks that dispatched nothing (no data). */
 const char *cr_sse_last_event_id(cr_sse_parser *ps);
@@ -76,8 +89,9 @@ long cr_sse_retry(cr_sse_parser *ps);
 /* Events dispatched to cb so far. */
 apr_size_t cr_sse_events_seen(cr_sse_parser *ps);
 
-/* Non-zero while a partial line or an undispatched block is buffered: at end
- * of stream this is the unterminated event that the rules discard. */
+/* Non-zero while a partial line or an undispatched block is buffered (or an
+ * oversized block is being skipped): at end of stream this is the
+ * unterminated event that the rules discard. */
 int cr_sse_in_event(cr_sse_parser *ps);
 
 /* Bytes the parser's buffers hold (capacity), for tests and diagnostics. */

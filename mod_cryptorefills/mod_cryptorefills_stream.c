@@ -43,7 +43,9 @@ typedef struct stream_t {
     int client_gone;
     long upstream_status;
     apr_time_t started, last_write, last_upstream_byte;
-    apr_interval_time_t heartbeat, lifetime, stall;
+    apr_interval_time_t heartbeat, lifetime, stall, head_timeout;
+    int head_timed_out;     /* no response head from the upstream in time */
+    apr_size_t oversize_seen;
     const char *end_reason;
     apr_uint32_t *client_slot;
 } stream_t;
@@ -92,6 +94,17 @@ static int client_closed(request_rec *r)
     }
     n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* A graceful restart or a stop: this child is going away.  Ending the
+ * stream lets the browser reconnect to the new generation now rather than
+ * keep the old child alive until the stream's lifetime is over (or be
+ * killed with it). */
+static int mpm_stopping(void)
+{
+    int state = AP_MPMQ_RUNNING;
+    return ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS
+           && state == AP_MPMQ_STOPPING;
 }
 
 static int open_stream(stream_t *st)
@@ -167,6 +180,16 @@ static int on_data(void *baton, long status, const char *buf, apr_size_t len)
     (void)status;
     st->last_upstream_byte = apr_time_now();
     rv = cr_sse_feed(st->parser, buf, len, on_event, st);
+    if (cr_sse_oversize_skipped(st->parser) != st->oversize_seen) {
+        apr_size_t n = cr_sse_oversize_skipped(st->parser) - st->oversize_seen;
+        st->oversize_seen += n;
+        while (n--) {
+            CR_COUNT(stream_events_dropped);
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01307)
+                      "dropped an upstream event over %d bytes on the stream of order %s",
+                      CR_STREAM_MAX_EVENT, st->order_id);
+    }
     if (rv == APR_SUCCESS) {
         return 0;
     }
@@ -185,10 +208,25 @@ static int on_tick(void *baton)
     apr_time_t now = apr_time_now();
 
     if (!st->opened) {
+        /* Waiting for the upstream's response head: bounded, and given up
+         * when the browser leaves. */
+        if (client_closed(st->r)) {
+            st->client_gone = 1;
+            return 1;
+        }
+        if (now - st->started >= st->head_timeout) {
+            st->head_timed_out = 1;
+            return 1;
+        }
         return 0;
     }
     if (client_closed(st->r)) {
         st->client_gone = 1;
+        return 1;
+    }
+    if (mpm_stopping()) {
+        st->done = 1;
+        st->end_reason = "server restarting or stopping";
         return 1;
     }
     if (now - st->started >= st->lifetime) {
@@ -271,6 +309,12 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
     st->heartbeat = CR_CONF_TIME(c, heartbeat, CR_DEF_HEARTBEAT);
     st->lifetime = CR_CONF_TIME(c, stream_lifetime, CR_DEF_STREAM_LIFETIME);
     st->stall = CR_CONF_TIME(c, stream_stall, CR_DEF_STREAM_STALL);
+    /* The response head is an ordinary exchange: CryptorefillsTimeout, and
+     * never longer than the stall timeout. */
+    st->head_timeout = CR_CONF_TIME(c, timeout, CR_DEF_TIMEOUT);
+    if (st->head_timeout > st->stall) {
+        st->head_timeout = st->stall;
+    }
     st->started = st->last_write = st->last_upstream_byte = apr_time_now();
 
     if (last_id && (strlen(last_id) > 256 || strpbrk(last_id, "\r\n"))) {
@@ -293,6 +337,11 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
 
     st->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     st->parser = cr_sse_parser_create(r->pool, CR_STREAM_MAX_EVENT);
+    if (!st->parser) {
+        return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", NULL, NULL);
+    }
+    /* An oversized event is dropped like a malformed one; the stream goes on. */
+    cr_sse_parser_skip_oversize(st->parser, 1);
 
     memset(&req, 0, sizeof(req));
     req.method = "GET";
@@ -311,6 +360,22 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
     CR_COUNT(upstream_requests);
 
     if (!st->opened) {
+        if (st->client_gone) {
+            /* Nobody to answer: don't write, don't count an upstream failure. */
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01308)
+                          "browser left before the upstream stream of order %s answered",
+                          st->order_id);
+            r->connection->aborted = 1;
+            return OK;
+        }
+        if (st->head_timed_out) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01309)
+                          "the upstream stream for order %s sent no response head in %"
+                          APR_TIME_T_FMT " ms", st->order_id, apr_time_as_msec(st->head_timeout));
+            CR_COUNT(upstream_err_timeout);
+            return stream_error(r, HTTP_BAD_GATEWAY, "UPSTREAM_UNAVAILABLE",
+                                "Failed to connect to upstream stream");
+        }
         if (resp.rc == CR_UP_CONNECT || resp.rc == CR_UP_TIMEOUT || st->upstream_status == 0) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01305)
                           "cannot reach the upstream stream for order %s (%s): %s",
