@@ -156,6 +156,39 @@ int cr_centry_etag_match(const char *inm, apr_uint64_t version)
     return 0;
 }
 
+unsigned char *cr_centry_fail_encode(apr_pool_t *p, const cr_centry_fail *f, apr_size_t *len)
+{
+    apr_size_t blen = f->body && f->len <= CR_CENTRY_FAIL_BODY_MAX ? f->len : 0;
+    unsigned char *b = apr_pcalloc(p, CR_CENTRY_FAIL_HDR_LEN + blen);
+    memcpy(b, "CRF1", 4);
+    b[4] = (unsigned char)f->rc;
+    b[5] = (unsigned char)(f->status & 0xff);
+    b[6] = (unsigned char)((f->status >> 8) & 0xff);
+    put64(b + 8, (apr_uint64_t)f->ended);
+    put64(b + 16, (apr_uint64_t)(apr_int64_t)f->retry_after);
+    put64(b + 24, blen);
+    if (blen) {
+        memcpy(b + CR_CENTRY_FAIL_HDR_LEN, f->body, blen);
+    }
+    *len = CR_CENTRY_FAIL_HDR_LEN + blen;
+    return b;
+}
+
+int cr_centry_fail_decode(const unsigned char *buf, apr_size_t len, cr_centry_fail *f)
+{
+    if (len < CR_CENTRY_FAIL_HDR_LEN || memcmp(buf, "CRF1", 4)
+        || get64(buf + 24) != len - CR_CENTRY_FAIL_HDR_LEN) {
+        return 0;
+    }
+    f->rc = buf[4];
+    f->status = buf[5] | (buf[6] << 8);
+    f->ended = (apr_time_t)get64(buf + 8);
+    f->retry_after = (long)(apr_int64_t)get64(buf + 16);
+    f->len = len - CR_CENTRY_FAIL_HDR_LEN;
+    f->body = (const char *)buf + CR_CENTRY_FAIL_HDR_LEN;
+    return 1;
+}
+
 unsigned char *cr_idem_encode(apr_pool_t *p, const cr_idem_rec *rec, apr_size_t *len)
 {
     unsigned char *b = apr_pcalloc(p, CR_IDEM_HDR_LEN + rec->len);

@@ -19,7 +19,7 @@
 #define CR_CENTRY_ID_MAX     96
 
 typedef enum { CR_CID_META = 'M', CR_CID_BODY = 'B', CR_CID_GZIP = 'Z', CR_CID_LEASE = 'L',
-               CR_CID_IDEM = 'I' } cr_cid_kind;
+               CR_CID_IDEM = 'I', CR_CID_FAIL = 'F' } cr_cid_kind;
 
 typedef struct cr_centry_meta {
     apr_uint64_t version;       /* hash of the body: also the ETag */
@@ -53,6 +53,22 @@ const char *cr_centry_etag(apr_pool_t *p, apr_uint64_t version, int gz);
 
 /* Does an If-None-Match header value match the entry (either coding)? */
 int cr_centry_etag_match(const char *if_none_match, apr_uint64_t version);
+
+/* The outcome of a failed upstream exchange for a name that has no copy:
+ * the requests that waited for that exchange answer with it at once instead
+ * of queueing for exchanges of their own. */
+typedef struct cr_centry_fail {
+    apr_time_t ended;           /* when the exchange ended */
+    int rc;                     /* cr_upstream_rc */
+    long status;                /* HTTP status, 0 if none */
+    long retry_after;           /* -1 if none */
+    const char *body;           /* the upstream's body (not NUL-terminated) */
+    apr_size_t len;
+} cr_centry_fail;
+#define CR_CENTRY_FAIL_HDR_LEN   32
+#define CR_CENTRY_FAIL_BODY_MAX  16384   /* a longer body is not kept */
+unsigned char *cr_centry_fail_encode(apr_pool_t *p, const cr_centry_fail *f, apr_size_t *len);
+int cr_centry_fail_decode(const unsigned char *buf, apr_size_t len, cr_centry_fail *f);
 
 /* Idempotency records of POST orders. */
 typedef enum { CR_IDEM_IN_FLIGHT = 1, CR_IDEM_DONE = 2, CR_IDEM_UNKNOWN = 3 } cr_idem_state;

@@ -61,6 +61,15 @@ typedef struct cr_cache_t {
 static cr_cache_t cache;
 cr_stats_t *cr_stats;
 
+/* The cache's own shared state, in the counters' segment after cr_stats. */
+typedef struct cr_cache_shared {
+    /* Smallest record (id + data) the provider refused with APR_ENOSPC, 0
+     * while none was.  shmcb refuses a record larger than one subcache every
+     * time (and logs an error for each try), so larger ones aren't tried. */
+    volatile apr_uint32_t too_big;
+} cr_cache_shared;
+static cr_cache_shared *cshared;
+
 /* ---- lifecycle ------------------------------------------------------------------ */
 
 int cr_cache_pre_config(apr_pool_t *pconf)
@@ -80,6 +89,15 @@ static apr_status_t cache_destroy(void *data)
 
 static int status_hook(request_rec *r, int flags);
 
+/* The size shmcb will give its segment for args "path(bytes)" (its own
+ * default, 512000, without a size). */
+static apr_int64_t shmcb_size(const char *args)
+{
+    const char *lp = args ? strrchr(args, '(') : NULL;
+    apr_int64_t n = lp ? apr_atoi64(lp + 1) : 0;
+    return n > 0 ? n : 512000;
+}
+
 int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
 {
     cr_srv_conf *sc = ap_get_module_config(s->module_config, &cryptorefills_module);
@@ -88,14 +106,15 @@ int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
     const char *args, *err;
     apr_status_t rv;
 
-    rv = apr_shm_create(&shm, sizeof(cr_stats_t), NULL, pconf);
+    rv = apr_shm_create(&shm, sizeof(cr_stats_t) + sizeof(cr_cache_shared), NULL, pconf);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01201)
                      "cannot create shared memory for counters");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     cr_stats = apr_shm_baseaddr_get(shm);
-    memset((void *)cr_stats, 0, sizeof(*cr_stats));
+    memset((void *)cr_stats, 0, sizeof(*cr_stats) + sizeof(cr_cache_shared));
+    cshared = (cr_cache_shared *)(void *)(cr_stats + 1);
     if (sc->max_streams != CR_UNSET_INT) {
         cr_stats->max_streams = (apr_uint32_t)sc->max_streams;
     }
@@ -140,6 +159,16 @@ int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
     memset(&hints, 0, sizeof(hints));
     hints.avg_id_len = CR_HINT_AVG_ID;
     hints.avg_obj_size = CR_HINT_AVG_OBJ;
+    if (!strcmp(cache.provider->name, "shmcb")) {
+        /* shmcb divides by zero (SIGFPE in the parent, nothing logged) when
+         * the hints leave fewer than 2 index slots: size / (avg_obj + avg_id).
+         * For a small cache, lower avg_obj so that it keeps 16 slots. */
+        apr_int64_t size = shmcb_size(args);
+        if (size / (CR_HINT_AVG_OBJ + CR_HINT_AVG_ID) < 16) {
+            hints.avg_obj_size = (apr_size_t)(size / 16 > 2 * CR_HINT_AVG_ID
+                                              ? size / 16 - CR_HINT_AVG_ID : CR_HINT_AVG_ID);
+        }
+    }
     hints.expiry_interval = 30;
     rv = cache.provider->init(cache.inst, "cryptorefills", &hints, s, pconf);
     if (rv != APR_SUCCESS) {
@@ -220,8 +249,13 @@ static apr_status_t put_rec(request_rec *r, const unsigned char *id, apr_size_t 
                             apr_time_t expiry, unsigned char *data, apr_size_t len, int locked)
 {
     apr_status_t rv;
+    apr_uint32_t big, size = (apr_uint32_t)(len + idlen);
     if (!cache.inst) {
         return APR_EINIT;
+    }
+    big = cshared ? apr_atomic_read32(&cshared->too_big) : 0;
+    if (big && size >= big) {
+        return APR_ENOSPC;      /* refused before, would be refused again */
     }
     if (cache.lock_all && !locked) {
         lock(r);
@@ -230,6 +264,13 @@ static apr_status_t put_rec(request_rec *r, const unsigned char *id, apr_size_t 
                                (unsigned int)len, r->pool);
     if (cache.lock_all && !locked) {
         unlock(r);
+    }
+    if (rv == APR_ENOSPC && cshared) {
+        /* Too large for this cache whatever is evicted (shmcb: larger than a
+         * subcache): remember the smallest such size. */
+        do {
+            big = apr_atomic_read32(&cshared->too_big);
+        } while ((!big || size < big) && apr_atomic_cas32(&cshared->too_big, size, big) != big);
     }
     return rv;
 }
@@ -385,13 +426,13 @@ static int store_entry(request_rec *r, const char *name, const char *body, apr_s
     }
     if (rv != APR_SUCCESS) {
         apr_uint32_t before = apr_atomic_inc32(&cr_stats->cache_store_failures);
-        /* Logged once per power of two, not once per request. */
-        if ((before & (before + 1)) == 0) {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, r, CRLOGNO(01209)
-                          "cannot store %s (%" APR_SIZE_T_FMT " bytes) in the cache %s "
-                          "(%u store failures so far): answering from the upstream copy",
-                          name, len, cache.desc, before + 1);
-        }
+        /* Logged once (per server generation) at warn; mod_status counts
+         * every failure, and the debug level names each one. */
+        ap_log_rerror(APLOG_MARK, before == 0 ? APLOG_WARNING : APLOG_DEBUG, rv, r,
+                      CRLOGNO(01209) "cannot store %s (%" APR_SIZE_T_FMT " bytes) in the "
+                      "cache %s: answering from the upstream copy%s", name, len, cache.desc,
+                      before == 0 ? " (logged once: Cryptorefillscache_store_failures in "
+                      "mod_status counts them)" : "");
         return 0;
     }
     return 1;
@@ -498,6 +539,32 @@ static const char *entry_name(request_rec *r, const cr_dir_conf *c, const char *
                         c->upstream ? c->upstream : CR_DEFAULT_UPSTREAM);
 }
 
+/* A failed exchange for name that ended at or after `since` (so after this
+ * request began waiting): its outcome in resp.  *buf is allocated once per
+ * request and reused across polls. */
+static int shared_failure(request_rec *r, const char *name, apr_time_t since,
+                          unsigned char **buf, cr_upstream_resp *resp)
+{
+    apr_size_t cap = CR_CENTRY_FAIL_HDR_LEN + CR_CENTRY_FAIL_BODY_MAX, n;
+    cr_centry_fail f;
+
+    if (!*buf) {
+        *buf = apr_palloc(r->pool, cap);
+    }
+    if (!cr_cache_get(r, CR_CID_FAIL, name, *buf, cap, &n) || !cr_centry_fail_decode(*buf, n, &f)
+        || f.ended < since) {
+        return 0;
+    }
+    memset(resp, 0, sizeof(*resp));
+    resp->rc = (cr_upstream_rc)f.rc;
+    resp->status = f.status;
+    resp->retry_after = f.retry_after;
+    resp->body = apr_pstrmemdup(r->pool, f.body, f.len);
+    resp->len = f.len;
+    resp->error = "the exchange of a concurrent request for the same catalog failed";
+    return 1;
+}
+
 /* Find or make the cached answer for name: fresh entries are used as they
  * are; otherwise one request server-wide (the lease holder) refreshes while
  * the others serve the stale copy or, with none, wait a bounded time. */
@@ -510,8 +577,10 @@ static obtain_rc obtain(request_rec *r, const cr_dir_conf *c, const cr_route_req
     apr_interval_time_t timeout = CR_CONF_TIME(c, timeout, CR_DEF_TIMEOUT);
     apr_interval_time_t hold = CR_CONF_TIME(c, connect_timeout, CR_DEF_CONNECT_TIMEOUT)
                                + timeout + CR_LEASE_SLACK;
-    apr_time_t deadline = apr_time_now() + timeout + apr_time_from_sec(1);
+    apr_time_t started = apr_time_now();
+    apr_time_t deadline = started + timeout + apr_time_from_sec(1);
     apr_time_t now;
+    unsigned char *fbuf = NULL;
     int have;
 
     for (;;) {
@@ -520,6 +589,11 @@ static obtain_rc obtain(request_rec *r, const cr_dir_conf *c, const cr_route_req
         if (have && now < m->fetched + ttl) {
             *how = "hit";
             return OBTAIN_ENTRY;
+        }
+        if (!have && shared_failure(r, name, started, &fbuf, resp)) {
+            /* The exchange this request waited for failed: its answer is
+             * this request's too (single flight, failures included). */
+            return OBTAIN_FAILED;
         }
         if (cr_cache_lease(r, name, hold)) {
             break;          /* this request refreshes */
@@ -549,6 +623,26 @@ static obtain_rc obtain(request_rec *r, const cr_dir_conf *c, const cr_route_req
         cr_cache_unlease(r, name, 0);
         *how = "miss";
         return stored ? OBTAIN_ENTRY : OBTAIN_UNSTORED;
+    }
+    if (!have) {
+        /* No copy to hide the failure behind: tell the requests waiting for
+         * this exchange how it ended (they answer with it rather than queue
+         * for exchanges of their own), and free the name at once, so the
+         * next request tries the upstream instead of waiting out a back-off
+         * with nothing to serve meanwhile. */
+        cr_centry_fail f;
+        unsigned char *rec;
+        apr_size_t rlen;
+        f.ended = apr_time_now();
+        f.rc = (int)resp->rc;
+        f.status = resp->status;
+        f.retry_after = resp->retry_after;
+        f.body = resp->body;
+        f.len = resp->len;
+        rec = cr_centry_fail_encode(r->pool, &f, &rlen);
+        cr_cache_put(r, CR_CID_FAIL, name, f.ended + CR_REFRESH_BACKOFF, rec, rlen);
+        cr_cache_unlease(r, name, 0);
+        return OBTAIN_FAILED;
     }
     /* The refresh failed: keep the lease for a while (one try per backoff),
      * and hide the failure behind the stale copy while it may be served. */
