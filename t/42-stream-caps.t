@@ -203,7 +203,7 @@ package main;
 
 # ---------------------------------------------------------------------------
 my $sb = CrSandbox->start();
-$sb->create_order(order_id => "$_") for (map { "ord-$_" } 1 .. 6), (map { "pc-$_" } 1 .. 4), 'lt-6', 'gr-1';
+$sb->create_order(order_id => "$_") for (map { "ord-$_" } 1 .. 6), (map { "pc-$_" } 1 .. 4), 'lt-6', 'gr-1', 'hb-1';
 
 sub stream_on {
     my ($httpd, $oid, %o) = @_;
@@ -384,6 +384,25 @@ CONF
     sleep 0.1 while $sb->subscribers('lt-6') && time < $deadline;
     is($sb->subscribers('lt-6'), 0, 'upstream transfer closed');
     $c->close;
+    $httpd->stop;
+};
+
+subtest 'a browser leaving is noticed without any write (heartbeat 60 s)' => sub {
+    my $httpd = start_httpd(conf => <<'CONF');
+CryptorefillsStreamHeartbeat 60
+CryptorefillsMaxStreamsPerClient 1
+CONF
+    $sb->fault(match => '/v5/orders/hb-1/subscribe', mode => 'stream_silent', times => 1);
+    my $c = stream_on($httpd, 'hb-1');
+    ok($c->wait_headers(5) && $c->{status} == 200, 'silent stream open') or return;
+    ok($sb->wait_subscribers('hb-1', 1, 5), 'upstream stream open');
+    my $t = time;
+    $c->close;
+    my $deadline = time + 6;
+    sleep 0.1 while $sb->subscribers('hb-1') && time < $deadline;
+    is($sb->subscribers('hb-1'), 0, 'upstream transfer closed with nothing written to the browser');
+    diag sprintf 'noticed %.1f s after the browser left', time - $t;
+    ok(opens_within($httpd, 'hb-1', 5), 'and the per-client slot is back');
     $httpd->stop;
 };
 
