@@ -464,7 +464,7 @@ for my $route ('orders/validations', 'orders') {
     for my $p ('/bad/brands', '/bad/countries', '/bad/orders/abc') {
         my $r = get($p);
         is($r->{status}, 500, "$p without a partner id: 500");
-        is_deeply(body($r), { status => 500, detail => 'MISCONFIGURED' }, "$p: MISCONFIGURED body");
+        is_deeply(body($r), { status => 500, detail => 'MISCONFIGURED', moreDetails => {} }, "$p: MISCONFIGURED body");
     }
     my $r = req(POST => '/bad/orders', headers => { 'Content-Type' => 'application/json' }, content => $JSON->encode(\%CREATE));
     is($r->{status}, 500, 'POST /bad/orders: 500');
