@@ -34,6 +34,13 @@
 /* Largest upstream answer kept for replay (an order is a few KB). */
 #define CR_IDEM_MAX_BODY      (64 * 1024)
 #define CR_IDEM_WAIT_STEP     apr_time_from_msec(50)
+/* An attempt whose request never left (connect refused or timed out) created
+ * nothing; there is no socache delete here, so its claim is replaced by a
+ * short-lived record with this marker status, which a retry waits out and
+ * then claims afresh.  Two seconds, not one: the memcache and redis
+ * providers store whole seconds until expiry and refuse 0. */
+#define CR_IDEM_NOT_SENT      0xFFFF
+#define CR_IDEM_NOT_SENT_HOLD apr_time_from_sec(2)
 
 /* Read the whole request body, at most max bytes.  Returns 0 or the HTTP
  * status to answer (413 too large, 400 unreadable). */
@@ -223,6 +230,17 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
         if (!cr_idem_decode(buf, n, &old)) {
             break;      /* unreadable record: don't let it block orders */
         }
+        if (old.state == CR_IDEM_UNKNOWN && old.status == CR_IDEM_NOT_SENT) {
+            /* The last attempt never reached the upstream: nothing is bound
+             * to this key.  Wait for the marker to expire, then claim. */
+            if (apr_time_now() >= deadline) {
+                apr_table_setn(r->headers_out, "Retry-After", "2");
+                return cr_send_problem(r, HTTP_SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE", NULL,
+                                       "the upstream could not be reached; nothing was created");
+            }
+            apr_sleep(CR_IDEM_WAIT_STEP);
+            continue;
+        }
         if (old.body_hash != bh) {
             CR_COUNT(idem_conflicts);
             return cr_send_problem(r, HTTP_UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED",
@@ -269,7 +287,10 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
         }
     }
     if (!rec.state) {
-        rec.state = (resp.rc == CR_UP_CONNECT && !resp.request_sent) ? 0 : CR_IDEM_UNKNOWN;
+        /* Any failure before the request went out (connect refused, or a
+         * connect timeout, which libcurl reports as a timeout) created
+         * nothing: the key must not stay marked unknown for the window. */
+        rec.state = (resp.rc != CR_UP_OK && !resp.request_sent) ? 0 : CR_IDEM_UNKNOWN;
     }
     if (claim == 1) {
         if (rec.state) {
@@ -284,8 +305,9 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
         else {
             /* Never reached the upstream: nothing was created, a retry may go. */
             rec.state = CR_IDEM_UNKNOWN;
+            rec.status = CR_IDEM_NOT_SENT;
             enc = cr_idem_encode(r->pool, &rec, &elen);
-            cr_cache_put(r, CR_CID_IDEM, name, apr_time_now() + apr_time_from_sec(1), enc, elen);
+            cr_cache_put(r, CR_CID_IDEM, name, apr_time_now() + CR_IDEM_NOT_SENT_HOLD, enc, elen);
         }
     }
     if (rec.state == CR_IDEM_UNKNOWN && resp.rc == CR_UP_OK) {
