@@ -391,7 +391,14 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
         else {
             CR_COUNT(upstream_err_4xx);
         }
-        return stream_error(r, (int)st->upstream_status, "UPSTREAM_ERROR",
+        if ((st->upstream_status == 429 || st->upstream_status == 503) && resp.retry_after >= 0) {
+            apr_table_setn(r->headers_out, "Retry-After",
+                           apr_psprintf(r->pool, "%ld", resp.retry_after));
+        }
+        /* A redirect or an interim status can't be relayed as an error
+         * answer (no Location, no body allowed): say 502. */
+        return stream_error(r, st->upstream_status >= 400 && st->upstream_status <= 599
+                            ? (int)st->upstream_status : HTTP_BAD_GATEWAY, "UPSTREAM_ERROR",
                             "Upstream returned an error");
     }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01306)

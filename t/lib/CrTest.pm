@@ -200,6 +200,9 @@ sub launch {
     my $pid = fork // die "fork: $!";
     if (!$pid) {
         $ENV{$_} = $env{$_} for keys %env;
+        # A session of its own: prefork signals its whole process group on
+        # stop and graceful restart, which would hit this test too.
+        POSIX::setsid();
         open STDOUT, '>>', "$self->{dir}/stdout.log";
         open STDERR, '>>', "$self->{dir}/stderr.log";
         exec @cmd or POSIX::_exit(127);
