@@ -260,18 +260,10 @@ sub opens_within {
 }
 
 # ---------------------------------------------------------------------------
-# prefork's parent signals its whole process group when it stops (killpg):
-# run it in a session of its own so the test and the sandbox are not hit.
-# setsid(1) execs in place here (our forked child is no group leader), so
-# the pid CrTest waits for stays httpd's.
-# (A graceful restart of prefork signals the group too: SIGUSR1.)  Every
-# server of this file is started so, whatever CR_MPM says.
-my $SETSID = File::Temp->new(TEMPLATE => 'cr-httpd-setsid-XXXXXX', TMPDIR => 1, SUFFIX => '.sh');
-print $SETSID "#!/bin/sh\nexec setsid " . CrTest::apache_bin() . ' "$@"' . "\n";
-close $SETSID;
-chmod 0755, $SETSID->filename;
+# prefork's parent signals its whole process group when it stops (killpg);
+# CrTest starts every httpd in a session of its own, so the test and the
+# sandbox are not hit.
 sub start_httpd {
-    local $ENV{CR_HTTPD} = $SETSID->filename;
     return CrTest->start(sandbox => $sb, @_);
 }
 
