@@ -10,6 +10,8 @@
 #include "cr_route.h"
 #include "cr_problem.h"
 #include "cr_json.h"
+#include "cr_centry.h"
+#include <zlib.h>
 
 static apr_pool_t *pool;
 
@@ -220,6 +222,130 @@ START_TEST(json_parse)
 }
 END_TEST
 
+/* ---- cache entries ---- */
+START_TEST(centry_ids_spread)
+{
+    unsigned char id[CR_CENTRY_ID_MAX];
+    int seen[256] = { 0 }, distinct = 0, i;
+    apr_size_t n;
+    /* Every country's brands entry: the first byte (shmcb's subcache
+     * selector) must spread over many values, not share a prefix. */
+    for (i = 0; i < cr_country_count(); i++) {
+        const char *name = apr_psprintf(pool, "brands:%s:https://api.cryptorefills.com",
+                                        cr_country_at(i)->iso);
+        n = cr_centry_id(id, CR_CID_META, name);
+        ck_assert_uint_eq(n, strlen(name) + 3);
+        ck_assert_int_eq(id[1], 'M');
+        if (!seen[id[0]]++) {
+            distinct++;
+        }
+    }
+    ck_assert_msg(distinct > 100, "only %d distinct first bytes", distinct);
+    /* Same name, different kinds: same subcache, different ids. */
+    {
+        unsigned char a[CR_CENTRY_ID_MAX], b[CR_CENTRY_ID_MAX];
+        cr_centry_id(a, CR_CID_BODY, "x");
+        cr_centry_id(b, CR_CID_GZIP, "x");
+        ck_assert_int_eq(a[0], b[0]);
+        ck_assert_int_ne(a[1], b[1]);
+    }
+}
+END_TEST
+
+START_TEST(centry_meta_roundtrip)
+{
+    cr_centry_meta m = { APR_UINT64_C(0x0123456789abcdef), APR_INT64_C(1795497427000000), 172548, 21572 }, d;
+    unsigned char buf[CR_CENTRY_META_LEN];
+    cr_centry_meta_encode(&m, buf);
+    ck_assert(cr_centry_meta_decode(buf, sizeof(buf), &d));
+    ck_assert(d.version == m.version && d.fetched == m.fetched);
+    ck_assert_uint_eq(d.body_len, m.body_len);
+    ck_assert_uint_eq(d.gz_len, m.gz_len);
+    ck_assert(!cr_centry_meta_decode(buf, sizeof(buf) - 1, &d));
+    buf[20] ^= 1;   /* a flipped bit fails the checksum */
+    ck_assert(!cr_centry_meta_decode(buf, sizeof(buf), &d));
+}
+END_TEST
+
+START_TEST(centry_vhdr)
+{
+    unsigned char h[CR_CENTRY_VHDR_LEN];
+    cr_centry_vhdr_encode(42, h);
+    ck_assert(cr_centry_vhdr_check(h, sizeof(h), 42));
+    ck_assert(!cr_centry_vhdr_check(h, sizeof(h), 43));
+    ck_assert(!cr_centry_vhdr_check(h, sizeof(h) - 1, 42));
+}
+END_TEST
+
+START_TEST(centry_gzip_roundtrip)
+{
+    apr_size_t n = 200000, gzlen = 0, i;
+    char *in = apr_palloc(pool, n);
+    unsigned char *gz, *out = apr_palloc(pool, n);
+    z_stream zs;
+    for (i = 0; i < n; i++) {
+        in[i] = "{\"brand\":\"Amazon.com\",\"min\":\"$5\"},"[i % 32];
+    }
+    gz = cr_gzip(pool, in, n, &gzlen);
+    ck_assert_ptr_nonnull(gz);
+    ck_assert(gzlen < n / 10);
+    ck_assert_int_eq(gz[0], 0x1f);
+    ck_assert_int_eq(gz[1], 0x8b);
+    memset(&zs, 0, sizeof(zs));
+    ck_assert_int_eq(inflateInit2(&zs, 15 + 16), Z_OK);
+    zs.next_in = gz;
+    zs.avail_in = (uInt)gzlen;
+    zs.next_out = out;
+    zs.avail_out = (uInt)n;
+    ck_assert_int_eq(inflate(&zs, Z_FINISH), Z_STREAM_END);
+    ck_assert_uint_eq(zs.total_out, n);
+    inflateEnd(&zs);
+    ck_assert(!memcmp(in, out, n));
+}
+END_TEST
+
+START_TEST(centry_etags)
+{
+    apr_uint64_t v = APR_UINT64_C(0x00ab00cd00ef0012);
+    const char *e = cr_centry_etag(pool, v, 0), *g = cr_centry_etag(pool, v, 1);
+    ck_assert_str_eq(e, "\"00ab00cd00ef0012\"");
+    ck_assert_str_eq(g, "\"00ab00cd00ef0012-gz\"");
+    ck_assert(cr_centry_etag_match(e, v));
+    ck_assert(cr_centry_etag_match(g, v));
+    ck_assert(cr_centry_etag_match("W/\"00ab00cd00ef0012\"", v));
+    ck_assert(cr_centry_etag_match("\"zzz\", \"00ab00cd00ef0012-gz\"", v));
+    ck_assert(cr_centry_etag_match("*", v));
+    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0013\"", v));
+    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0012-br\"", v));
+    ck_assert(!cr_centry_etag_match("00ab00cd00ef0012", v));
+    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0012", v));
+    ck_assert(!cr_centry_etag_match("", v));
+    ck_assert(!cr_centry_etag_match(NULL, v));
+}
+END_TEST
+
+START_TEST(idem_records)
+{
+    cr_idem_rec r = { CR_IDEM_DONE, APR_UINT64_C(77), 201, 1234, "{\"order_id\":\"x\"}", 16 }, d;
+    apr_size_t n;
+    unsigned char *b = cr_idem_encode(pool, &r, &n);
+    ck_assert_uint_eq(n, CR_IDEM_HDR_LEN + 16);
+    ck_assert(cr_idem_decode(b, n, &d));
+    ck_assert_int_eq(d.state, CR_IDEM_DONE);
+    ck_assert_int_eq(d.status, 201);
+    ck_assert(d.body_hash == 77);
+    ck_assert_uint_eq(d.len, 16);
+    ck_assert(!memcmp(d.body, r.body, 16));
+    ck_assert(!cr_idem_decode(b, n - 1, &d));        /* truncated */
+    r.state = CR_IDEM_IN_FLIGHT; r.len = 0; r.body = NULL; r.status = 0;
+    b = cr_idem_encode(pool, &r, &n);
+    ck_assert(cr_idem_decode(b, n, &d));
+    ck_assert_int_eq(d.state, CR_IDEM_IN_FLIGHT);
+    b[4] = 9;
+    ck_assert(!cr_idem_decode(b, n, &d));            /* unknown state */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("core");
@@ -238,6 +364,12 @@ int main(void)
     tcase_add_test(tc, url_encode);
     tcase_add_test(tc, problem_body);
     tcase_add_test(tc, json_parse);
+    tcase_add_test(tc, centry_ids_spread);
+    tcase_add_test(tc, centry_meta_roundtrip);
+    tcase_add_test(tc, centry_vhdr);
+    tcase_add_test(tc, centry_gzip_roundtrip);
+    tcase_add_test(tc, centry_etags);
+    tcase_add_test(tc, idem_records);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

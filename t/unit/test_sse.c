@@ -1040,6 +1040,50 @@ END_TEST
 
 /* ---------------------------------------------------------------------- */
 
+
+/* Skip mode: an oversized block is dropped, the stream goes on; the result
+ * is the same whatever the read boundaries. */
+START_TEST(oversize_skip)
+{
+    static const char head[] = "data: {\"a\":1}\n\n: c\ndata: ";
+    static const char tail[] = "\n\nid: 7\ndata: {\"b\":2}\n\n";
+    size_t big = 300, n = sizeof(head) - 1 + big + sizeof(tail) - 1, cut;
+    char *s = apr_palloc(pool, n);
+    const char *want = NULL;
+
+    memcpy(s, head, sizeof(head) - 1);
+    memset(s + sizeof(head) - 1, 'x', big);
+    memcpy(s + sizeof(head) - 1 + big, tail, sizeof(tail) - 1);
+    for (cut = 0; cut <= n; cut += (cut < 40 || cut > n - 40) ? 1 : 17) {
+        rec_t r = { 0 };
+        cr_sse_parser *ps = cr_sse_parser_create(pool, 100);
+        size_t cuts[1];
+        cuts[0] = cut;
+        cr_sse_parser_skip_oversize(ps, 1);
+        ck_assert_int_eq(feed_split(ps, s, n, cuts, 1, &r), APR_SUCCESS);
+        ck_assert_uint_eq(cr_sse_oversize_skipped(ps), 1);
+        ck_assert_str_eq(cr_sse_last_event_id(ps), "7");
+        if (!want) {
+            want = apr_pstrdup(pool, rec_str(&r));
+            /* the events before and after the big one, not the big one */
+            ck_assert_ptr_nonnull(strstr(want, "{\"a\":1}"));
+            ck_assert_ptr_nonnull(strstr(want, "{\"b\":2}"));
+            ck_assert_ptr_null(strstr(want, "xxxx"));
+        }
+        else {
+            ck_assert_str_eq(rec_str(&r), want);
+        }
+        rec_free(&r);
+    }
+    /* Without skip mode the same stream is an error, as before. */
+    {
+        rec_t r = { 0 };
+        ck_assert_int_eq(parse_n(s, n, 100, &r, NULL), APR_ENOSPC);
+        rec_free(&r);
+    }
+}
+END_TEST
+
 static Suite *sse_suite(void)
 {
     Suite *s = suite_create("sse");
@@ -1048,6 +1092,7 @@ static Suite *sse_suite(void)
     tc = tcase_create("fields");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, basic_message);
+    tcase_add_test(tc, oversize_skip);
     tcase_add_test(tc, field_value_space);
     tcase_add_test(tc, multiline_data);
     tcase_add_test(tc, event_type);
