@@ -21,9 +21,7 @@ use CrSandbox;
 use HTTP::Tiny;
 use JSON::PP;
 use Time::HiRes qw(sleep);
-use File::Temp qw(tempdir);
 
-my $tmp = tempdir('cr-conn-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
 my $PARTNER = 'partner-secret-id-0001';
 my $N = 50;
@@ -69,22 +67,8 @@ sub module_connects {
     return $s =~ /^Cryptorefillsupstream_connects: (\d+)/m ? $1 : undef;
 }
 
-# prefork's parent ends its children with killpg(getpgrp(), SIGTERM) when it
-# stops; started with -DFOREGROUND by CrTest it shares this test's process
-# group, so stopping it would kill this test, prove and the shell around them.
-# Start it through a wrapper that gives it its own process group.
-my $wrapper = "$tmp/httpd-own-pgrp";
-{
-    my $bin = CrTest::apache_bin();
-    open my $fh, '>', $wrapper or die $!;
-    print $fh "#!$^X\nsetpgrp(0, 0) or die \"setpgrp: \$!\";\nexec '$bin', \@ARGV or die \"exec: \$!\";\n";
-    close $fh;
-    chmod 0755, $wrapper;
-}
-
 # ---------------------------------------------------------------- per MPM
 for my $mpm (qw(event worker prefork)) {
-    local $ENV{CR_HTTPD} = $wrapper;
     my $httpd = CrTest->start(sandbox => $sb, mpm => $mpm, partner => $PARTNER, conf => $STATUS_CONF);
     my $http = HTTP::Tiny->new(timeout => 30);
     my %st;
