@@ -67,7 +67,16 @@ typedef struct cr_cache_shared {
      * while none was.  shmcb refuses a record larger than one subcache every
      * time (and logs an error for each try), so larger ones aren't tried. */
     volatile apr_uint32_t too_big;
+    /* Refresh leases of this server's requests when the provider is a
+     * network one (see cr_cache_lease), by hash of the name; under the
+     * global mutex. */
+#define CR_LOCAL_LEASES 1024
+    struct cr_local_lease {
+        apr_uint64_t hash;
+        apr_time_t until;
+    } leases[CR_LOCAL_LEASES];
 } cr_cache_shared;
+typedef struct cr_local_lease cr_local_lease;
 static cr_cache_shared *cshared;
 
 /* ---- lifecycle ------------------------------------------------------------------ */
@@ -106,15 +115,16 @@ int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
     const char *args, *err;
     apr_status_t rv;
 
-    rv = apr_shm_create(&shm, sizeof(cr_stats_t) + sizeof(cr_cache_shared), NULL, pconf);
+    rv = apr_shm_create(&shm, APR_ALIGN_DEFAULT(sizeof(cr_stats_t)) + sizeof(cr_cache_shared), NULL,
+                        pconf);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01201)
                      "cannot create shared memory for counters");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     cr_stats = apr_shm_baseaddr_get(shm);
-    memset((void *)cr_stats, 0, sizeof(*cr_stats) + sizeof(cr_cache_shared));
-    cshared = (cr_cache_shared *)(void *)(cr_stats + 1);
+    memset((void *)cr_stats, 0, APR_ALIGN_DEFAULT(sizeof(cr_stats_t)) + sizeof(cr_cache_shared));
+    cshared = (cr_cache_shared *)(void *)((char *)cr_stats + APR_ALIGN_DEFAULT(sizeof(cr_stats_t)));
     if (sc->max_streams != CR_UNSET_INT) {
         cr_stats->max_streams = (apr_uint32_t)sc->max_streams;
     }
@@ -306,24 +316,82 @@ apr_status_t cr_cache_put(request_rec *r, cr_cid_kind kind, const char *name, ap
 }
 
 /* Take the lease on name for `hold`: 1 when this request is now the one
- * refresher.  The check and the set happen under the mutex, so exactly one
- * request in this server wins; the record's own expiry frees it if the
- * winner never comes back. */
+ * refresher.
+ *
+ * shmcb (in memory, not MT-safe): the check and the set happen under the
+ * global mutex, so exactly one request in this server wins.
+ *
+ * A network provider (memcache, redis): no lock may be held across its
+ * round trips, so this server's requests are serialised by a slot in
+ * shared memory (taken under the mutex, memory only), and the farm by the
+ * lease record in the shared store, checked then set without a lock (two
+ * servers can both win within one round trip).
+ *
+ * Either way the record's own expiry frees the name if the winner never
+ * comes back, and a cache that can't store the lease (down, full) makes
+ * every request its own refresher: the shoppers get their answer from the
+ * upstream rather than wait for a refresh nobody runs. */
+static int local_lease(request_rec *r, const char *name, apr_time_t until, int take)
+{
+    apr_uint64_t h = cr_hash64(name, strlen(name));
+    cr_local_lease *l;
+    apr_time_t now = apr_time_now();
+    int won = 1;
+
+    if (!cshared) {
+        return 1;
+    }
+    l = &cshared->leases[h % CR_LOCAL_LEASES];
+    lock(r);
+    if (!take) {
+        if (l->hash == h) {
+            l->until = until;           /* release now, or keep for a back-off */
+        }
+    }
+    else if (l->until > now) {
+        /* Held: by a request for this name (wait for it), or for another
+         * name in the same slot (rare: go on to the shared record). */
+        won = l->hash != h;
+    }
+    else {
+        l->hash = h;
+        l->until = until;
+    }
+    unlock(r);
+    return won;
+}
+
 int cr_cache_lease(request_rec *r, const char *name, apr_interval_time_t hold)
 {
     unsigned char id[CR_CENTRY_ID_MAX], buf[16];
     apr_size_t idlen = cr_centry_id(id, CR_CID_LEASE, name), n;
-    int won = 0;
+    apr_time_t until = apr_time_now() + hold;
+    int won;
 
     if (!cache.inst) {
         return 1;
     }
-    lock(r);
-    if (!get_rec(r, id, idlen, buf, sizeof(buf), &n, 1)) {
-        memcpy(buf, "lease", 5);
-        won = put_rec(r, id, idlen, apr_time_now() + hold, buf, 5, 1) == APR_SUCCESS;
+    if (cache.lock_all) {
+        lock(r);
+        won = !get_rec(r, id, idlen, buf, sizeof(buf), &n, 1);
+        if (won) {
+            memcpy(buf, "lease", 5);
+            put_rec(r, id, idlen, until, buf, 5, 1);
+        }
+        unlock(r);
+        return won;
     }
-    unlock(r);
+    if (!local_lease(r, name, until, 1)) {
+        return 0;                       /* another request of this server refreshes */
+    }
+    won = !get_rec(r, id, idlen, buf, sizeof(buf), &n, 0);
+    if (won) {
+        memcpy(buf, "lease", 5);
+        put_rec(r, id, idlen, until, buf, 5, 0);
+    }
+    else {
+        local_lease(r, name, 0, 0);     /* another server refreshes: not us */
+    }
     return won;
 }
 
@@ -361,6 +429,9 @@ void cr_cache_unlease(request_rec *r, const char *name, apr_interval_time_t back
 {
     unsigned char id[CR_CENTRY_ID_MAX], buf[5];
     apr_size_t idlen = cr_centry_id(id, CR_CID_LEASE, name);
+    if (!cache.lock_all) {
+        local_lease(r, name, backoff > 0 ? apr_time_now() + backoff : 0, 0);
+    }
     if (backoff > 0) {
         memcpy(buf, "lease", 5);
         put_rec(r, id, idlen, apr_time_now() + backoff, buf, 5, 0);
@@ -596,6 +667,13 @@ static obtain_rc obtain(request_rec *r, const cr_dir_conf *c, const cr_route_req
             return OBTAIN_FAILED;
         }
         if (cr_cache_lease(r, name, hold)) {
+            /* Look again: the refresher before us may have stored the entry
+             * and let the lease go between our look and our lease. */
+            if (get_meta(r, name, m) && apr_time_now() < m->fetched + ttl) {
+                cr_cache_unlease(r, name, 0);
+                *how = "hit";
+                return OBTAIN_ENTRY;
+            }
             break;          /* this request refreshes */
         }
         if (have) {
