@@ -195,7 +195,7 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
     apr_size_t elen;
     apr_time_t deadline;
     cr_upstream_resp resp;
-    int claim;
+    int claim, definite = 0;
 
     hold = CR_CONF_TIME(c, connect_timeout, CR_DEF_CONNECT_TIMEOUT)
            + CR_CONF_TIME(c, timeout, CR_DEF_TIMEOUT) + apr_time_from_sec(5);
@@ -276,14 +276,24 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
     memset(&rec, 0, sizeof(rec));
     rec.body_hash = bh;
     rec.created = apr_time_now();
-    if (resp.rc == CR_UP_OK && resp.status < 500 && resp.status != 429 && resp.len > 0
-        && resp.len <= CR_IDEM_MAX_BODY) {
+    if (resp.rc == CR_UP_OK && resp.status < 500 && resp.status != 429 && resp.len > 0) {
         json_object *o;
         if (!cr_json_parse(r->pool, resp.body, resp.len, CR_JSON_MAX_DEPTH, &o)) {
-            rec.state = CR_IDEM_DONE;
-            rec.status = (int)resp.status;
-            rec.body = resp.body;
-            rec.len = resp.len;
+            definite = 1;
+            if (resp.len <= CR_IDEM_MAX_BODY) {
+                rec.state = CR_IDEM_DONE;
+                rec.status = (int)resp.status;
+                rec.body = resp.body;
+                rec.len = resp.len;
+            }
+            else {
+                /* A real answer (an order may exist) too large to keep for
+                 * replay: the buyer gets it now; a retry is told the outcome
+                 * is unknown rather than creating a second order. */
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01403)
+                              "upstream answer to an order (status %ld, %" APR_SIZE_T_FMT
+                              " bytes) is too large to keep for replay", resp.status, resp.len);
+            }
         }
     }
     if (!rec.state) {
@@ -310,7 +320,7 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
             cr_cache_put(r, CR_CID_IDEM, name, apr_time_now() + CR_IDEM_NOT_SENT_HOLD, enc, elen);
         }
     }
-    if (rec.state == CR_IDEM_UNKNOWN && resp.rc == CR_UP_OK) {
+    if (rec.state == CR_IDEM_UNKNOWN && resp.rc == CR_UP_OK && !definite) {
         /* A 5xx/429 answer or a non-JSON one: say the outcome is unknown. */
         json_object *more = json_object_new_object();
         json_object_object_add(more, "order_state", json_object_new_string("unknown"));

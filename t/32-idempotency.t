@@ -328,6 +328,22 @@ ambiguous('headers sent, body never', { mode => 'hang', after => JSON::PP::true 
 ambiguous('connection reset after the order was made', { mode => 'drop', after => JSON::PP::true }, 502, 'UPSTREAM_UNAVAILABLE');
 ambiguous('upstream 503 after the order was made', { mode => 'status', status => 503, after => JSON::PP::true }, 502, 'UPSTREAM_UNAVAILABLE');
 
+# ---- an answer too large to keep for replay is still given -------------------------------------------
+{
+    new_posts();
+    my $fid = $sb->fault(match => '/v5/orders', method => 'POST', mode => 'big', bytes => 100_000, status => 200);
+    my $b = order_body('big-answer');
+    my $r = post('/api/orders', $b, 'Idempotency-Key' => key('big-answer'));
+    $sb->remove_fault($fid);
+    is($r->{status}, 200, 'a 100 KB upstream answer to an order (over the 64 KB replay limit): relayed, 200')
+        or diag substr($r->{body}, 0, 200);
+    is(length $r->{body}, 100_000, '... whole');
+    my $r2 = post('/api/orders', $b, 'Idempotency-Key' => key('big-answer'));
+    is($r2->{status}, 409, '... its retry: 409 (not kept, but not sent twice either)');
+    is($r2->{json}{detail}, 'ORDER_OUTCOME_UNKNOWN', '... ORDER_OUTCOME_UNKNOWN');
+    is(scalar @{ new_posts() }, 1, '... one upstream POST');
+}
+
 # ---- nothing sent: the key is not marked ------------------------------------------------------------
 {
     my $k = key('refused');
