@@ -366,19 +366,8 @@ ambiguous('upstream 503 after the order was made', { mode => 'status', status =>
 
 # ---- across children: prefork, 20 processes --------------------------------------------------------
 {
-    # prefork's parent ends with killpg(getpgrp(), SIGTERM): started from here
-    # it would take this test, the sandbox and the other httpd with it.  A
-    # wrapper puts it in a session of its own (it execs in place: the pid
-    # CrTest waits for stays httpd's).
-    my $wrap_dir = tempdir('cr-setsid-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    my $real = CrTest::apache_bin();
-    open my $w, '>', "$wrap_dir/httpd" or die $!;
-    # (POSIX::setsid in place, never setsid(1): that one forks when it finds
-    # itself a process-group leader, and CrTest would see its child exit.)
-    print $w "#!$^X\nuse POSIX ();\nPOSIX::setsid();\nexec { '$real' } '$real', \@ARGV or exit 127;\n";
-    close $w;
-    chmod 0755, "$wrap_dir/httpd";
-    local $ENV{CR_HTTPD} = "$wrap_dir/httpd";
+    # (CrTest starts httpd in a session of its own, so prefork's killpg on
+    # stop does not reach this test.)
     my $pf = CrTest->start(sandbox => $sb, mpm => 'prefork',
         mpm_conf => "StartServers 10\nMinSpareServers 10\nMaxSpareServers 30\nServerLimit 30\nMaxRequestWorkers 30\n");
     new_posts();
