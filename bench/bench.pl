@@ -174,6 +174,10 @@ sub start_module_server {
         modules => ['rewrite'], no_log_check => 1,
         conf => <<"CONF" . ($o{conf} // '')));
 EnableSendfile On
+# as Debian's apache2.conf: no .htaccess lookups
+<Directory />
+    AllowOverride None
+</Directory>
 CryptorefillsDefaultCountry US
 RewriteEngine On
 RewriteCond %{HTTP:Accept-Encoding} gzip
@@ -198,6 +202,9 @@ sub start_stock_server {
         modules => [qw(proxy proxy_http cache cache_socache)], no_log_check => 1,
         conf => <<"CONF"));
 EnableSendfile On
+<Directory />
+    AllowOverride None
+</Directory>
 ProxyPass /stock/ $u/
 ProxyPass /sse/ $u/v5/orders/ flushpackets=on
 ProxyPass /cache/ $u/v2/
@@ -261,6 +268,7 @@ sub wrk {
         max_ms => $w->{max_us} / 1000, mbytes_s => $w->{bytes} / $secs / 1e6,
         errors => $w->{err_connect} + $w->{err_read} + $w->{err_write} + $w->{err_timeout},
         non2xx => $w->{err_status},
+        wrk_errors => { map { $_ => $w->{"err_$_"} } qw(connect read write timeout status) },
         httpd_cpu_us_per_req => @pids && $w->{requests} ? ($t1 - $t0) / $HZ * 1e6 / $w->{requests} : undef,
         httpd_cpu_util => @pids ? ($t1 - $t0) / $HZ / $secs : undef,
         upstream_cpu_util => @upids ? ($u1 - $u0) / $HZ / $secs : undef,
@@ -575,6 +583,8 @@ sub stream_run {
     return $json;
 }
 
+sub cmpword { my ($x, $y) = @_; sprintf('%.2f', $x) eq sprintf('%.2f', $y) ? 'equal, NOT below' : $x < $y ? 'below' : 'NOT below' }
+
 sub bench_streams {
     print "\n== streams (hold $opt{hold}s x $opt{rounds} rounds, load ${\ loadavg()})\n";
     my @ns = split /,/, ($opt{streams} // '100,500,1000,1400');
@@ -607,9 +617,9 @@ sub bench_streams {
         }
         my ($mo, $st) = grep { $_->{n} == $n } @rows;
         printf "  n=%d: module delay p99 %.2f vs %.2f ms (%s), memory/stream %.0f vs %.0f KB RSS (%s), catalog p99 %.2f ms (%s)\n",
-            $n, $mo->{delay_p99_ms}, $st->{delay_p99_ms}, $mo->{delay_p99_ms} < $st->{delay_p99_ms} ? 'below' : 'NOT below',
+            $n, $mo->{delay_p99_ms}, $st->{delay_p99_ms}, cmpword($mo->{delay_p99_ms}, $st->{delay_p99_ms}),
             $mo->{rss_per_stream_kb}, $st->{rss_per_stream_kb},
-            $mo->{rss_per_stream_kb} < $st->{rss_per_stream_kb} ? 'below' : 'NOT below',
+            cmpword($mo->{rss_per_stream_kb}, $st->{rss_per_stream_kb}),
             $mo->{probe_p99_ms}, $mo->{probe_p99_ms} < 20 ? 'under 20 ms' : 'NOT under 20 ms';
     }
     save('streams', { bench => 'streams', rows => \@rows, opt => \%opt, load_end => loadavg() });
