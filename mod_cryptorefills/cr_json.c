@@ -66,9 +66,23 @@ const char *cr_json_parse_unowned(const char *buf, apr_size_t len, int max_depth
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     obj = json_tokener_parse_ex(tok, buf, (int)len);
     jerr = json_tokener_get_error(tok);
+    if (!obj && jerr == json_tokener_continue) {
+        /* A bare top-level number or literal ("42", "true") stays pending
+         * until the tokener sees its end: feed it the terminating NUL. */
+        obj = json_tokener_parse_ex(tok, "", 1);
+        jerr = json_tokener_get_error(tok);
+        if (obj) {
+            used = len;
+            goto parsed;
+        }
+    }
     used = json_tokener_get_parse_end(tok);
+parsed:
     if (!obj) {
-        if (jerr == json_tokener_error_depth) {
+        if (jerr == json_tokener_success) {
+            why = "JSON null";      /* json-c's value for null is NULL */
+        }
+        else if (jerr == json_tokener_error_depth) {
             why = "nesting too deep";
         }
         else if (jerr == json_tokener_continue) {

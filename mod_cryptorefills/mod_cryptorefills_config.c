@@ -293,7 +293,8 @@ TIME_SETTER(set_timeout, timeout, 1000, apr_time_from_sec(3600))
 TIME_SETTER(set_cache_ttl, cache_ttl, apr_time_from_sec(1), apr_time_from_sec(86400 * 7))
 TIME_SETTER(set_cache_stale, cache_stale, 0, apr_time_from_sec(86400 * 30))
 TIME_SETTER(set_heartbeat, heartbeat, apr_time_from_sec(1), apr_time_from_sec(3600))
-TIME_SETTER(set_idem_window, idem_window, apr_time_from_sec(1), apr_time_from_sec(86400 * 30))
+/* memcache and redis keep whole seconds and refuse expiries under 2 s. */
+TIME_SETTER(set_idem_window, idem_window, apr_time_from_sec(2), apr_time_from_sec(86400 * 30))
 TIME_SETTER(set_stream_lifetime, stream_lifetime, apr_time_from_sec(1), apr_time_from_sec(86400))
 TIME_SETTER(set_stream_stall, stream_stall, apr_time_from_sec(1), apr_time_from_sec(86400))
 

@@ -206,6 +206,12 @@ START_TEST(json_parse)
     int i;
     ck_assert_ptr_null(cr_json_parse(pool, " {\"a\":[1,2,{\"b\":null}]} \n", 25, 64, &o));
     ck_assert(json_object_is_type(o, json_type_object));
+    ck_assert_ptr_null(cr_json_parse(pool, "42", 2, 64, &o));
+    ck_assert(json_object_is_type(o, json_type_int));
+    ck_assert_ptr_null(cr_json_parse(pool, " true ", 6, 64, &o));
+    ck_assert(json_object_is_type(o, json_type_boolean));
+    ck_assert_str_eq(cr_json_parse(pool, "null", 4, 64, &o), "JSON null");
+    ck_assert_ptr_nonnull(cr_json_parse(pool, "4 2", 3, 64, &o));
     ck_assert_ptr_nonnull(cr_json_parse(pool, "{\"a\":1", 6, 64, &o));
     ck_assert_ptr_null(o);
     ck_assert_ptr_nonnull(cr_json_parse(pool, "{\"a\":1} x", 9, 64, &o));
