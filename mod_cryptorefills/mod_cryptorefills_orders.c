@@ -189,6 +189,7 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
     const char *canon = cr_validate_canonical(r->pool, obj, &clen);
     apr_uint64_t bh = cr_hash64(canon, clen);
     apr_interval_time_t window, hold;
+    apr_uint64_t shop;
     const char *name;
     cr_idem_rec rec, old;
     unsigned char *enc, *buf;
@@ -197,6 +198,14 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
     cr_upstream_resp resp;
     int claim, definite = 0;
 
+    /* Keys are per shop: two partners (or sandbox and production) sharing
+     * one cache never see each other's records.  Hashed, since a network
+     * cache shows ids in its keys and the partner id is a secret. */
+    {
+        const char *who = apr_pstrcat(r->pool, c->partner_id, "\n",
+                                      c->upstream ? c->upstream : CR_DEFAULT_UPSTREAM, NULL);
+        shop = cr_hash64(who, strlen(who));
+    }
     hold = CR_CONF_TIME(c, connect_timeout, CR_DEF_CONNECT_TIMEOUT)
            + CR_CONF_TIME(c, timeout, CR_DEF_TIMEOUT) + apr_time_from_sec(5);
     if (key) {
@@ -205,12 +214,12 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
                                    "1-255 visible ASCII characters");
         }
         window = CR_CONF_TIME(c, idem_window, CR_DEF_IDEM_WINDOW);
-        name = apr_psprintf(r->pool, "idem:%s:%s", c->upstream ? c->upstream : "", key);
+        name = apr_psprintf(r->pool, "idem:%016" APR_UINT64_T_HEX_FMT ":%s", shop, key);
     }
     else {
         window = CR_AUTO_IDEM_WINDOW;
-        name = apr_psprintf(r->pool, "idem-auto:%s:%s:%016" APR_UINT64_T_HEX_FMT,
-                            c->upstream ? c->upstream : "", r->useragent_ip, bh);
+        name = apr_psprintf(r->pool, "idem-auto:%016" APR_UINT64_T_HEX_FMT ":%s:%016"
+                            APR_UINT64_T_HEX_FMT, shop, r->useragent_ip, bh);
     }
 
     memset(&rec, 0, sizeof(rec));
