@@ -786,17 +786,110 @@ static void scan_brands(json_object *arr, json_object *section, const char *bran
     }
 }
 
+/* ---- brand index ------------------------------------------------------------
+ * A catalog lists a few hundred brands, each up to three times (all_brands,
+ * a category's brands and popular_brands).  An index built once per parsed
+ * catalog turns each delivery's lookup into a hash probe; it hangs off the
+ * catalog object as json-c userdata and goes with it. */
+#define CR_INDEX_MAGIC 0x43524958u   /* "CRIX" */
+typedef struct brand_ref {
+    json_object *brand;
+    json_object *section;
+} brand_ref;
+typedef struct cat_index {
+    apr_uint32_t magic;
+    apr_pool_t *pool;
+    apr_hash_t *by_name;    /* brand name -> apr_array_header_t of brand_ref */
+} cat_index;
+
+static void index_free(json_object *jso, void *userdata)
+{
+    cat_index *ix = userdata;
+    (void)jso;
+    if (ix && ix->magic == CR_INDEX_MAGIC) {
+        ix->magic = 0;
+        apr_pool_destroy(ix->pool);
+    }
+}
+
+static void index_add(cat_index *ix, json_object *arr, json_object *section)
+{
+    size_t k, n;
+    if (!json_object_is_type(arr, json_type_array)) {
+        return;
+    }
+    n = json_object_array_length(arr);
+    for (k = 0; k < n; k++) {
+        json_object *b = json_object_array_get_idx(arr, k);
+        const char *name = cr_json_get_string(b, "brand");
+        apr_array_header_t *refs;
+        brand_ref *ref;
+        if (!name) {
+            continue;
+        }
+        refs = apr_hash_get(ix->by_name, name, APR_HASH_KEY_STRING);
+        if (!refs) {
+            refs = apr_array_make(ix->pool, 3, sizeof(brand_ref));
+            apr_hash_set(ix->by_name, apr_pstrdup(ix->pool, name), APR_HASH_KEY_STRING, refs);
+        }
+        ref = apr_array_push(refs);
+        ref->brand = b;
+        ref->section = section;
+    }
+}
+
+int cr_validate_index_catalog(json_object *cat)
+{
+    json_object *all = cr_json_get(cat, "all_brands"), *cats = cr_json_get(cat, "categories");
+    apr_pool_t *p;
+    cat_index *ix;
+    size_t k, n;
+
+    if (!json_object_is_type(cat, json_type_object) || json_object_get_userdata(cat)) {
+        return 0;
+    }
+    if (apr_pool_create_unmanaged_ex(&p, NULL, NULL) != APR_SUCCESS) {
+        return 0;
+    }
+    ix = apr_pcalloc(p, sizeof(*ix));
+    ix->magic = CR_INDEX_MAGIC;
+    ix->pool = p;
+    ix->by_name = apr_hash_make(p);
+    /* The order of a linear scan: all_brands, then each section's lists. */
+    index_add(ix, all, NULL);
+    if (json_object_is_type(cats, json_type_array)) {
+        n = json_object_array_length(cats);
+        for (k = 0; k < n; k++) {
+            json_object *sec = json_object_array_get_idx(cats, k);
+            index_add(ix, cr_json_get(sec, "brands"), sec);
+            index_add(ix, cr_json_get(sec, "popular_brands"), sec);
+        }
+    }
+    json_object_set_userdata(cat, ix, index_free);
+    return 1;
+}
+
 /* 0 and bi filled in; -1 when the catalog is unusable (checks skipped). */
 static int catalog_find(json_object *cat, const char *brand, brand_info *bi)
 {
     json_object *all = cr_json_get(cat, "all_brands"), *cats = cr_json_get(cat, "categories");
     int have_all = json_object_is_type(all, json_type_array);
     int have_cats = json_object_is_type(cats, json_type_array);
+    cat_index *ix = json_object_get_userdata(cat);
     size_t k, n;
 
     memset(bi, 0, sizeof(*bi));
     if (!have_all && !have_cats) {
         return -1;
+    }
+    if (ix && ix->magic == CR_INDEX_MAGIC) {
+        apr_array_header_t *refs = apr_hash_get(ix->by_name, brand, APR_HASH_KEY_STRING);
+        int i;
+        for (i = 0; refs && i < refs->nelts; i++) {
+            brand_ref *ref = &APR_ARRAY_IDX(refs, i, brand_ref);
+            note_brand(ref->brand, ref->section, bi);
+        }
+        return 0;
     }
     scan_brands(all, NULL, brand, bi);
     if (have_cats) {

@@ -99,6 +99,11 @@ static json_object *get_catalog(void *baton, const char *cc)
 }
 
 static catalogs cats;
+/* The catalog tests run twice: scanning the catalog, and through the brand
+ * index (cr_validate_index_catalog), which must give the same answers. */
+static int use_index;
+static void setup_indexed(void) { setup(); use_index = 1; }
+static void teardown_indexed(void) { use_index = 0; teardown(); }
 
 static cr_validate_ctx mkctx(int is_create)
 {
@@ -106,6 +111,11 @@ static cr_validate_ctx mkctx(int is_create)
     memset(&c, 0, sizeof(c));
     cats.us = J(US_CATALOG);
     cats.de = J(DE_CATALOG);
+    if (use_index) {
+        ck_assert_int_eq(cr_validate_index_catalog(cats.us), 1);
+        ck_assert_int_eq(cr_validate_index_catalog(cats.de), 1);
+        ck_assert_int_eq(cr_validate_index_catalog(cats.us), 0);  /* once */
+    }
     cats.calls = 0;
     c.max_products = 10;
     c.is_create = is_create;
@@ -1157,6 +1167,25 @@ int main(void)
 
     tc = tcase_create("validate");
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_loop_test(tc, valid_validation_bodies, 0, N_ELEMS(valid_validations));
+    tcase_add_loop_test(tc, valid_create_bodies, 0, N_ELEMS(valid_creates));
+    tcase_add_loop_test(tc, structural_table, 0, N_ELEMS(structural));
+    tcase_add_test(tc, structural_response_shape);
+    tcase_add_test(tc, problem_not_available);
+    tcase_add_test(tc, problem_out_of_stock);
+    tcase_add_test(tc, problem_product_count);
+    tcase_add_test(tc, problem_beneficiary_by_catalog);
+    tcase_add_test(tc, problem_payment_via);
+    tcase_add_test(tc, problem_coin_combination);
+    tcase_add_test(tc, suspended_coin_and_network);
+    tcase_add_test(tc, several_problems);
+    tcase_add_test(tc, problems_capped);
+    tcase_add_test(tc, context_unavailable_skips);
+    tcase_add_test(tc, canonical_form);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("validate-indexed");
+    tcase_add_checked_fixture(tc, setup_indexed, teardown_indexed);
     tcase_add_loop_test(tc, valid_validation_bodies, 0, N_ELEMS(valid_validations));
     tcase_add_loop_test(tc, valid_create_bodies, 0, N_ELEMS(valid_creates));
     tcase_add_loop_test(tc, structural_table, 0, N_ELEMS(structural));
