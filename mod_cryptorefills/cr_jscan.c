@@ -435,6 +435,7 @@ const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limit
 {
     const unsigned char *b = (const unsigned char *)buf;
     apr_size_t n = len, i = 0, max_string, max_members;
+    int check_dups;
     level st[CR_JSCAN_DEPTH_CAP];
     key_slot slots[KEY_SLOTS];
     unsigned nslots = 0;
@@ -447,6 +448,7 @@ const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limit
     }
     max_string = (lim && lim->max_string) ? lim->max_string : CR_JSCAN_DEFAULT_STRING;
     max_members = (lim && lim->max_members) ? lim->max_members : CR_JSCAN_DEFAULT_MEMBERS;
+    check_dups = !(lim && lim->allow_duplicates);
 
     if (!b) {
         n = 0;
@@ -575,7 +577,10 @@ key:
         if ((why = scan_string(b, n, &i, max_string, &h, &dl)) != NULL) {
             goto fail;
         }
-        if (top->overflow) {
+        if (!check_dups) {
+            /* syntax only */
+        }
+        else if (top->overflow) {
             if (rescan_dup(b, top->start, kstart)) {
                 i = kstart;
                 why = "duplicate key";
@@ -619,4 +624,12 @@ fail:
         *err_offset = i > n ? n : i;
     }
     return why;
+}
+
+int cr_jscan_is_json(const char *buf, apr_size_t len)
+{
+    /* Generous limits: this only tells an upstream's JSON answer from an
+     * HTML error page or a cut-off body, before it is relayed. */
+    cr_jscan_limits lim = { 128, 16 * 1024 * 1024, 16 * 1024 * 1024, 1 };
+    return len > 0 && cr_jscan_check(buf, len, &lim, NULL) == NULL;
 }

@@ -17,6 +17,8 @@ typedef struct cr_jscan_limits {
     int max_depth;            /* nesting of arrays/objects; the top-level container is depth 1 */
     apr_size_t max_string;    /* longest string (key or value), in bytes once unescaped (UTF-8) */
     apr_size_t max_members;   /* most members of one object / elements of one array */
+    int allow_duplicates;     /* non-zero: syntax only, duplicate keys pass (for checking
+                               * that an upstream answer is JSON, not for request bodies) */
 } cr_jscan_limits;
 
 /* Used for a NULL lim, and for any member left 0. */
@@ -52,5 +54,10 @@ typedef struct cr_jscan_limits {
  * costs a rescan of its object: max_members bounds that. */
 const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
                            apr_size_t *err_offset);
+
+/* Non-zero when buf[0..len) is one JSON value (syntax and UTF-8 only,
+ * duplicate keys allowed, generous limits): the check an upstream answer
+ * passes before it is relayed or cached, without building any object. */
+int cr_jscan_is_json(const char *buf, apr_size_t len);
 
 #endif

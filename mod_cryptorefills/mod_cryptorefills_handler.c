@@ -15,6 +15,7 @@
 #include "mod_cryptorefills_int.h"
 #include "cr_countries.h"
 #include "cr_json.h"
+#include "cr_jscan.h"
 #include "cr_problem.h"
 #include "cr_route.h"
 
@@ -196,10 +197,9 @@ void cr_fetch(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr, cons
 }
 
 /* A collected upstream answer is acceptable to relay when it is JSON. */
-static int upstream_body_is_json(request_rec *r, const cr_upstream_resp *resp)
+static int upstream_body_is_json(const cr_upstream_resp *resp)
 {
-    json_object *o;
-    return resp->len > 0 && !cr_json_parse(r->pool, resp->body, resp->len, CR_JSON_MAX_DEPTH, &o);
+    return cr_jscan_is_json(resp->body, resp->len);
 }
 
 int cr_answer_failure(request_rec *r, const cr_route_req *rr, const cr_upstream_resp *resp)
@@ -254,7 +254,7 @@ int cr_relay(request_rec *r, const cr_route_req *rr, const cr_upstream_resp *res
         apr_table_setn(r->headers_out, "Retry-After",
                        apr_psprintf(r->pool, "%ld", resp->retry_after));
     }
-    if (!upstream_body_is_json(r, resp)) {
+    if (!upstream_body_is_json(resp)) {
         json_object *more = json_object_new_object();
         int status = HTTP_BAD_GATEWAY;
         const char *detail = "UPSTREAM_INVALID_RESPONSE";

@@ -11,6 +11,7 @@
 #include "cr_problem.h"
 #include "cr_json.h"
 #include "cr_centry.h"
+#include "cr_jscan.h"
 #include <zlib.h>
 
 static apr_pool_t *pool;
@@ -228,6 +229,19 @@ START_TEST(json_parse)
 }
 END_TEST
 
+START_TEST(jscan_is_json)
+{
+    ck_assert(cr_jscan_is_json("{\"a\":1,\"a\":2}", 13));     /* duplicates pass here */
+    ck_assert(cr_jscan_is_json("[1,2,{\"x\":null}]", 16));
+    ck_assert(cr_jscan_is_json(" 42 ", 4));
+    ck_assert(!cr_jscan_is_json("", 0));
+    ck_assert(!cr_jscan_is_json("{\"a\":1", 6));                /* cut off */
+    ck_assert(!cr_jscan_is_json("<html>oops</html>", 17));
+    ck_assert(!cr_jscan_is_json("{\"a\":\"\xc3\x28\"}", 9));   /* bad UTF-8 */
+    ck_assert(!cr_jscan_is_json("{'a':1}", 7));
+}
+END_TEST
+
 /* ---- cache entries ---- */
 START_TEST(centry_ids_spread)
 {
@@ -370,6 +384,7 @@ int main(void)
     tcase_add_test(tc, url_encode);
     tcase_add_test(tc, problem_body);
     tcase_add_test(tc, json_parse);
+    tcase_add_test(tc, jscan_is_json);
     tcase_add_test(tc, centry_ids_spread);
     tcase_add_test(tc, centry_meta_roundtrip);
     tcase_add_test(tc, centry_vhdr);
