@@ -36,6 +36,7 @@
 #include "mod_cryptorefills_int.h"
 #include "cr_centry.h"
 #include "cr_json.h"
+#include "cr_validate.h"
 
 /* Default shmcb size: every country's catalog and homepage at once (the US
  * catalog is the largest, a few hundred KB), plus idempotency records. */
@@ -812,7 +813,15 @@ typedef struct parsed_t {
     apr_uint64_t version;
     json_object *obj;
     apr_uint32_t refs;      /* requests using it, +1 while in the table */
+    char *key;              /* the table's key (malloc'd), handed on to a successor */
+    apr_time_t checked;     /* when the shared cache last confirmed this version */
+    int stale;              /* ... and whether it was past its freshness then */
 } parsed_t;
+
+/* A parsed copy confirmed against the shared cache this recently is used
+ * without asking again: a checkout then takes no cross-process lock at all
+ * for its catalog and payment methods.  Catalogs stay fresh for minutes. */
+#define CR_PARSED_RECHECK apr_time_from_msec(1000)
 
 static apr_thread_mutex_t *parsed_mutex;
 static apr_hash_t *parsed_table;
@@ -822,6 +831,7 @@ static void parsed_unref_locked(parsed_t *pt)
 {
     if (--pt->refs == 0) {
         json_object_put(pt->obj);
+        free(pt->key);
         free(pt);
     }
 }
@@ -859,6 +869,19 @@ json_object *cr_cache_json(request_rec *r, const cr_dir_conf *c, cr_route_id rou
     rr.query = apr_table_make(r->pool, 1);
     rr.country = country;
     *stale = 0;
+    if (parsed_mutex) {
+        apr_time_t now = apr_time_now();
+        apr_thread_mutex_lock(parsed_mutex);
+        pt = apr_hash_get(parsed_table, name, APR_HASH_KEY_STRING);
+        if (pt && now - pt->checked < CR_PARSED_RECHECK) {
+            pt->refs++;
+            *stale = pt->stale;
+            apr_thread_mutex_unlock(parsed_mutex);
+            apr_pool_cleanup_register(r->pool, pt, parsed_release, apr_pool_cleanup_null);
+            return pt->obj;
+        }
+        apr_thread_mutex_unlock(parsed_mutex);
+    }
     switch (obtain(r, c, &rr, country, name, &m, &how, &resp)) {
     case OBTAIN_UNSTORED:
         return cr_json_parse(r->pool, resp.body, resp.len, CR_JSON_MAX_DEPTH, &obj) ? NULL : obj;
@@ -873,6 +896,8 @@ json_object *cr_cache_json(request_rec *r, const cr_dir_conf *c, cr_route_id rou
         pt = apr_hash_get(parsed_table, name, APR_HASH_KEY_STRING);
         if (pt && pt->version == m.version) {
             pt->refs++;
+            pt->checked = apr_time_now();
+            pt->stale = *stale;
             apr_thread_mutex_unlock(parsed_mutex);
             apr_pool_cleanup_register(r->pool, pt, parsed_release, apr_pool_cleanup_null);
             return pt->obj;
@@ -883,31 +908,36 @@ json_object *cr_cache_json(request_rec *r, const cr_dir_conf *c, cr_route_id rou
     if (!body || cr_json_parse_unowned(body, len, CR_JSON_MAX_DEPTH, &obj)) {
         return NULL;
     }
+    if (route == CR_ROUTE_BRANDS) {
+        /* Before it is shared: readers only read. */
+        cr_validate_index_catalog(obj);
+    }
     if (!parsed_mutex || !(pt = calloc(1, sizeof(*pt)))) {
         return cr_json_own(r->pool, obj);
     }
     pt->version = m.version;
     pt->obj = obj;
     pt->refs = 2;           /* the table's and this request's */
+    pt->checked = apr_time_now();
+    pt->stale = *stale;
     apr_thread_mutex_lock(parsed_mutex);
     {
         parsed_t *old = apr_hash_get(parsed_table, name, APR_HASH_KEY_STRING);
-        const char *key = old ? NULL : apr_pstrdup(parsed_pool, name);
         if (old) {
-            /* Reuse the key string already owned by the table. */
-            apr_hash_index_t *hi;
-            for (hi = apr_hash_first(NULL, parsed_table); hi; hi = apr_hash_next(hi)) {
-                const void *k;
-                void *v;
-                apr_hash_this(hi, &k, NULL, &v);
-                if (v == old) {
-                    key = k;
-                    break;
-                }
-            }
+            /* The table keeps its first key pointer for a name: hand it on. */
+            pt->key = old->key;
+            old->key = NULL;
             parsed_unref_locked(old);
         }
-        apr_hash_set(parsed_table, key, APR_HASH_KEY_STRING, pt);
+        else {
+            pt->key = strdup(name);
+        }
+        if (pt->key) {
+            apr_hash_set(parsed_table, pt->key, APR_HASH_KEY_STRING, pt);
+        }
+        else {
+            pt->refs--;     /* out of memory: not kept in the table */
+        }
     }
     apr_thread_mutex_unlock(parsed_mutex);
     apr_pool_cleanup_register(r->pool, pt, parsed_release, apr_pool_cleanup_null);
