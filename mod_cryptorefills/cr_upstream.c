@@ -243,6 +243,11 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     SETOPT(h, CURLOPT_ERRORBUFFER, errbuf);
     SETOPT(h, CURLOPT_WRITEFUNCTION, on_write);
     SETOPT(h, CURLOPT_WRITEDATA, &x);
+    if (req->on_data) {
+        /* A stream sits mostly idle for minutes: a small receive buffer
+         * (events are a few KB) keeps a thousand of them cheap. */
+        SETOPT(h, CURLOPT_BUFFERSIZE, 4096L);
+    }
     if (!req->on_data) {
         /* Collected bodies may come compressed; streams must not be held
          * back by a decompressor waiting for a block. */
