@@ -80,8 +80,6 @@ typedef struct cr_cache_shared {
 typedef struct cr_local_lease cr_local_lease;
 static cr_cache_shared *cshared;
 
-#define CR_RETAINED_STATS "mod_cryptorefills-stats"
-
 /* ---- lifecycle ------------------------------------------------------------------ */
 
 int cr_cache_pre_config(apr_pool_t *pconf)
@@ -118,41 +116,16 @@ int cr_cache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
     const char *args, *err;
     apr_status_t rv;
 
-    /* Counters and stream slots outlive a graceful restart: old children
-     * still hold streams the caps must count, and an operator's counters
-     * shouldn't drop to zero on every reload.  So they live in a segment
-     * from the process pool, made once and found again through
-     * ap_retained_data (children of every generation inherit the mapping). */
-    {
-        /* The size guards against a graceful restart into a new build of
-         * the module whose counters are laid out differently. */
-        struct { cr_stats_t *stats; apr_size_t size; } *retained;
-        retained = ap_retained_data_get(CR_RETAINED_STATS);
-        if (!retained) {
-            retained = ap_retained_data_create(CR_RETAINED_STATS, sizeof(*retained));
-        }
-        if (!retained->stats || retained->size != sizeof(cr_stats_t)) {
-            rv = apr_shm_create(&shm, sizeof(cr_stats_t), NULL, s->process->pool);
-            if (rv != APR_SUCCESS) {
-                ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01201)
-                             "cannot create shared memory for counters");
-                return HTTP_INTERNAL_SERVER_ERROR;
-            }
-            retained->stats = apr_shm_baseaddr_get(shm);
-            retained->size = sizeof(cr_stats_t);
-            memset((void *)retained->stats, 0, sizeof(cr_stats_t));
-        }
-        cr_stats = retained->stats;
-    }
-    /* Per generation: it goes with this generation's cache and mutex. */
-    rv = apr_shm_create(&shm, sizeof(cr_cache_shared), NULL, pconf);
+    rv = apr_shm_create(&shm, APR_ALIGN_DEFAULT(sizeof(cr_stats_t)) + sizeof(cr_cache_shared), NULL,
+                        pconf);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01201)
-                     "cannot create shared memory for the cache's bookkeeping");
+                     "cannot create shared memory for counters");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    cshared = apr_shm_baseaddr_get(shm);
-    memset((void *)cshared, 0, sizeof(cr_cache_shared));
+    cr_stats = apr_shm_baseaddr_get(shm);
+    memset((void *)cr_stats, 0, APR_ALIGN_DEFAULT(sizeof(cr_stats_t)) + sizeof(cr_cache_shared));
+    cshared = (cr_cache_shared *)(void *)((char *)cr_stats + APR_ALIGN_DEFAULT(sizeof(cr_stats_t)));
     if (sc->max_streams != CR_UNSET_INT) {
         cr_stats->max_streams = (apr_uint32_t)sc->max_streams;
     }

@@ -100,11 +100,8 @@ if (!$slow_pid) {
 $sb->wait_requests(path => '/v2/brands', count => 3, timeout => 10);    # US, GB, DE
 
 sleep 1;
-my $before_restart = counter('cache_hits') // 0;
 my $g1 = $a->graceful;
 ok($g1, 'first graceful restart: the new generation is up');
-cmp_ok(counter('cache_hits') // 0, '>=', $before_restart,
-       'counters live across a graceful restart (retained shared memory)');
 sleep 1.5;
 my $g2 = $a->graceful;
 ok($g2, 'second graceful restart: the new generation is up');
