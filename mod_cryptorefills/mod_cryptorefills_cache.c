@@ -219,12 +219,16 @@ void cr_cache_register_hooks(void)
 
 /* ---- socache access --------------------------------------------------------------- */
 
-static void lock(request_rec *r)
+/* Non-zero when the mutex is held.  On failure nothing guarded may run
+ * (shmcb is not thread-safe) and unlock must not be called. */
+static int lock(request_rec *r)
 {
     apr_status_t rv = apr_global_mutex_lock(cache.mutex);
     if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, CRLOGNO(01207) "cache mutex lock failed");
+        return 0;
     }
+    return 1;
 }
 
 static void unlock(request_rec *r)
@@ -237,23 +241,30 @@ static void unlock(request_rec *r)
 
 /* Retrieve into buf (cap bytes); *len gets the size.  locked: the caller
  * holds the mutex already. */
-static int get_rec(request_rec *r, const unsigned char *id, apr_size_t idlen,
-                   unsigned char *buf, apr_size_t cap, apr_size_t *len, int locked)
+static apr_status_t get_rec_rv(request_rec *r, const unsigned char *id, apr_size_t idlen,
+                               unsigned char *buf, apr_size_t cap, apr_size_t *len, int locked)
 {
     unsigned int n = (unsigned int)cap;
     apr_status_t rv;
+    *len = 0;
     if (!cache.inst) {
-        return 0;
+        return APR_EINIT;
     }
-    if (cache.lock_all && !locked) {
-        lock(r);
+    if (cache.lock_all && !locked && !lock(r)) {
+        return APR_EGENERAL;
     }
     rv = cache.provider->retrieve(cache.inst, r->server, id, (unsigned int)idlen, buf, &n, r->pool);
     if (cache.lock_all && !locked) {
         unlock(r);
     }
     *len = n;
-    return rv == APR_SUCCESS;
+    return rv;
+}
+
+static int get_rec(request_rec *r, const unsigned char *id, apr_size_t idlen,
+                   unsigned char *buf, apr_size_t cap, apr_size_t *len, int locked)
+{
+    return get_rec_rv(r, id, idlen, buf, cap, len, locked) == APR_SUCCESS;
 }
 
 static apr_status_t put_rec(request_rec *r, const unsigned char *id, apr_size_t idlen,
@@ -268,8 +279,8 @@ static apr_status_t put_rec(request_rec *r, const unsigned char *id, apr_size_t 
     if (big && size >= big) {
         return APR_ENOSPC;      /* refused before, would be refused again */
     }
-    if (cache.lock_all && !locked) {
-        lock(r);
+    if (cache.lock_all && !locked && !lock(r)) {
+        return APR_EGENERAL;
     }
     rv = cache.provider->store(cache.inst, r->server, id, (unsigned int)idlen, expiry, data,
                                (unsigned int)len, r->pool);
@@ -291,8 +302,8 @@ static void del_rec(request_rec *r, const unsigned char *id, apr_size_t idlen, i
     if (!cache.inst) {
         return;
     }
-    if (cache.lock_all && !locked) {
-        lock(r);
+    if (cache.lock_all && !locked && !lock(r)) {
+        return;
     }
     cache.provider->remove(cache.inst, r->server, id, (unsigned int)idlen, r->pool);
     if (cache.lock_all && !locked) {
@@ -343,7 +354,9 @@ static int local_lease(request_rec *r, const char *name, apr_time_t until, int t
         return 1;
     }
     l = &cshared->leases[h % CR_LOCAL_LEASES];
-    lock(r);
+    if (!lock(r)) {
+        return take;        /* can't coordinate: don't block a refresh on it */
+    }
     if (!take) {
         if (l->hash == h) {
             l->until = until;           /* release now, or keep for a back-off */
@@ -373,7 +386,9 @@ int cr_cache_lease(request_rec *r, const char *name, apr_interval_time_t hold)
         return 1;
     }
     if (cache.lock_all) {
-        lock(r);
+        if (!lock(r)) {
+            return 1;       /* no coordination possible: refresh rather than wait */
+        }
         won = !get_rec(r, id, idlen, buf, sizeof(buf), &n, 1);
         if (won) {
             memcpy(buf, "lease", 5);
@@ -407,19 +422,48 @@ int cr_cache_claim(request_rec *r, cr_cid_kind kind, const char *name, apr_time_
 {
     unsigned char id[CR_CENTRY_ID_MAX];
     apr_size_t idlen = cr_centry_id(id, kind, name);
-    int rc;
+    const char *slot = NULL;
+    apr_status_t rv;
+    int rc, tries;
 
     if (!cache.inst) {
         return -1;
     }
-    lock(r);
-    if (get_rec(r, id, idlen, buf, cap, len, 1)) {
+    if (cache.lock_all) {
+        /* shmcb: the check and the set under the mutex, memory only. */
+        if (!lock(r)) {
+            return -1;
+        }
+        rv = get_rec_rv(r, id, idlen, buf, cap, len, 1);
+        rc = rv == APR_SUCCESS ? 0 : APR_STATUS_IS_NOTFOUND(rv)
+             ? (put_rec(r, id, idlen, expiry, data, dlen, 1) == APR_SUCCESS ? 1 : -1) : -1;
+        unlock(r);
+        return rc;
+    }
+    /* A network store: never hold the mutex across its round trips.  A
+     * slot in shared memory makes this server's requests for one name take
+     * turns (the mutex guards only that memory); the store's record settles
+     * it between servers. */
+    slot = apr_pstrcat(r->pool, name, "#claim", NULL);
+    for (tries = 0; !local_lease(r, slot, apr_time_now() + apr_time_from_sec(5), 1); tries++) {
+        if (tries >= 250) {
+            return -1;
+        }
+        apr_sleep(apr_time_from_msec(20));
+    }
+    rv = get_rec_rv(r, id, idlen, buf, cap, len, 0);
+    if (rv == APR_SUCCESS) {
         rc = 0;
     }
-    else {
-        rc = put_rec(r, id, idlen, expiry, data, dlen, 1) == APR_SUCCESS ? 1 : -1;
+    else if (APR_STATUS_IS_NOTFOUND(rv)) {
+        rc = put_rec(r, id, idlen, expiry, data, dlen, 0) == APR_SUCCESS ? 1 : -1;
     }
-    unlock(r);
+    else {
+        /* A read that failed is not "absent": writing now could replace a
+         * finished order's record and let it be created again. */
+        rc = -1;
+    }
+    local_lease(r, slot, 0, 0);
     return rc;
 }
 
@@ -550,9 +594,20 @@ static int send_cached(request_rec *r, const char *name, const cr_centry_meta *m
     apr_time_t now = apr_time_now();
     apr_interval_time_t left = m->fetched + ttl - now;
     int gz = m->gz_len && accepts_gzip(r);
-    const char *body;
+    const char *body = NULL;
     apr_size_t len = 0;
 
+    int not_modified = cr_centry_etag_match(apr_table_get(r->headers_in, "If-None-Match"),
+                                            m->version);
+
+    /* The variant first: if it was evicted meanwhile, the caller answers
+     * another way and must not inherit this version's validators. */
+    if (!not_modified) {
+        body = get_variant(r, name, m, gz, &len);
+        if (!body) {
+            return -1;
+        }
+    }
     apr_table_setn(r->headers_out, "Vary", "Accept-Encoding");
     apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", how);
     apr_table_setn(r->headers_out, "ETag", cr_centry_etag(r->pool, m->version, gz));
@@ -564,13 +619,9 @@ static int send_cached(request_rec *r, const char *name, const cr_centry_meta *m
         apr_rfc822_date(lm, m->fetched);
         apr_table_setn(r->headers_out, "Last-Modified", lm);
     }
-    if (cr_centry_etag_match(apr_table_get(r->headers_in, "If-None-Match"), m->version)) {
+    if (not_modified) {
         CR_COUNT(cache_not_modified);
         return HTTP_NOT_MODIFIED;
-    }
-    body = get_variant(r, name, m, gz, &len);
-    if (!body) {
-        return -1;
     }
     if (gz) {
         apr_table_setn(r->headers_out, "Content-Encoding", "gzip");
@@ -951,10 +1002,7 @@ static int status_hook(request_rec *r, int flags)
                    apr_atomic_read32((volatile apr_uint32_t *)((char *)cr_stats + rows[i].off)));
     }
     ap_rputs("</table>\n", r);
-    if (cache.inst && !(flags & AP_STATUS_SHORT)) {
-        if (cache.lock_all) {
-            lock(r);
-        }
+    if (cache.inst && !(flags & AP_STATUS_SHORT) && (!cache.lock_all || lock(r))) {
         cache.provider->status(cache.inst, r, flags);
         if (cache.lock_all) {
             unlock(r);

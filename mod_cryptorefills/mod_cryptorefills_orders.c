@@ -233,8 +233,16 @@ static int create_order(request_rec *r, const cr_dir_conf *c, const cr_route_req
     for (;;) {
         claim = cr_cache_claim(r, CR_CID_IDEM, name, apr_time_now() + hold, enc, elen,
                                buf, CR_IDEM_HDR_LEN + CR_IDEM_MAX_BODY, &n);
+        if (claim == -1) {
+            /* The order still goes: refusing every sale while the cache is
+             * down would cost more than the duplicate it might let by. */
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01404)
+                          "idempotency record unavailable (cache error): creating the "
+                          "order without duplicate protection");
+            break;
+        }
         if (claim != 0) {
-            break;      /* ours (or no cache at all: -1) */
+            break;      /* ours */
         }
         if (!cr_idem_decode(buf, n, &old)) {
             break;      /* unreadable record: don't let it block orders */
