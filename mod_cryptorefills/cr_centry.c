@@ -24,16 +24,24 @@ apr_size_t cr_centry_id(unsigned char *out, cr_cid_kind kind, const char *name)
 {
     apr_size_t n = strlen(name);
     apr_uint64_t h = cr_hash64(name, n);
-    if (n > CR_CENTRY_ID_MAX - 3) {
-        n = CR_CENTRY_ID_MAX - 3;
-    }
+    int i;
     /* Fold the hash so every bit of it moves the first byte. */
     out[0] = (unsigned char)(h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24) ^ (h >> 32) ^ (h >> 40)
                              ^ (h >> 48) ^ (h >> 56));
     out[1] = (unsigned char)kind;
     out[2] = ':';
+    if (n <= CR_CENTRY_ID_MAX - 3) {
+        memcpy(out + 3, name, n);
+        return n + 3;
+    }
+    /* Too long: a prefix and the whole 64-bit hash, so two long names that
+     * share a prefix (idempotency keys, upstream URLs) stay apart. */
+    n = CR_CENTRY_ID_MAX - 3 - 8;
     memcpy(out + 3, name, n);
-    return n + 3;
+    for (i = 0; i < 8; i++) {
+        out[3 + n + i] = (unsigned char)(h >> (8 * i));
+    }
+    return CR_CENTRY_ID_MAX;
 }
 
 static void put64(unsigned char *p, apr_uint64_t v)

@@ -127,6 +127,18 @@ const char *cr_resolve_country(request_rec *r, const cr_dir_conf *c, const char 
 
 /* ---- upstream side ------------------------------------------------------------- */
 
+/* A control character (CR, LF, NUL …) in a value copied into an upstream
+ * header: httpd's parser refuses most, but another module may set one. */
+static int has_ctl(const char *s)
+{
+    for (; *s; s++) {
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 const char *const *cr_upstream_headers(request_rec *r, const cr_dir_conf *c, const char *country,
                                        const char *accept, int order_route,
                                        const char *last_event_id)
@@ -143,7 +155,7 @@ const char *const *cr_upstream_headers(request_rec *r, const cr_dir_conf *c, con
         /* The upstream's fraud checks look at the buyer, not at us. */
         APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Forwarded-For: ",
                                                       r->useragent_ip, NULL);
-        if (ua && *ua && strlen(ua) <= 512) {
+        if (ua && *ua && strlen(ua) <= 512 && !has_ctl(ua)) {
             APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "User-Agent: ", ua, NULL);
         }
     }

@@ -261,6 +261,21 @@ START_TEST(centry_ids_spread)
         }
     }
     ck_assert_msg(distinct > 100, "only %d distinct first bytes", distinct);
+    /* Long names that share a long prefix keep distinct ids. */
+    {
+        unsigned char a[CR_CENTRY_ID_MAX], b[CR_CENTRY_ID_MAX];
+        char la[300], lb[300];
+        apr_size_t na, nb;
+        memset(la, 'k', sizeof(la) - 1);
+        la[sizeof(la) - 1] = '\0';
+        memcpy(lb, la, sizeof(la));
+        lb[250] = 'z';
+        na = cr_centry_id(a, CR_CID_IDEM, la);
+        nb = cr_centry_id(b, CR_CID_IDEM, lb);
+        ck_assert_uint_eq(na, CR_CENTRY_ID_MAX);
+        ck_assert_uint_eq(nb, CR_CENTRY_ID_MAX);
+        ck_assert(memcmp(a, b, na) != 0);
+    }
     /* Same name, different kinds: same subcache, different ids. */
     {
         unsigned char a[CR_CENTRY_ID_MAX], b[CR_CENTRY_ID_MAX];
