@@ -498,16 +498,135 @@ static int get_meta(request_rec *r, const char *name, cr_centry_meta *m)
 
 /* The variant's bytes (without header) for meta m, or NULL when evicted or
  * replaced by another generation meanwhile. */
+/* Each process keeps the variants it served last, per name and version, so
+ * a hit copies 64 bytes of meta out of the shared cache instead of the
+ * whole catalog: the cross-process mutex is then held for a moment, not
+ * for a 170 KB copy (which serialised all children under load).  Memory is
+ * bounded per process; a copy in use by a request lives until that request
+ * ends (reference count under the process mutex). */
+#define CR_LOCAL_COPIES_MAX (32 * 1024 * 1024)
+
+typedef struct local_copy_t {
+    apr_uint64_t version;
+    char *data;
+    apr_size_t len;
+    apr_uint32_t refs;      /* requests using it, +1 while in the table */
+    char *key;              /* the table's key, handed on to a successor */
+} local_copy_t;
+
+static apr_hash_t *local_copies;
+static apr_size_t local_copies_bytes;
+static apr_thread_mutex_t *local_mutex;
+
+static void local_unref_locked(local_copy_t *lc)
+{
+    if (--lc->refs == 0) {
+        free(lc->data);
+        free(lc->key);
+        free(lc);
+    }
+}
+
+static apr_status_t local_release(void *data)
+{
+    apr_thread_mutex_lock(local_mutex);
+    local_unref_locked(data);
+    apr_thread_mutex_unlock(local_mutex);
+    return APR_SUCCESS;
+}
+
+static void local_copies_init(apr_pool_t *pchild)
+{
+    local_copies = apr_hash_make(pchild);
+    apr_thread_mutex_create(&local_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
+}
+
+/* This process's copy of the variant for version m->version, or NULL. */
+static const char *local_get(request_rec *r, const char *key, apr_uint64_t version,
+                             apr_size_t *len)
+{
+    local_copy_t *lc;
+    if (!local_mutex) {
+        return NULL;
+    }
+    apr_thread_mutex_lock(local_mutex);
+    lc = apr_hash_get(local_copies, key, APR_HASH_KEY_STRING);
+    if (!lc || lc->version != version) {
+        apr_thread_mutex_unlock(local_mutex);
+        return NULL;
+    }
+    lc->refs++;
+    apr_thread_mutex_unlock(local_mutex);
+    /* Registered before the caller makes pool buckets of the data: those
+     * buckets' own cleanups (copy to the heap if still in flight) run
+     * first. */
+    apr_pool_cleanup_register(r->pool, lc, local_release, apr_pool_cleanup_null);
+    *len = lc->len;
+    return lc->data;
+}
+
+static void local_put(const char *key, apr_uint64_t version, const char *data, apr_size_t len)
+{
+    local_copy_t *lc, *old;
+    if (!local_mutex || len > CR_LOCAL_COPIES_MAX / 4) {
+        return;
+    }
+    lc = calloc(1, sizeof(*lc));
+    if (!lc || !(lc->data = malloc(len ? len : 1))) {
+        free(lc);
+        return;
+    }
+    memcpy(lc->data, data, len);
+    lc->len = len;
+    lc->version = version;
+    lc->refs = 1;           /* the table's */
+    apr_thread_mutex_lock(local_mutex);
+    old = apr_hash_get(local_copies, key, APR_HASH_KEY_STRING);
+    if (!old && local_copies_bytes + len > CR_LOCAL_COPIES_MAX) {
+        apr_thread_mutex_unlock(local_mutex);
+        free(lc->data);
+        free(lc);
+        return;             /* full: serve from the shared cache alone */
+    }
+    if (old) {
+        lc->key = old->key;
+        old->key = NULL;
+        local_copies_bytes -= old->len;
+        local_unref_locked(old);
+    }
+    else {
+        lc->key = strdup(key);
+    }
+    if (lc->key) {
+        apr_hash_set(local_copies, lc->key, APR_HASH_KEY_STRING, lc);
+        local_copies_bytes += len;
+    }
+    else {
+        local_unref_locked(lc);
+    }
+    apr_thread_mutex_unlock(local_mutex);
+}
+
+/* The variant's bytes (without header) for meta m, or NULL when evicted or
+ * replaced by another generation meanwhile. */
 static const char *get_variant(request_rec *r, const char *name, const cr_centry_meta *m,
                                int gz, apr_size_t *len)
 {
     apr_size_t want = (gz ? m->gz_len : m->body_len) + CR_CENTRY_VHDR_LEN, n;
-    unsigned char *buf = apr_palloc(r->pool, want);
+    const char *key = apr_pstrcat(r->pool, name, gz ? "#z" : "#b", NULL);
+    const char *local = local_get(r, key, m->version, len);
+    unsigned char *buf;
+
+    if (local) {
+        return local;
+    }
+    buf = apr_palloc(r->pool, want);
     if (!cr_cache_get(r, gz ? CR_CID_GZIP : CR_CID_BODY, name, buf, want, &n)
         || n != want || !cr_centry_vhdr_check(buf, n, m->version)) {
         return NULL;
     }
     *len = n - CR_CENTRY_VHDR_LEN;
+    local_put(key, m->version, (const char *)buf + CR_CENTRY_VHDR_LEN, *len);
     return (const char *)buf + CR_CENTRY_VHDR_LEN;
 }
 
@@ -870,6 +989,7 @@ static apr_status_t parsed_release(void *data)
 
 void cr_cache_child_init_parsed(apr_pool_t *pchild)
 {
+    local_copies_init(pchild);
     parsed_pool = pchild;
     parsed_table = apr_hash_make(pchild);
     apr_thread_mutex_create(&parsed_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
