@@ -1145,6 +1145,25 @@ START_TEST(jscan_many_keys)
 }
 END_TEST
 
+static void add_validate_tests(TCase *tc)
+{
+    tcase_add_loop_test(tc, valid_validation_bodies, 0, N_ELEMS(valid_validations));
+    tcase_add_loop_test(tc, valid_create_bodies, 0, N_ELEMS(valid_creates));
+    tcase_add_loop_test(tc, structural_table, 0, N_ELEMS(structural));
+    tcase_add_test(tc, structural_response_shape);
+    tcase_add_test(tc, problem_not_available);
+    tcase_add_test(tc, problem_out_of_stock);
+    tcase_add_test(tc, problem_product_count);
+    tcase_add_test(tc, problem_beneficiary_by_catalog);
+    tcase_add_test(tc, problem_payment_via);
+    tcase_add_test(tc, problem_coin_combination);
+    tcase_add_test(tc, suspended_coin_and_network);
+    tcase_add_test(tc, several_problems);
+    tcase_add_test(tc, problems_capped);
+    tcase_add_test(tc, context_unavailable_skips);
+    tcase_add_test(tc, canonical_form);
+}
+
 int main(void)
 {
     Suite *s = suite_create("validate");
@@ -1165,42 +1184,15 @@ int main(void)
     tcase_add_test(tc, decimal_json);
     suite_add_tcase(s, tc);
 
+    /* The catalog tests, once scanning catalogs and once through the
+     * brand index: both must give the same answers. */
     tc = tcase_create("validate");
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_loop_test(tc, valid_validation_bodies, 0, N_ELEMS(valid_validations));
-    tcase_add_loop_test(tc, valid_create_bodies, 0, N_ELEMS(valid_creates));
-    tcase_add_loop_test(tc, structural_table, 0, N_ELEMS(structural));
-    tcase_add_test(tc, structural_response_shape);
-    tcase_add_test(tc, problem_not_available);
-    tcase_add_test(tc, problem_out_of_stock);
-    tcase_add_test(tc, problem_product_count);
-    tcase_add_test(tc, problem_beneficiary_by_catalog);
-    tcase_add_test(tc, problem_payment_via);
-    tcase_add_test(tc, problem_coin_combination);
-    tcase_add_test(tc, suspended_coin_and_network);
-    tcase_add_test(tc, several_problems);
-    tcase_add_test(tc, problems_capped);
-    tcase_add_test(tc, context_unavailable_skips);
-    tcase_add_test(tc, canonical_form);
+    add_validate_tests(tc);
     suite_add_tcase(s, tc);
-
     tc = tcase_create("validate-indexed");
     tcase_add_checked_fixture(tc, setup_indexed, teardown_indexed);
-    tcase_add_loop_test(tc, valid_validation_bodies, 0, N_ELEMS(valid_validations));
-    tcase_add_loop_test(tc, valid_create_bodies, 0, N_ELEMS(valid_creates));
-    tcase_add_loop_test(tc, structural_table, 0, N_ELEMS(structural));
-    tcase_add_test(tc, structural_response_shape);
-    tcase_add_test(tc, problem_not_available);
-    tcase_add_test(tc, problem_out_of_stock);
-    tcase_add_test(tc, problem_product_count);
-    tcase_add_test(tc, problem_beneficiary_by_catalog);
-    tcase_add_test(tc, problem_payment_via);
-    tcase_add_test(tc, problem_coin_combination);
-    tcase_add_test(tc, suspended_coin_and_network);
-    tcase_add_test(tc, several_problems);
-    tcase_add_test(tc, problems_capped);
-    tcase_add_test(tc, context_unavailable_skips);
-    tcase_add_test(tc, canonical_form);
+    add_validate_tests(tc);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("jscan");
