@@ -320,20 +320,7 @@ for my $c (
 }
 
 # ---------------------------------------------------------------- POST bodies
-my %VALIDATE = (
-    email => 'buyer@example.com',
-    payment => { type => 'via', payment_via => 'USER_WALLET', coin => 'USDC' },
-    deliveries => [ { beneficiary_account => 'buyer@example.com', brand_name => 'Airbnb', country_code => 'US',
-                      denomination => '100 USD', localized_denomination => '$100' } ],
-    lang => 'en',
-);
-my %CREATE = (
-    deliveries => [ { kind => 'giftcard', quantity => 1, deliverable => { brand_name => 'Airbnb',
-        country_code => 'US', denomination => '100', beneficiary_account => 'buyer@example.com' } } ],
-    payment => { type => 'via', coin => 'USDC', network => 'Solana', payment_via => 'USER_WALLET' },
-    user => { email => 'buyer@example.com', has_accepted_newsletter => JSON::PP::true },
-    lang => 'en',
-);
+use CrFixtures qw(%VALIDATE %CREATE);   # t/lib/CrFixtures.pm
 my $big = $JSON->encode({ %VALIDATE, pad => 'x' x 1100 });
 for my $route ('orders/validations', 'orders') {
     my $valid = $JSON->encode($route eq 'orders' ? \%CREATE : \%VALIDATE);

@@ -45,20 +45,7 @@ my @fresh = grep { !/^(US|FR|GB|DE)$/ }
     map { $_->{isoCode} } @{ $JSON->decode($http->get($httpd->url('/api/countries'))->{content})->{countries} };
 sub fresh_country { shift @fresh or die "out of countries" }
 
-my %VALIDATE = (
-    email => 'buyer@example.com',
-    payment => { type => 'via', payment_via => 'USER_WALLET', coin => 'USDC' },
-    deliveries => [ { beneficiary_account => 'buyer@example.com', brand_name => 'Airbnb', country_code => 'US',
-                      denomination => '100 USD', localized_denomination => '$100' } ],
-    lang => 'en',
-);
-my %CREATE = (
-    deliveries => [ { kind => 'giftcard', quantity => 1, deliverable => { brand_name => 'Airbnb',
-        country_code => 'US', denomination => '100', beneficiary_account => 'buyer@example.com' } } ],
-    payment => { type => 'via', coin => 'USDC', network => 'Solana', payment_via => 'USER_WALLET' },
-    user => { email => 'buyer@example.com', has_accepted_newsletter => JSON::PP::true },
-    lang => 'en',
-);
+use CrFixtures qw(%VALIDATE %CREATE);   # t/lib/CrFixtures.pm
 
 # route => [ method, sub(country) -> (path, headers), fault matcher ]
 my %ROUTES = (

@@ -27,20 +27,7 @@ my $PARTNER = 'partner-secret-id-0001';
 my $N = 50;
 my $JSON = JSON::PP->new->utf8->canonical;
 
-my %VALIDATE = (
-    email => 'buyer@example.com',
-    payment => { type => 'via', payment_via => 'USER_WALLET', coin => 'USDC' },
-    deliveries => [ { beneficiary_account => 'buyer@example.com', brand_name => 'Airbnb', country_code => 'US',
-                      denomination => '100 USD', localized_denomination => '$100' } ],
-    lang => 'en',
-);
-my %CREATE = (
-    deliveries => [ { kind => 'giftcard', quantity => 1, deliverable => { brand_name => 'Airbnb',
-        country_code => 'US', denomination => '100', beneficiary_account => 'buyer@example.com' } } ],
-    payment => { type => 'via', coin => 'USDC', network => 'Solana', payment_via => 'USER_WALLET' },
-    user => { email => 'buyer@example.com', has_accepted_newsletter => JSON::PP::true },
-    lang => 'en',
-);
+use CrFixtures qw(%VALIDATE %CREATE);   # t/lib/CrFixtures.pm
 my $PRICE = '/api/products/price?brand_name=Airbnb&country_code=US&face_value=100&coin=USDC';
 my $STATUS_CONF = <<'C';
 ExtendedStatus On
