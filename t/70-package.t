@@ -37,6 +37,7 @@ for my $tool (qw(dpkg-buildpackage dpkg-deb dh dh_apache2 a2enmod apache2ctl)) {
 }
 
 my $ROOT = repo_root();
+plan skip_all => 'not a git checkout: the scratch copy is made from git ls-files' unless -e "$ROOT/.git";
 my $PKG = 'libapache2-mod-cryptorefills';
 my $tmp = tempdir('cr-package-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CR_KEEP});
 chmod 0755, $tmp;
