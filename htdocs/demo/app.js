@@ -832,6 +832,7 @@ async function showOrder(id, { focus = true } = {}) {
   $('pay-amount').textContent = `${order.coin_amount} ${order.coin}`;
   $('pay-network').textContent = order.network || '';
   $('pay-address').textContent = order.wallet_address || '';
+  $('pay-address-label').textContent = /^ln/i.test(order.wallet_address || '') ? 'Lightning invoice' : 'To the address';
   renderSummary(order);
   await renderQr($('qr'), order.qr_text || order.wallet_address, `QR code to pay ${order.coin_amount} ${order.coin}`, 'Scan with your wallet');
   updateOrder(order);
@@ -870,6 +871,7 @@ function updateOrder(order) {
   }
   const awaiting = AWAITING_PAYMENT.has(order.order_state);
   $('pay-box').hidden = !awaiting;
+  $('pay-title').textContent = awaiting ? 'Pay for your order' : 'Your order';
   if (awaiting) startCountdown(order); else { stopCountdown(); $('countdown').hidden = true; }
   $('expired').hidden = order.order_state !== 'Expired';
   if (order.order_state === 'Done') showDelivered(order);

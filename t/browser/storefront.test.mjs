@@ -57,7 +57,12 @@ test('the order lives in the address: reload, back, forward, a shared link, anot
 
   await openDemo(page, 'country=US');
   await checkStep(page, 'brands');
-  assert.equal(await page.locator('a.skip[href="#brand-list"]').count(), 1, 'a skip link to the brand list');
+  // Keyboard: the first Tab offers the skip link, which leads straight to the first brand.
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('href')), '#brand-list', 'the first Tab stop skips to the brands');
+  await page.keyboard.press('Enter');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.classList.contains('brand')), true, 'the next Tab is on a brand');
 
   await openBrand(page, brand.brand);
   assert.equal(new URL(page.url()).searchParams.get('brand'), brand.brand, 'the brand is in the address');
@@ -257,6 +262,14 @@ test('every problem at once, in the shopper\'s words; login-only cards marked be
   assert.match(await page.textContent('#email-error'), /not accepted/);
   assert.equal(await page.locator('#email-error details').getAttribute('open'), null, 'the code is behind a closed Details');
   assert.match(await page.textContent('#email-error details'), /INVALID_EMAIL_DOMAIN/);
+
+  // The phone number typed for the top-up never lands in an eSIM's email field.
+  const esim = await pickCategoryBrand('DE', 'e-sim');
+  await page.locator('#back').click();
+  await page.locator(`#brands button[data-brand="${esim.brand}"]`).click();
+  await page.waitForFunction((b) => document.getElementById('product-title').textContent === b, esim.brand);
+  assert.equal(await page.getAttribute('#beneficiary', 'type'), 'email');
+  assert.doesNotMatch(await page.inputValue('#beneficiary'), /\+49/, 'no phone number in the email field');
 
   // A login-only card says so on the brand list and on its page, and cannot be ordered.
   const login = await pickCategoryBrand('US', 'prepaid-cards');
