@@ -58,8 +58,9 @@ typedef struct cr_jscan_limits {
  * through a hash index; when keys of one object are made to collide in it,
  * that object's keys are sorted when it closes instead (O(k log k) for its
  * k keys).  Memory: about 14 KB of stack, plus, only when more than 512
- * keys are open at once, a private pool of at most 64 bytes per open key
- * (every key takes 4 bytes of body or more), destroyed before returning.
+ * keys are open at once, a private pool of at most about 112 bytes per
+ * open key (arrays that double, the old ones kept until the end; every key
+ * takes 4 bytes of body or more), destroyed before returning.
  * Returns "out of memory" if that pool can't be had. */
 const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
                            apr_size_t *err_offset);
