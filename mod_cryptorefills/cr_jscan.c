@@ -2,9 +2,9 @@
  *
  * One forward pass with an explicit stack (no recursion, so a 10,000-deep
  * body costs nothing but the first max_depth levels).  For an ordinary body
- * nothing is allocated: the container stack and a table of the keys of the
- * objects currently open live in automatic storage, about 14 KB, which fits
- * the smallest ThreadStackSize httpd allows.
+ * nothing is allocated: the container stack (8 KB) and a table of the keys
+ * of the objects currently open with its index (3.5 KB) live in automatic
+ * storage, under 12 KB in all (a thread's stack is 8 MB by default).
  *
  * Duplicate keys: each key's unescaped bytes are hashed (FNV-1a) while it
  * is scanned and pushed on a stack of key slots (objects nest, so their
@@ -29,7 +29,7 @@
 
 #include "cr_jscan.h"
 
-#define KEY_SLOTS 512            /* in automatic storage; a power of two */
+#define KEY_SLOTS 128            /* in automatic storage; a power of two */
 #define NO_SLOT   0xFFFFFFFFu
 
 typedef struct {
@@ -51,11 +51,11 @@ typedef struct {
 typedef struct {
     apr_size_t start;      /* offset of '{' or '[' */
     apr_size_t members;
-    apr_uint32_t slot_base; /* first key slot of this object */
     apr_size_t probes;     /* candidate keys looked at for this object's keys */
+    apr_uint32_t slot_base; /* first key slot of this object */
     char type;             /* '{' or '[' */
     char deferred;         /* probe budget spent: duplicates found by sorting at '}' */
-} level;
+} level;                   /* 32 bytes */
 
 #define FNV_OFF   2166136261u
 #define FNV_PRIME 16777619u

@@ -57,7 +57,7 @@ typedef struct cr_jscan_limits {
  * Cost: linear in len for every body shape.  Duplicate keys are found
  * through a hash index; when keys of one object are made to collide in it,
  * that object's keys are sorted when it closes instead (O(k log k) for its
- * k keys).  Memory: about 14 KB of stack, plus, only when more than 512
+ * k keys).  Memory: under 12 KB of stack, plus, only when more than 128
  * keys are open at once, a private pool of at most about 112 bytes per
  * open key (arrays that double, the old ones kept until the end; every key
  * takes 4 bytes of body or more), destroyed before returning.

@@ -1105,7 +1105,7 @@ START_TEST(jscan_limits)
 }
 END_TEST
 
-/* Objects with more keys than the scanner's automatic table (512): the
+/* Objects with more keys than the scanner's automatic table (128): the
  * keys move to its pool and the hash index grows. */
 static char *many_keys(int nk, const char *tail)
 {
