@@ -1266,6 +1266,42 @@ START_TEST(jscan_long_numbers)
 }
 END_TEST
 
+/* Why long number tokens are safe to let through: none is read as a small,
+ * valid value.  json-c clamps integers (never wraps them) and the amounts
+ * are read from the number's text. */
+START_TEST(long_numbers_not_misread)
+{
+    char digits[301];
+    cr_validate_ctx ctx;
+    cr_validate_result r;
+    apr_int64_t units;
+
+    memset(digits, '0', 300);
+    digits[0] = '1';
+    digits[300] = '\0';
+    memset(&ctx, 0, sizeof(ctx));       /* no catalog: structural checks only */
+    ctx.is_create = 1;
+    /* 2^64 + 1 and a 300-digit quantity: "too large", not 1 */
+    r = run(CBODY(CDEL("giftcard", "18446744073709551617", DV("Airbnb", "US", "100", "buyer@example.com"))), &ctx);
+    ck_assert_int_eq(r.rc, CR_INVALID_REQUEST);
+    ck_assert_str_eq(cr_json_get_string(r.more, "reason"), "too large");
+    r = run(apr_psprintf(pool, CBODY(CDEL("giftcard", "%s", DV("Airbnb", "US", "100", "buyer@example.com"))), digits), &ctx);
+    ck_assert_int_eq(r.rc, CR_INVALID_REQUEST);
+    ck_assert_str_eq(cr_json_get_string(r.more, "reason"), "too large");
+    ck_assert_int_eq(json_object_get_int64(cr_json_get(J(apr_psprintf(pool, "{`q`:-%s}", digits)), "q")), INT64_MIN);
+    /* amounts: a long number is out of range or too precise, never truncated */
+    ck_assert_int_eq(cr_decimal_from_json(cr_json_get(J(apr_psprintf(pool, "{`v`:%s}", digits)), "v"), &units),
+                     CR_DEC_RANGE);
+    ck_assert_int_eq(cr_decimal_from_json(cr_json_get(J(apr_psprintf(pool, "{`v`:%s.5}", digits)), "v"), &units),
+                     CR_DEC_RANGE);
+    ck_assert_int_eq(cr_decimal_from_json(cr_json_get(J("{`v`:1.000000000000000000000000000000000000000000000000000000000000000000000000000001}"), "v"), &units),
+                     CR_DEC_PRECISION);
+    ck_assert_int_eq(cr_decimal_from_json(cr_json_get(J("{`v`:100.000000000000000000000000000000000000000000000000000000000000000000000000000000}"), "v"), &units),
+                     CR_DEC_OK);
+    ck_assert_int_eq(units, 10000000000LL);
+}
+END_TEST
+
 static void add_validate_tests(TCase *tc)
 {
     tcase_add_loop_test(tc, valid_validation_bodies, 0, N_ELEMS(valid_validations));
@@ -1325,6 +1361,7 @@ int main(void)
     tcase_add_test(tc, jscan_linear_in_keys);
     tcase_add_test(tc, jscan_colliding_keys);
     tcase_add_test(tc, jscan_long_numbers);
+    tcase_add_test(tc, long_numbers_not_misread);
     suite_add_tcase(s, tc);
 
     sr = srunner_create(s);
