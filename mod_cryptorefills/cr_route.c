@@ -33,6 +33,16 @@ const cr_route_def *cr_route_def_get(cr_route_id id)
     return (id > CR_ROUTE_NONE && id < CR_ROUTE_MAX) ? &routes[id] : NULL;
 }
 
+int cr_has_ctl(const char *s, int allow_tab)
+{
+    for (; *s; s++) {
+        if (((unsigned char)*s < 0x20 && !(allow_tab && *s == '\t')) || *s == 0x7f) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int cr_order_id_ok(const char *s)
 {
     apr_size_t n = 0;

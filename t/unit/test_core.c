@@ -10,7 +10,7 @@
 #include "cr_route.h"
 #include "cr_problem.h"
 #include "cr_json.h"
-#include "cr_centry.h"
+#include "cr_record.h"
 #include "cr_jscan.h"
 #include <zlib.h>
 
@@ -245,7 +245,7 @@ END_TEST
 /* ---- cache entries ---- */
 START_TEST(centry_ids_spread)
 {
-    unsigned char id[CR_CENTRY_ID_MAX];
+    unsigned char id[CR_RECORD_ID_MAX];
     int seen[256] = { 0 }, distinct = 0, i;
     apr_size_t n;
     /* Every country's brands entry: the first byte (shmcb's subcache
@@ -253,7 +253,7 @@ START_TEST(centry_ids_spread)
     for (i = 0; i < cr_country_count(); i++) {
         const char *name = apr_psprintf(pool, "brands:%s:https://api.cryptorefills.com",
                                         cr_country_at(i)->iso);
-        n = cr_centry_id(id, CR_CID_META, name);
+        n = cr_record_id(id, CR_CID_META, name);
         ck_assert_uint_eq(n, strlen(name) + 3);
         ck_assert_int_eq(id[1], 'M');
         if (!seen[id[0]]++) {
@@ -263,24 +263,24 @@ START_TEST(centry_ids_spread)
     ck_assert_msg(distinct > 100, "only %d distinct first bytes", distinct);
     /* Long names that share a long prefix keep distinct ids. */
     {
-        unsigned char a[CR_CENTRY_ID_MAX], b[CR_CENTRY_ID_MAX];
+        unsigned char a[CR_RECORD_ID_MAX], b[CR_RECORD_ID_MAX];
         char la[300], lb[300];
         apr_size_t na, nb;
         memset(la, 'k', sizeof(la) - 1);
         la[sizeof(la) - 1] = '\0';
         memcpy(lb, la, sizeof(la));
         lb[250] = 'z';
-        na = cr_centry_id(a, CR_CID_IDEM, la);
-        nb = cr_centry_id(b, CR_CID_IDEM, lb);
-        ck_assert_uint_eq(na, CR_CENTRY_ID_MAX);
-        ck_assert_uint_eq(nb, CR_CENTRY_ID_MAX);
+        na = cr_record_id(a, CR_CID_IDEM, la);
+        nb = cr_record_id(b, CR_CID_IDEM, lb);
+        ck_assert_uint_eq(na, CR_RECORD_ID_MAX);
+        ck_assert_uint_eq(nb, CR_RECORD_ID_MAX);
         ck_assert(memcmp(a, b, na) != 0);
     }
     /* Same name, different kinds: same subcache, different ids. */
     {
-        unsigned char a[CR_CENTRY_ID_MAX], b[CR_CENTRY_ID_MAX];
-        cr_centry_id(a, CR_CID_BODY, "x");
-        cr_centry_id(b, CR_CID_GZIP, "x");
+        unsigned char a[CR_RECORD_ID_MAX], b[CR_RECORD_ID_MAX];
+        cr_record_id(a, CR_CID_BODY, "x");
+        cr_record_id(b, CR_CID_GZIP, "x");
         ck_assert_int_eq(a[0], b[0]);
         ck_assert_int_ne(a[1], b[1]);
     }
@@ -289,26 +289,26 @@ END_TEST
 
 START_TEST(centry_meta_roundtrip)
 {
-    cr_centry_meta m = { APR_UINT64_C(0x0123456789abcdef), APR_INT64_C(1795497427000000), 172548, 21572 }, d;
-    unsigned char buf[CR_CENTRY_META_LEN];
-    cr_centry_meta_encode(&m, buf);
-    ck_assert(cr_centry_meta_decode(buf, sizeof(buf), &d));
+    cr_record_meta m = { APR_UINT64_C(0x0123456789abcdef), APR_INT64_C(1795497427000000), 172548, 21572 }, d;
+    unsigned char buf[CR_RECORD_META_LEN];
+    cr_record_meta_encode(&m, buf);
+    ck_assert(cr_record_meta_decode(buf, sizeof(buf), &d));
     ck_assert(d.version == m.version && d.fetched == m.fetched);
     ck_assert_uint_eq(d.body_len, m.body_len);
     ck_assert_uint_eq(d.gz_len, m.gz_len);
-    ck_assert(!cr_centry_meta_decode(buf, sizeof(buf) - 1, &d));
+    ck_assert(!cr_record_meta_decode(buf, sizeof(buf) - 1, &d));
     buf[20] ^= 1;   /* a flipped bit fails the checksum */
-    ck_assert(!cr_centry_meta_decode(buf, sizeof(buf), &d));
+    ck_assert(!cr_record_meta_decode(buf, sizeof(buf), &d));
 }
 END_TEST
 
 START_TEST(centry_vhdr)
 {
-    unsigned char h[CR_CENTRY_VHDR_LEN];
-    cr_centry_vhdr_encode(42, h);
-    ck_assert(cr_centry_vhdr_check(h, sizeof(h), 42));
-    ck_assert(!cr_centry_vhdr_check(h, sizeof(h), 43));
-    ck_assert(!cr_centry_vhdr_check(h, sizeof(h) - 1, 42));
+    unsigned char h[CR_RECORD_VHDR_LEN];
+    cr_record_vhdr_encode(42, h);
+    ck_assert(cr_record_vhdr_check(h, sizeof(h), 42));
+    ck_assert(!cr_record_vhdr_check(h, sizeof(h), 43));
+    ck_assert(!cr_record_vhdr_check(h, sizeof(h) - 1, 42));
 }
 END_TEST
 
@@ -342,20 +342,20 @@ END_TEST
 START_TEST(centry_etags)
 {
     apr_uint64_t v = APR_UINT64_C(0x00ab00cd00ef0012);
-    const char *e = cr_centry_etag(pool, v, 0), *g = cr_centry_etag(pool, v, 1);
+    const char *e = cr_record_etag(pool, v, 0), *g = cr_record_etag(pool, v, 1);
     ck_assert_str_eq(e, "\"00ab00cd00ef0012\"");
     ck_assert_str_eq(g, "\"00ab00cd00ef0012-gz\"");
-    ck_assert(cr_centry_etag_match(e, v));
-    ck_assert(cr_centry_etag_match(g, v));
-    ck_assert(cr_centry_etag_match("W/\"00ab00cd00ef0012\"", v));
-    ck_assert(cr_centry_etag_match("\"zzz\", \"00ab00cd00ef0012-gz\"", v));
-    ck_assert(cr_centry_etag_match("*", v));
-    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0013\"", v));
-    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0012-br\"", v));
-    ck_assert(!cr_centry_etag_match("00ab00cd00ef0012", v));
-    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0012", v));
-    ck_assert(!cr_centry_etag_match("", v));
-    ck_assert(!cr_centry_etag_match(NULL, v));
+    ck_assert(cr_record_etag_match(e, v));
+    ck_assert(cr_record_etag_match(g, v));
+    ck_assert(cr_record_etag_match("W/\"00ab00cd00ef0012\"", v));
+    ck_assert(cr_record_etag_match("\"zzz\", \"00ab00cd00ef0012-gz\"", v));
+    ck_assert(cr_record_etag_match("*", v));
+    ck_assert(!cr_record_etag_match("\"00ab00cd00ef0013\"", v));
+    ck_assert(!cr_record_etag_match("\"00ab00cd00ef0012-br\"", v));
+    ck_assert(!cr_record_etag_match("00ab00cd00ef0012", v));
+    ck_assert(!cr_record_etag_match("\"00ab00cd00ef0012", v));
+    ck_assert(!cr_record_etag_match("", v));
+    ck_assert(!cr_record_etag_match(NULL, v));
 }
 END_TEST
 
