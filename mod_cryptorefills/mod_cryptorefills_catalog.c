@@ -16,19 +16,14 @@
 #include "http_log.h"
 #include "http_protocol.h"
 #include "http_request.h"
-#include "util_mutex.h"
-#include "ap_mpm.h"
-#include "mod_status.h"
 #include "apr_strings.h"
 #include "apr_date.h"
-#include "apr_optional_hooks.h"
-#include "apr_hash.h"
-#include "apr_thread_mutex.h"
 #include <stdlib.h>
 
 #include "mod_cryptorefills_int.h"
 #include "cr_json.h"
 #include "cr_validate.h"
+#include "cr_ptable.h"
 
 /* After a failed refresh, the next attempt waits this long (stale is served). */
 #define CR_REFRESH_BACKOFF      apr_time_from_sec(5)
@@ -44,115 +39,35 @@ static int get_meta(request_rec *r, const char *name, cr_record_meta *m)
         && cr_record_meta_decode(buf, n, m);
 }
 
-/* The variant's bytes (without header) for meta m, or NULL when evicted or
- * replaced by another generation meanwhile. */
 /* Each process keeps the variants it served last, per name and version, so
  * a hit copies 64 bytes of meta out of the shared cache instead of the
  * whole catalog: the cross-process mutex is then held for a moment, not
  * for a 170 KB copy (which serialised all children under load).  Memory is
  * bounded per process; a copy in use by a request lives until that request
- * ends (reference count under the process mutex). */
+ * ends. */
 #define CR_LOCAL_COPIES_MAX (32 * 1024 * 1024)
+static cr_ptable *local_copies;
 
-typedef struct local_copy_t {
-    apr_uint64_t version;
-    char *data;
-    apr_size_t len;
-    apr_uint32_t refs;      /* requests using it, +1 while in the table */
-    char *key;              /* the table's key, handed on to a successor */
-} local_copy_t;
+/* Each process also keeps the last parsed copy of each catalog it validated
+ * against, keyed by name and version, so a checkout costs a lookup instead
+ * of parsing a few hundred KB of JSON.  The validator only reads catalogs,
+ * so threads share a copy. */
+static cr_ptable *parsed_catalogs;
 
-static apr_hash_t *local_copies;
-static apr_size_t local_copies_bytes;
-static apr_thread_mutex_t *local_mutex;
-
-static void local_unref_locked(local_copy_t *lc)
+static void free_json(void *obj)
 {
-    if (--lc->refs == 0) {
-        free(lc->data);
-        free(lc->key);
-        free(lc);
-    }
+    json_object_put(obj);
 }
 
-static apr_status_t local_release(void *data)
+void cr_catalog_child_init(apr_pool_t *pchild)
 {
-    apr_thread_mutex_lock(local_mutex);
-    local_unref_locked(data);
-    apr_thread_mutex_unlock(local_mutex);
-    return APR_SUCCESS;
-}
-
-static void local_copies_init(apr_pool_t *pchild)
-{
-    local_copies = apr_hash_make(pchild);
-    apr_thread_mutex_create(&local_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
-}
-
-/* This process's copy of the variant for version m->version, or NULL. */
-static const char *local_get(request_rec *r, const char *key, apr_uint64_t version,
-                             apr_size_t *len)
-{
-    local_copy_t *lc;
-    if (!local_mutex) {
-        return NULL;
+    /* Without them every request goes to the shared store: slower, correct. */
+    if (cr_ptable_create(&local_copies, pchild, CR_LOCAL_COPIES_MAX, free) != APR_SUCCESS) {
+        local_copies = NULL;
     }
-    apr_thread_mutex_lock(local_mutex);
-    lc = apr_hash_get(local_copies, key, APR_HASH_KEY_STRING);
-    if (!lc || lc->version != version) {
-        apr_thread_mutex_unlock(local_mutex);
-        return NULL;
+    if (cr_ptable_create(&parsed_catalogs, pchild, 0, free_json) != APR_SUCCESS) {
+        parsed_catalogs = NULL;
     }
-    lc->refs++;
-    apr_thread_mutex_unlock(local_mutex);
-    /* Registered before the caller makes pool buckets of the data: those
-     * buckets' own cleanups (copy to the heap if still in flight) run
-     * first. */
-    apr_pool_cleanup_register(r->pool, lc, local_release, apr_pool_cleanup_null);
-    *len = lc->len;
-    return lc->data;
-}
-
-static void local_put(const char *key, apr_uint64_t version, const char *data, apr_size_t len)
-{
-    local_copy_t *lc, *old;
-    if (!local_mutex || len > CR_LOCAL_COPIES_MAX / 4) {
-        return;
-    }
-    lc = calloc(1, sizeof(*lc));
-    if (!lc || !(lc->data = malloc(len ? len : 1))) {
-        free(lc);
-        return;
-    }
-    memcpy(lc->data, data, len);
-    lc->len = len;
-    lc->version = version;
-    lc->refs = 1;           /* the table's */
-    apr_thread_mutex_lock(local_mutex);
-    old = apr_hash_get(local_copies, key, APR_HASH_KEY_STRING);
-    if (!old && local_copies_bytes + len > CR_LOCAL_COPIES_MAX) {
-        apr_thread_mutex_unlock(local_mutex);
-        free(lc->data);
-        free(lc);
-        return;             /* full: serve from the shared cache alone */
-    }
-    if (old) {
-        lc->key = old->key;
-        old->key = NULL;
-        local_copies_bytes -= old->len;
-        local_unref_locked(old);
-    }
-    else {
-        lc->key = strdup(key);
-    }
-    if (lc->key) {
-        apr_hash_set(local_copies, lc->key, APR_HASH_KEY_STRING, lc);
-        local_copies_bytes += len;
-    }
-    else {
-        local_unref_locked(lc);
-    }
-    apr_thread_mutex_unlock(local_mutex);
 }
 
 /* The variant's bytes (without header) for meta m, or NULL when evicted or
@@ -162,10 +77,14 @@ static const char *get_variant(request_rec *r, const char *name, const cr_record
 {
     apr_size_t want = (gz ? m->gz_len : m->body_len) + CR_RECORD_VHDR_LEN, n;
     const char *key = apr_pstrcat(r->pool, name, gz ? "#z" : "#b", NULL);
-    const char *local = local_get(r, key, m->version, len);
+    cr_ptable_info info;
+    const char *local = local_copies ? cr_ptable_get(local_copies, key, &m->version, r->pool,
+                                                     &info) : NULL;
     unsigned char *buf;
+    char *copy;
 
     if (local) {
+        *len = info.size;
         return local;
     }
     buf = apr_palloc(r->pool, want);
@@ -174,7 +93,13 @@ static const char *get_variant(request_rec *r, const char *name, const cr_record
         return NULL;
     }
     *len = n - CR_RECORD_VHDR_LEN;
-    local_put(key, m->version, (const char *)buf + CR_RECORD_VHDR_LEN, *len);
+    if (local_copies && *len <= CR_LOCAL_COPIES_MAX / 4 && (copy = malloc(*len ? *len : 1))) {
+        memset(&info, 0, sizeof(info));
+        info.version = m->version;
+        info.size = *len;
+        memcpy(copy, buf + CR_RECORD_VHDR_LEN, *len);
+        cr_ptable_put(local_copies, key, copy, &info, NULL);
+    }
     return (const char *)buf + CR_RECORD_VHDR_LEN;
 }
 
@@ -490,51 +415,10 @@ int cr_catalog_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
 
 /* ---- parsed catalogs for the validator ------------------------------------------------ */
 
-/* Each process keeps the last parsed copy of each catalog it validated
- * against, keyed by name and version, so a checkout costs a lookup instead
- * of parsing a few hundred KB of JSON.  The validator only reads catalogs,
- * so threads share a copy; a reference count (under the table's mutex)
- * keeps a replaced copy alive until the last request using it ends. */
-typedef struct parsed_t {
-    apr_uint64_t version;
-    json_object *obj;
-    apr_uint32_t refs;      /* requests using it, +1 while in the table */
-    char *key;              /* the table's key (malloc'd), handed on to a successor */
-    apr_time_t checked;     /* when the shared cache last confirmed this version */
-    int stale;              /* ... and whether it was past its freshness then */
-} parsed_t;
-
 /* A parsed copy confirmed against the shared cache this recently is used
  * without asking again: a checkout then takes no cross-process lock at all
  * for its catalog and payment methods.  Catalogs stay fresh for minutes. */
 #define CR_PARSED_RECHECK apr_time_from_msec(1000)
-
-static apr_thread_mutex_t *parsed_mutex;
-static apr_hash_t *parsed_table;
-
-static void parsed_unref_locked(parsed_t *pt)
-{
-    if (--pt->refs == 0) {
-        json_object_put(pt->obj);
-        free(pt->key);
-        free(pt);
-    }
-}
-
-static apr_status_t parsed_release(void *data)
-{
-    apr_thread_mutex_lock(parsed_mutex);
-    parsed_unref_locked(data);
-    apr_thread_mutex_unlock(parsed_mutex);
-    return APR_SUCCESS;
-}
-
-void cr_catalog_child_init(apr_pool_t *pchild)
-{
-    local_copies_init(pchild);
-    parsed_table = apr_hash_make(pchild);
-    apr_thread_mutex_create(&parsed_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
-}
 
 json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route,
                              const char *country, int *stale)
@@ -544,28 +428,22 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
     cr_route_req rr;
     cr_upstream_resp resp;
     cr_record_meta m;
+    cr_ptable_info info;
     const char *how = NULL, *body;
     apr_size_t len = 0;
     json_object *obj;
-    parsed_t *pt;
 
     memset(&rr, 0, sizeof(rr));
     rr.def = def;
     rr.query = apr_table_make(r->pool, 1);
     rr.country = country;
     *stale = 0;
-    if (parsed_mutex) {
-        apr_time_t now = apr_time_now();
-        apr_thread_mutex_lock(parsed_mutex);
-        pt = apr_hash_get(parsed_table, name, APR_HASH_KEY_STRING);
-        if (pt && now - pt->checked < CR_PARSED_RECHECK) {
-            pt->refs++;
-            *stale = pt->stale;
-            apr_thread_mutex_unlock(parsed_mutex);
-            apr_pool_cleanup_register(r->pool, pt, parsed_release, apr_pool_cleanup_null);
-            return pt->obj;
+    if (parsed_catalogs) {
+        obj = cr_ptable_get(parsed_catalogs, name, NULL, r->pool, &info);
+        if (obj && apr_time_now() - info.stamp < CR_PARSED_RECHECK) {
+            *stale = info.flag;
+            return obj;
         }
-        apr_thread_mutex_unlock(parsed_mutex);
     }
     switch (obtain(r, c, &rr, country, name, &m, &how, &resp)) {
     case OBTAIN_UNSTORED:
@@ -576,18 +454,12 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
         break;
     }
     *stale = !strcmp(how, "stale");
-    if (parsed_mutex) {
-        apr_thread_mutex_lock(parsed_mutex);
-        pt = apr_hash_get(parsed_table, name, APR_HASH_KEY_STRING);
-        if (pt && pt->version == m.version) {
-            pt->refs++;
-            pt->checked = apr_time_now();
-            pt->stale = *stale;
-            apr_thread_mutex_unlock(parsed_mutex);
-            apr_pool_cleanup_register(r->pool, pt, parsed_release, apr_pool_cleanup_null);
-            return pt->obj;
+    if (parsed_catalogs) {
+        obj = cr_ptable_get(parsed_catalogs, name, &m.version, r->pool, NULL);
+        if (obj) {
+            cr_ptable_restamp(parsed_catalogs, name, m.version, apr_time_now(), *stale);
+            return obj;
         }
-        apr_thread_mutex_unlock(parsed_mutex);
     }
     body = get_variant(r, name, &m, 0, &len);
     if (!body || cr_json_parse_unowned(body, len, CR_JSON_MAX_DEPTH, &obj)) {
@@ -597,34 +469,14 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
         /* Before it is shared: readers only read. */
         cr_validate_index_catalog(obj);
     }
-    if (!parsed_mutex || !(pt = calloc(1, sizeof(*pt)))) {
+    if (!parsed_catalogs) {
         return cr_json_own(r->pool, obj);
     }
-    pt->version = m.version;
-    pt->obj = obj;
-    pt->refs = 2;           /* the table's and this request's */
-    pt->checked = apr_time_now();
-    pt->stale = *stale;
-    apr_thread_mutex_lock(parsed_mutex);
-    {
-        parsed_t *old = apr_hash_get(parsed_table, name, APR_HASH_KEY_STRING);
-        if (old) {
-            /* The table keeps its first key pointer for a name: hand it on. */
-            pt->key = old->key;
-            old->key = NULL;
-            parsed_unref_locked(old);
-        }
-        else {
-            pt->key = strdup(name);
-        }
-        if (pt->key) {
-            apr_hash_set(parsed_table, pt->key, APR_HASH_KEY_STRING, pt);
-        }
-        else {
-            pt->refs--;     /* out of memory: not kept in the table */
-        }
-    }
-    apr_thread_mutex_unlock(parsed_mutex);
-    apr_pool_cleanup_register(r->pool, pt, parsed_release, apr_pool_cleanup_null);
+    memset(&info, 0, sizeof(info));
+    info.version = m.version;
+    info.size = len;
+    info.stamp = apr_time_now();
+    info.flag = *stale;
+    cr_ptable_put(parsed_catalogs, name, obj, &info, r->pool);
     return obj;
 }

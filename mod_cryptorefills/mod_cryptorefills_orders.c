@@ -19,6 +19,7 @@
 
 #include "mod_cryptorefills_int.h"
 #include "cr_countries.h"
+#include "cr_buf.h"
 #include "cr_jscan.h"
 #include "cr_json.h"
 #include "cr_problem.h"
@@ -30,8 +31,7 @@ static int read_body(request_rec *r, apr_off_t max, char **out, apr_size_t *outl
 {
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
     apr_bucket_brigade *bb;
-    apr_size_t len = 0, cap;
-    char *buf;
+    cr_buf buf;
     int seen_eos = 0;
 
     if (cl) {
@@ -43,12 +43,11 @@ static int read_body(request_rec *r, apr_off_t max, char **out, apr_size_t *outl
         if (n > max) {
             return HTTP_REQUEST_ENTITY_TOO_LARGE;
         }
-        cap = (apr_size_t)n + 1;
+        cr_buf_init(&buf, r->pool, (apr_size_t)n + 1);
     }
     else {
-        cap = 4096;
+        cr_buf_init(&buf, r->pool, 4096);
     }
-    buf = apr_palloc(r->pool, cap);
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     while (!seen_eos) {
         apr_bucket *e;
@@ -73,28 +72,17 @@ static int read_body(request_rec *r, apr_off_t max, char **out, apr_size_t *outl
                 apr_brigade_destroy(bb);
                 return HTTP_BAD_REQUEST;
             }
-            if ((apr_off_t)(len + n) > max) {
+            if ((apr_off_t)(buf.len + n) > max) {
                 apr_brigade_destroy(bb);
                 return HTTP_REQUEST_ENTITY_TOO_LARGE;
             }
-            if (len + n + 1 > cap) {
-                char *nb;
-                while (len + n + 1 > cap) {
-                    cap *= 2;
-                }
-                nb = apr_palloc(r->pool, cap);
-                memcpy(nb, buf, len);
-                buf = nb;
-            }
-            memcpy(buf + len, data, n);
-            len += n;
+            cr_buf_append(&buf, data, n);
         }
         apr_brigade_cleanup(bb);
     }
     apr_brigade_destroy(bb);
-    buf[len] = '\0';
-    *out = buf;
-    *outlen = len;
+    *out = cr_buf_str(&buf);
+    *outlen = buf.len;
     return 0;
 }
 

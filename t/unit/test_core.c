@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of the core: country table, routing and query handling, error
  * bodies, the JSON wrapper.  Links the same objects the module ships. */
 #include <string.h>
@@ -12,6 +13,8 @@
 #include "cr_json.h"
 #include "cr_record.h"
 #include "cr_jscan.h"
+#include "cr_ptable.h"
+#include "cr_buf.h"
 #include <zlib.h>
 
 static apr_pool_t *pool;
@@ -381,6 +384,111 @@ START_TEST(idem_records)
 }
 END_TEST
 
+START_TEST(buf_grows)
+{
+    cr_buf b;
+    int i;
+    cr_buf_init(&b, pool, 4);
+    ck_assert_str_eq(cr_buf_str(&b), "");
+    ck_assert_uint_eq(b.len, 0);
+    for (i = 0; i < 1000; i++) {
+        cr_buf_append(&b, "abc", 3);
+    }
+    ck_assert_uint_eq(b.len, 3000);
+    ck_assert_uint_eq(strlen(cr_buf_str(&b)), 3000);
+    ck_assert(!strncmp(b.data + 2997, "abc", 3));
+    ck_assert_uint_ge(b.cap, 3001);
+    cr_buf_append(&b, "\0x", 2);        /* NULs are data */
+    ck_assert_uint_eq(b.len, 3002);
+    ck_assert_int_eq(b.data[3001], 'x');
+    ck_assert_int_eq(b.data[3002], '\0');
+}
+END_TEST
+
+static int freed;
+static void count_free(void *v)
+{
+    freed++;
+    free(v);
+}
+
+static char *dup_s(const char *s)
+{
+    char *d = malloc(strlen(s) + 1);
+    strcpy(d, s);
+    return d;
+}
+
+START_TEST(ptable_refs)
+{
+    cr_ptable *t;
+    cr_ptable_info info, got;
+    apr_pool_t *req1, *req2;
+    apr_uint64_t v1 = 1, v2 = 2;
+    apr_size_t bytes;
+    char *a;
+
+    freed = 0;
+    ck_assert_int_eq(cr_ptable_create(&t, pool, 100, count_free), APR_SUCCESS);
+    apr_pool_create(&req1, pool);
+    apr_pool_create(&req2, pool);
+    memset(&info, 0, sizeof(info));
+    info.version = v1;
+    info.size = 40;
+    info.stamp = 7;
+    ck_assert_int_eq(cr_ptable_put(t, "k", dup_s("one"), &info, NULL), 1);
+    ck_assert_ptr_null(cr_ptable_get(t, "k", &v2, req1, NULL));    /* other version */
+    ck_assert_ptr_null(cr_ptable_get(t, "nope", NULL, req1, NULL));
+    a = cr_ptable_get(t, "k", &v1, req1, &got);                    /* req1 holds "one" */
+    ck_assert_str_eq(a, "one");
+    ck_assert_uint_eq(got.size, 40);
+    ck_assert_int_eq(got.stamp, 7);
+    cr_ptable_restamp(t, "k", v1, 9, 1);
+    ck_assert_ptr_nonnull(cr_ptable_get(t, "k", NULL, req2, &got));
+    ck_assert_int_eq(got.stamp, 9);
+    ck_assert_int_eq(got.flag, 1);
+    cr_ptable_restamp(t, "k", v2, 11, 0);                          /* not that version */
+    ck_assert_ptr_nonnull(cr_ptable_get(t, "k", NULL, req2, &got));
+    ck_assert_int_eq(got.stamp, 9);
+
+    /* Replaced while req1 and req2 use it: freed after both let go. */
+    info.version = v2;
+    info.size = 50;
+    ck_assert_int_eq(cr_ptable_put(t, "k", dup_s("two"), &info, NULL), 1);
+    ck_assert_int_eq(freed, 0);
+    ck_assert_str_eq(a, "one");
+    apr_pool_clear(req1);
+    ck_assert_int_eq(freed, 0);
+    apr_pool_clear(req2);
+    ck_assert_int_eq(freed, 1);
+    ck_assert_str_eq(cr_ptable_get(t, "k", &v2, req1, NULL), "two");
+    ck_assert_uint_eq(cr_ptable_count(t, &bytes), 1);
+    ck_assert_uint_eq(bytes, 50);
+
+    /* Over the budget: a new key is not kept; the caller's reference
+     * still holds it until its pool is cleared. */
+    info.size = 60;
+    ck_assert_int_eq(cr_ptable_put(t, "big", dup_s("big"), &info, req2), 0);
+    ck_assert_ptr_null(cr_ptable_get(t, "big", NULL, req1, NULL));
+    ck_assert_int_eq(freed, 1);
+    apr_pool_clear(req2);
+    ck_assert_int_eq(freed, 2);
+    ck_assert_int_eq(cr_ptable_put(t, "big2", dup_s("x"), &info, NULL), 0);
+    ck_assert_int_eq(freed, 3);                                     /* released at once */
+
+    /* Put with a user: table and user both hold it. */
+    info.size = 10;
+    ck_assert_int_eq(cr_ptable_put(t, "s", dup_s("s"), &info, req2), 1);
+    ck_assert_uint_eq(cr_ptable_count(t, &bytes), 2);
+    ck_assert_uint_eq(bytes, 60);
+    apr_pool_clear(req2);
+    ck_assert_int_eq(freed, 3);
+    apr_pool_clear(req1);
+    apr_pool_destroy(req1);
+    apr_pool_destroy(req2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("core");
@@ -406,6 +514,8 @@ int main(void)
     tcase_add_test(tc, centry_gzip_roundtrip);
     tcase_add_test(tc, centry_etags);
     tcase_add_test(tc, idem_records);
+    tcase_add_test(tc, buf_grows);
+    tcase_add_test(tc, ptable_refs);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
