@@ -34,6 +34,19 @@ const cr_route_def *cr_route_def_get(cr_route_id id)
     return (id > CR_ROUTE_NONE && id < CR_ROUTE_MAX) ? &routes[id] : NULL;
 }
 
+const char *cr_path_below(const char *uri, const char *base)
+{
+    apr_size_t n = strlen(base);
+    while (n > 1 && base[n - 1] == '/') {
+        n--;
+    }
+    if (!n || strncmp(uri, base, n)
+        || (uri[n] != '/' && uri[n] != '\0' && base[n - 1] != '/')) {
+        return NULL;
+    }
+    return uri + n;
+}
+
 int cr_seconds_parse(const char *arg, apr_interval_time_t *out)
 {
     apr_int64_t whole = 0, frac = 0, scale = 1000000;

@@ -66,6 +66,10 @@ void cr_route_parse(apr_pool_t *p, const char *rel, const char *method,
 /* Order ids: [A-Za-z0-9_-]{1,64}. */
 int cr_order_id_ok(const char *s);
 
+/* The rest of uri below the <Location> prefix base ("/api" or "/api/"
+ * both match "/api" and "/api/..." but not "/apix"), or NULL. */
+const char *cr_path_below(const char *uri, const char *base);
+
 /* Seconds as written in a directive: "3", "0.5", "1.25" (at most 9 digits,
  * 6 decimals, no sign, no floating point).  1 with *out in microseconds,
  * 0 when arg is not such a number. */

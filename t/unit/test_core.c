@@ -384,6 +384,18 @@ START_TEST(idem_records)
 }
 END_TEST
 
+START_TEST(path_below)
+{
+    ck_assert_str_eq(cr_path_below("/api/brands", "/api"), "/brands");
+    ck_assert_str_eq(cr_path_below("/api/brands", "/api/"), "/brands");
+    ck_assert_str_eq(cr_path_below("/api", "/api/"), "");
+    ck_assert_ptr_null(cr_path_below("/apix/brands", "/api"));
+    ck_assert_ptr_null(cr_path_below("/other", "/api"));
+    ck_assert_str_eq(cr_path_below("/brands", "/"), "brands");
+    ck_assert_ptr_null(cr_path_below("/brands", ""));
+}
+END_TEST
+
 START_TEST(seconds)
 {
     apr_interval_time_t t = 0;
@@ -539,6 +551,7 @@ int main(void)
     tcase_add_test(tc, centry_gzip_roundtrip);
     tcase_add_test(tc, centry_etags);
     tcase_add_test(tc, idem_records);
+    tcase_add_test(tc, path_below);
     tcase_add_test(tc, seconds);
     tcase_add_test(tc, buf_grows);
     tcase_add_test(tc, ptable_refs);
