@@ -49,6 +49,7 @@ typedef struct cr_cache_t {
     apr_global_mutex_t *mutex;
     int lock_all;               /* provider not MT-safe: lock every call */
     const char *desc;
+    apr_int64_t shm_size;       /* shmcb: its segment's size */
 } cr_cache_t;
 
 static cr_cache_t cache;
@@ -291,6 +292,7 @@ int cr_socache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
     cache.lock_all = (cache.provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE) != 0;
 
     if (!strcmp(cache.provider->name, "shmcb")) {
+        cache.shm_size = shmcb_size(args);
         rc = kept_post_config(pconf, ptemp, s, args);
         if (rc == OK) {
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01205) "cache: %s", cache.desc);
@@ -406,6 +408,12 @@ static apr_status_t put_rec(request_rec *r, const unsigned char *id, apr_size_t 
                                (unsigned int)len, r->pool);
     if (cache.lock_all && !locked) {
         unlock(r);
+    }
+    if (rv == APR_SUCCESS) {
+        CR_COUNT(cache_stores);
+        if (cr_stats) {
+            apr_atomic_add32(&cr_stats->cache_stored_bytes, size);
+        }
     }
     if (rv == APR_ENOSPC && cshared) {
         /* Too large for this cache whatever is evicted (shmcb: larger than a
@@ -612,6 +620,11 @@ void cr_socache_unlease(request_rec *r, const char *name, apr_interval_time_t ba
 const char *cr_socache_desc(void)
 {
     return cache.desc ? cache.desc : "none";
+}
+
+apr_int64_t cr_socache_shm_size(void)
+{
+    return cache.shm_size;
 }
 
 void cr_socache_status(request_rec *r, int flags)
