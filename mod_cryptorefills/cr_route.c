@@ -168,15 +168,33 @@ static int all_of(const char *s, const char *set, apr_size_t min, apr_size_t max
 #define LOWER "abcdefghijklmnopqrstuvwxyz"
 #define DIGIT "0123456789"
 
+/* A country code the request names: NULL when supported, else why not.  A
+ * supported code in the wrong case (`fr`) is a malformed request, reported as
+ * such with the code to use; anything else is an unsupported country. */
+static const char *country_problem(apr_pool_t *p, const char *v, int *unsupported)
+{
+    apr_size_t n = strlen(v);
+
+    *unsupported = 0;
+    if (cr_country_valid(v, n)) {
+        return NULL;
+    }
+    if (n == 2 && all_of(v, UPPER LOWER, 2, 2)) {
+        char up[3] = { (char)apr_toupper(v[0]), (char)apr_toupper(v[1]), 0 };
+        if (cr_country_valid(up, 2)) {
+            return apr_psprintf(p, "country codes are upper-case: %s", up);
+        }
+    }
+    *unsupported = 1;
+    return "not one of the supported countries";
+}
+
 /* Per-parameter value rules, beyond "printable UTF-8 of sane length". */
-static const char *check_param(const char *name, const char *v, int *unsupported)
+static const char *check_param(apr_pool_t *p, const char *name, const char *v, int *unsupported)
 {
     *unsupported = 0;
     if (!strcmp(name, "country_code")) {
-        if (!cr_country_valid(v, strlen(v))) {
-            *unsupported = 1;
-            return "not one of the supported countries";
-        }
+        return country_problem(p, v, unsupported);
     }
     else if (!strcmp(name, "coin")) {
         if (!all_of(v, UPPER LOWER DIGIT, 1, 16)) {
@@ -250,7 +268,7 @@ static void parse_query(apr_pool_t *p, const char *args, cr_route_req *rr)
                     fail(rr, 400, "INVALID_REQUEST", name, "parameter given more than once");
                     return;
                 }
-                why = check_param(name, value, &unsupported);
+                why = check_param(p, name, value, &unsupported);
                 if (why) {
                     fail(rr, 400, unsupported ? "UNSUPPORTED_COUNTRY" : "INVALID_REQUEST", name, why);
                     return;
@@ -301,8 +319,10 @@ void cr_route_parse(apr_pool_t *p, const char *rel, const char *method,
         return;
     }
     if (id == CR_ROUTE_PRODUCTS) {
-        if (!cr_country_valid(param, strlen(param))) {
-            fail(rr, 400, "UNSUPPORTED_COUNTRY", "country_code", "not one of the supported countries");
+        int unsupported;
+        const char *why = country_problem(p, param, &unsupported);
+        if (why) {
+            fail(rr, 400, unsupported ? "UNSUPPORTED_COUNTRY" : "INVALID_REQUEST", "country_code", why);
             return;
         }
         rr->country = param;

@@ -14,6 +14,9 @@
 #     them in /etc/apache2/envvars): /api/countries answers, the Alias serves
 #     the browser client, mod_status prints exactly the documented keys, and
 #     the error log stays clean.
+#  5. The example order bodies of docs/ROUTES.md, posted as written to real
+#     Apache in front of the sandbox upstream, are accepted: the validation
+#     finds no problem, the order is created.
 use strict;
 use warnings;
 use FindBin;
@@ -271,5 +274,38 @@ cmp_ok(scalar @live, '>', 10, "... with the module's counters");
 is_deeply(\@documented, \@live, 'docs/DIRECTIVES.md lists exactly the ?auto keys the module prints');
 
 $srv->stop;     # checks the error log
+
+# ---- the example bodies of docs/ROUTES.md work ----------------------------------
+
+{
+    require CrSandbox;
+    my $routes = slurp("$ROOT/docs/ROUTES.md");
+    my %example = $routes =~ /<!-- example: POST (\S+) -->\s*```json\n(.*?)```/sg;
+    is_deeply([ sort keys %example ], [ 'orders', 'orders/validations' ],
+              'docs/ROUTES.md shows an example body for both order routes');
+    my $sb = CrSandbox->start();
+    my $ap = CrTest->start(sandbox => $sb);
+    my $post = sub {
+        my ($route, $body, %h) = @_;
+        my $r = $http->post($ap->url("/api/$route"),
+            { headers => { 'Content-Type' => 'application/json', %h }, content => $body });
+        return ($r, eval { decode_json($r->{content}) } || {});
+    };
+    my ($r, $j) = $post->('orders/validations', $example{'orders/validations'} // '{}');
+    is($r->{status}, 200, 'the orders/validations example: 200') or diag $r->{content};
+    is_deeply($j->{problems} // [], [], '... with no problem');
+    ok($j->{coin_amount}, "... priced ($j->{coin_amount} $j->{coin})");
+    ($r, $j) = $post->('orders', $example{orders} // '{}', 'Idempotency-Key' => "docs-example-$$");
+    is($r->{status}, 200, 'the orders example: 200') or diag $r->{content};
+    is($j->{order_state}, 'WaitingForPayment', '... a new order waiting for payment');
+    ok($j->{order_id} && $j->{wallet_address} && $j->{qr_text}, '... with its id, address and QR payload');
+    # The two shapes differ: each route refuses the other's body.
+    ($r, $j) = $post->('orders', $example{'orders/validations'} // '{}', 'Idempotency-Key' => "docs-swap-$$");
+    is($r->{status}, 400, 'the validation body on orders: 400');
+    ($r, $j) = $post->('orders/validations', $example{orders} // '{}');
+    is($r->{status}, 400, 'the order body on orders/validations: 400');
+    $ap->stop;
+    $sb->stop;
+}
 
 done_testing;

@@ -106,6 +106,8 @@ sub _htdocs {
     make_path($h);
     # Workers run as nobody: serve a copy from a traversable directory.
     system('cp', '-a', "$ROOT/htdocs/.", $h) if -d "$ROOT/htdocs";
+    # The demo's QR library, from node_modules (npm ci), with its licence.
+    system("$ROOT/scripts/vendor-js", $h) if -x "$ROOT/scripts/vendor-js";
     system('chmod', '-R', 'a+rX', $h);
     return $h;
 }

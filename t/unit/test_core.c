@@ -111,12 +111,15 @@ START_TEST(route_errors)
         { "orders/0123456789012345678901234567890123456789012345678901234567890123456789", "GET", NULL, 400, "INVALID_ORDER_ID" },
         { "orders/x'y/subscribe", "GET", NULL, 400, "INVALID_ORDER_ID" },
         { "products/country/XX", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
-        { "products/country/us", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
+        { "products/country/us", "GET", "family_name=a", 400, "INVALID_REQUEST" },
+        { "products/country/zz", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
         { "products/country/USA", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
         { "products/country/US", "GET", NULL, 400, "INVALID_REQUEST" },
         { "products/country/US", "GET", "coin=USDC", 400, "INVALID_REQUEST" },
         { "brands", "GET", "country_code=ZZ", 400, "UNSUPPORTED_COUNTRY" },
-        { "brands", "GET", "country_code=us", 400, "UNSUPPORTED_COUNTRY" },
+        { "brands", "GET", "country_code=us", 400, "INVALID_REQUEST" },
+        { "brands", "GET", "country_code=Fr", 400, "INVALID_REQUEST" },
+        { "brands", "GET", "country_code=xx", 400, "UNSUPPORTED_COUNTRY" },
         { "brands", "GET", "country_code=US&country_code=GB", 400, "INVALID_REQUEST" },
         { "brands", "GET", "country_code=%ZZ", 400, "INVALID_REQUEST" },
         { "brands", "GET", "country_code=U%00", 400, "INVALID_REQUEST" },
@@ -134,6 +137,32 @@ START_TEST(route_errors)
                       bad[i].args ? bad[i].args : "", rr.status);
         ck_assert_str_eq(rr.detail, bad[i].detail);
     }
+}
+END_TEST
+
+/* A supported country in the wrong case is a malformed request that names the
+ * code to use; an unknown one, whatever its case, is unsupported. */
+START_TEST(route_country_case)
+{
+    cr_route_req rr = parse("brands", "GET", "country_code=fr");
+    ck_assert_int_eq(rr.status, 400);
+    ck_assert_str_eq(rr.detail, "INVALID_REQUEST");
+    ck_assert_str_eq(rr.field, "country_code");
+    ck_assert_str_eq(rr.reason, "country codes are upper-case: FR");
+
+    rr = parse("products/country/de", "GET", "family_name=a");
+    ck_assert_str_eq(rr.detail, "INVALID_REQUEST");
+    ck_assert_str_eq(rr.field, "country_code");
+    ck_assert_str_eq(rr.reason, "country codes are upper-case: DE");
+
+    rr = parse("products/price", "GET", "brand_name=A&face_value=10&coin=USDC&country_code=gB");
+    ck_assert_str_eq(rr.reason, "country codes are upper-case: GB");
+
+    rr = parse("brands", "GET", "country_code=zz");
+    ck_assert_str_eq(rr.detail, "UNSUPPORTED_COUNTRY");
+    ck_assert_str_eq(rr.reason, "not one of the supported countries");
+    rr = parse("brands", "GET", "country_code=f1");
+    ck_assert_str_eq(rr.detail, "UNSUPPORTED_COUNTRY");
 }
 END_TEST
 
@@ -502,6 +531,7 @@ int main(void)
     tcase_add_test(tc, countries_json);
     tcase_add_test(tc, route_table);
     tcase_add_test(tc, route_errors);
+    tcase_add_test(tc, route_country_case);
     tcase_add_test(tc, route_upstream_paths);
     tcase_add_test(tc, order_ids);
     tcase_add_test(tc, url_encode);

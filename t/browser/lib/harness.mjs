@@ -112,3 +112,19 @@ export async function saveScreenshot(page, name) {
 export async function waitReady(page) {
   await page.waitForSelector('body[data-ready="true"]');
 }
+
+/**
+ * A test file's browser: launched before its tests (unless unavailable: `skip` says why), closed
+ * after them.  Returns {browser, skip}, filled in once the file's `before` hooks ran.
+ */
+export async function useBrowser() {
+  const { before, after } = await import('node:test');
+  const ctx = { browser: null, skip: null };
+  before(async () => {
+    env();
+    ctx.skip = await browserUnavailable();
+    if (!ctx.skip) ctx.browser = await launch();
+  });
+  after(async () => { if (ctx.browser) await ctx.browser.close(); });
+  return ctx;
+}
