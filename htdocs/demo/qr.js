@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // QR codes for the demo, drawn by qrcode-generator (npm, MIT, Kazuhiko Arase), which
 // scripts/vendor-js copies from node_modules into vendor/ of the served tree.  It encodes
 // up to version 40, so a 232-character Lightning invoice or an eSIM LPA: code fits.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Problems are shown next to the field they name, all at once, and no order is placed: the ones the
 // page can see itself before asking the module, and the ones the module and upstream find.
 import { test, before, after } from 'node:test';
