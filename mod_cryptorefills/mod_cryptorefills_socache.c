@@ -164,9 +164,10 @@ static void kept_supersede(apr_pool_t *pconf, server_rec *s, const cr_kept *k)
     apr_pool_cleanup_register(pconf, old, kept_release, apr_pool_cleanup_null);
 }
 
-static const char *provider_create(const ap_socache_provider_t *prov, ap_socache_instance_t **inst,
-                                   const char *args, apr_pool_t *ptemp, apr_pool_t *p,
-                                   server_rec *s)
+/* Create and initialise an instance of prov on p (logs why not). */
+static apr_status_t provider_create(const ap_socache_provider_t *prov, ap_socache_instance_t **inst,
+                                    const char *args, apr_pool_t *ptemp, apr_pool_t *p,
+                                    server_rec *s)
 {
     struct ap_socache_hints hints;
     const char *err;
@@ -174,7 +175,9 @@ static const char *provider_create(const ap_socache_provider_t *prov, ap_socache
 
     err = prov->create(inst, args, ptemp, p);
     if (err) {
-        return err;
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01203)
+                     "CryptorefillsCache %s: %s", cache.desc, err);
+        return APR_EINVAL;
     }
     memset(&hints, 0, sizeof(hints));
     hints.avg_id_len = CR_HINT_AVG_ID;
@@ -191,7 +194,11 @@ static const char *provider_create(const ap_socache_provider_t *prov, ap_socache
     }
     hints.expiry_interval = 30;
     rv = prov->init(*inst, "cryptorefills", &hints, s, p);
-    return rv == APR_SUCCESS ? NULL : apr_psprintf(ptemp, "cannot initialise it (%pm)", &rv);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01204)
+                     "cannot initialise the cache %s", cache.desc);
+    }
+    return rv;
 }
 
 static apr_status_t shared_create(cr_cache_shared **out, apr_pool_t *p, server_rec *s)
@@ -215,7 +222,6 @@ static int kept_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
                             const char *args)
 {
     cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY), nk;
-    const char *err;
     apr_status_t rv;
 
     if (!k) {
@@ -240,17 +246,10 @@ static int kept_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
     }
     apr_pool_tag(nk.mpool, "cryptorefills-cache");
     nk.desc = apr_pstrdup(nk.mpool, cache.desc);
-    err = provider_create(cache.provider, &nk.inst, args, ptemp, nk.ipool, s);
-    if (err) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01203)
-                     "CryptorefillsCache %s: %s", cache.desc, err);
-    }
-    else if (shared_create(&nk.shared, nk.mpool, s) != APR_SUCCESS
-             || ap_global_mutex_create(&nk.mutex, NULL, CR_MUTEX_TYPE, NULL, s, nk.mpool, 0)
-                != APR_SUCCESS) {
-        err = "";       /* logged */
-    }
-    if (err) {
+    if (provider_create(cache.provider, &nk.inst, args, ptemp, nk.ipool, s) != APR_SUCCESS
+        || shared_create(&nk.shared, nk.mpool, s) != APR_SUCCESS
+        || ap_global_mutex_create(&nk.mutex, NULL, CR_MUTEX_TYPE, NULL, s, nk.mpool, 0)
+           != APR_SUCCESS) {           /* each logged why */
         kept_release(apr_pmemdup(ptemp, &nk, sizeof(nk)));
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -262,12 +261,33 @@ static int kept_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
     return OK;
 }
 
+/* A network store (memcache, redis) keeps its records itself: a new client
+ * instance per generation, on pconf.  A shmcb instance kept from before is
+ * released when this generation ends. */
+static int generation_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
+                                  const char *args)
+{
+    cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY);
+
+    if (k) {
+        kept_supersede(pconf, s, k);
+        memset(k, 0, sizeof(*k));
+    }
+    if (shared_create(&cshared, pconf, s) != APR_SUCCESS
+        || provider_create(cache.provider, &cache.inst, args, ptemp, pconf, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_cleanup_register(pconf, &cache, cache_destroy, apr_pool_cleanup_null);
+    if (ap_global_mutex_create(&cache.mutex, NULL, CR_MUTEX_TYPE, NULL, s, pconf, 0) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;   /* ap_global_mutex_create logged why */
+    }
+    return OK;
+}
+
 int cr_socache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
 {
     cr_srv_conf *sc = cr_srv_conf_get(s);
-    cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY);
-    const char *args, *err;
-    apr_status_t rv;
+    const char *args;
     int rc;
 
     memset(&cache, 0, sizeof(cache));
@@ -290,40 +310,17 @@ int cr_socache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
     }
     cache.desc = apr_pstrcat(pconf, cache.provider->name, args ? ":" : "", args ? args : "", NULL);
     cache.lock_all = (cache.provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE) != 0;
-
     if (!strcmp(cache.provider->name, "shmcb")) {
         cache.shm_size = shmcb_size(args);
         rc = kept_post_config(pconf, ptemp, s, args);
-        if (rc == OK) {
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01205) "cache: %s", cache.desc);
-        }
-        return rc;
     }
-
-    /* A network store (memcache, redis) keeps its records itself: a new
-     * client instance per generation, on pconf.  A shmcb instance kept
-     * from before is released when this generation ends. */
-    if (k) {
-        kept_supersede(pconf, s, k);
-        memset(k, 0, sizeof(*k));
+    else {
+        rc = generation_post_config(pconf, ptemp, s, args);
     }
-    if (shared_create(&cshared, pconf, s) != APR_SUCCESS) {
-        return HTTP_INTERNAL_SERVER_ERROR;
+    if (rc == OK) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01205) "cache: %s", cache.desc);
     }
-    err = provider_create(cache.provider, &cache.inst, args, ptemp, pconf, s);
-    if (err) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01203)
-                     "CryptorefillsCache %s: %s", cache.desc, err);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    apr_pool_cleanup_register(pconf, &cache, cache_destroy, apr_pool_cleanup_null);
-
-    rv = ap_global_mutex_create(&cache.mutex, NULL, CR_MUTEX_TYPE, NULL, s, pconf, 0);
-    if (rv != APR_SUCCESS) {
-        return HTTP_INTERNAL_SERVER_ERROR;   /* ap_global_mutex_create logged why */
-    }
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01205) "cache: %s", cache.desc);
-    return OK;
+    return rc;
 }
 
 void cr_socache_child_init(apr_pool_t *pchild, server_rec *s)
