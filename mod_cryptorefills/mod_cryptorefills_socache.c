@@ -114,7 +114,13 @@ static apr_int64_t shmcb_size(const char *args)
  * stop (a SysV semaphore is removed then).  A changed provider or size
  * makes a new instance; the one it replaces is released when the
  * generation ends (its children may still be finishing requests). */
-#define CR_RETAINED_KEY "mod_cryptorefills-cache"
+/* The key names the module version and the layouts kept: a module built
+ * with other records or structures (an upgrade, then a restart) makes a
+ * new cache rather than read one it does not know. */
+#define CR_RETAINED_KEY_FMT "mod_cryptorefills-cache/" CR_MODULE_VERSION "/%" APR_SIZE_T_FMT \
+                            "/%" APR_SIZE_T_FMT
+#define CR_RETAINED_KEY(p) apr_psprintf(p, CR_RETAINED_KEY_FMT, sizeof(cr_kept), \
+                                        sizeof(cr_cache_shared))
 
 typedef struct cr_kept {
     const char *desc;                   /* provider:args it was made for */
@@ -221,11 +227,11 @@ static apr_status_t shared_create(cr_cache_shared **out, apr_pool_t *p, server_r
 static int kept_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
                             const char *args)
 {
-    cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY), nk;
+    cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY(ptemp)), nk;
     apr_status_t rv;
 
     if (!k) {
-        k = ap_retained_data_create(CR_RETAINED_KEY, sizeof(*k));
+        k = ap_retained_data_create(CR_RETAINED_KEY(ptemp), sizeof(*k));
     }
     if (k->inst && !strcmp(k->desc, cache.desc)) {
         k->generations++;
@@ -267,7 +273,7 @@ static int kept_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
 static int generation_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
                                   const char *args)
 {
-    cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY);
+    cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY(ptemp));
 
     if (k) {
         kept_supersede(pconf, s, k);
