@@ -107,6 +107,7 @@ static void cr_register_hooks(apr_pool_t *p)
     ap_hook_child_init(cr_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_map_to_storage(cr_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(cr_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(cr_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
     cr_shm_register_hooks();
 }
 

@@ -5,6 +5,7 @@
  * file calls a function of a file that calls it):
  *
  *   mod_cryptorefills.c            module record and hooks
+ *     -> mod_cryptorefills_metrics.c   the Prometheus metrics handler
  *     -> mod_cryptorefills_handler.c   route and dispatch
  *          -> _orders.c                orders/validations, orders
  *               -> _idem.c             idempotency claims of POST orders

@@ -15,6 +15,9 @@
 #include "cr_upstream.h"
 #include "cr_record.h"
 
+/* ---- mod_cryptorefills_metrics.c: the Prometheus metrics handler ---------------- */
+int cr_metrics_handler(request_rec *r);
+
 /* ---- mod_cryptorefills_handler.c: route and dispatch ----------------------------- */
 int cr_handler(request_rec *r);
 
@@ -91,8 +94,9 @@ typedef enum cr_outcome {
     CR_OUT_COUNT
 } cr_outcome;
 cr_outcome cr_outcome_of(cr_upstream_rc rc, long status);
-/* Count an outcome in its mod_status counter (if it has one). */
-void cr_outcome_count(cr_outcome o);
+/* Count an outcome in its mod_status counter (if it has one), and an
+ * upstream error in its route's counter too. */
+void cr_outcome_count(cr_outcome o, cr_route_id route);
 
 /* Relay a collected upstream answer: JSON passes with its status; anything
  * else becomes the contract's error for its outcome. */
@@ -109,6 +113,8 @@ int cr_socache_pre_config(apr_pool_t *pconf);
 int cr_socache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 void cr_socache_child_init(apr_pool_t *pchild, server_rec *s);
 const char *cr_socache_desc(void);
+/* The shmcb segment's size in bytes, 0 for another provider. */
+apr_int64_t cr_socache_shm_size(void);
 void cr_socache_status(request_rec *r, int flags);
 /* Plain records (see cr_record.h for ids). */
 int cr_socache_get(request_rec *r, cr_cid_kind kind, const char *name, unsigned char *buf,

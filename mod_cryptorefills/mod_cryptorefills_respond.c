@@ -135,10 +135,17 @@ cr_outcome cr_outcome_of(cr_upstream_rc rc, long status)
     }
 }
 
-void cr_outcome_count(cr_outcome o)
+void cr_outcome_count(cr_outcome o, cr_route_id route)
 {
-    if (outcomes[o].counter != NO_COUNTER) {
-        CR_COUNT_AT(outcomes[o].counter);
+    apr_size_t off = outcomes[o].counter, cls;
+    if (off == NO_COUNTER) {
+        return;
+    }
+    CR_COUNT_AT(off);
+    cls = (off - APR_OFFSETOF(cr_stats_t, upstream_err_connect)) / sizeof(apr_uint32_t);
+    if (off >= APR_OFFSETOF(cr_stats_t, upstream_err_connect) && cls < CR_ERR_CLASSES
+        && route > CR_ROUTE_NONE && route < CR_ROUTE_MAX) {
+        CR_COUNT(upstream_err_route[route][cls]);
     }
 }
 

@@ -7,6 +7,8 @@
 #include "httpd.h"
 #include "apr_atomic.h"
 
+#include "cr_route.h"
+
 typedef struct cr_stats_t {
     volatile apr_uint32_t cache_hits;
     volatile apr_uint32_t cache_misses;
@@ -32,6 +34,20 @@ typedef struct cr_stats_t {
     volatile apr_uint32_t stream_events_dropped;
     volatile apr_uint32_t stream_heartbeats;
     volatile apr_uint32_t max_streams;       /* effective server-wide cap */
+    /* Upstream errors by route and class (the classes of the five
+     * upstream_err_* counters above, in their order). */
+#define CR_ERR_CLASSES 5
+    volatile apr_uint32_t upstream_err_route[CR_ROUTE_MAX][CR_ERR_CLASSES];
+    /* Records the module stored in the cache, and their bytes (id + data):
+     * what the module itself knows of the store's use. */
+    volatile apr_uint32_t cache_stores;
+    volatile apr_uint32_t cache_stored_bytes;
+    /* Filled by the idempotency store when it keeps its own count of the
+     * records it holds (idem_entries_known set to 1); the metrics handler
+     * shows the gauges only then. */
+    volatile apr_uint32_t idem_entries_known;
+    volatile apr_uint32_t idem_entries;
+    volatile apr_uint32_t idem_bytes;
     /* Open streams per client address, by hash slot (a collision makes
      * two clients share a budget: conservative, never over the cap). */
 #define CR_CLIENT_SLOTS 4096

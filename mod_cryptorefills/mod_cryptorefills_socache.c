@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The shared store (ap_socache) and its coordination.
  *
- * Shared state, created in post_config's second pass and owned by pconf:
+ * Shared state, made in post_config's second pass:
  *   - the socache instance (shmcb by default; memcache/redis for a farm);
  *   - a global mutex (type "cryptorefills-cache", so `Mutex` configures
  *     it) that makes lease and claim check-and-set atomic across children,
@@ -9,9 +9,11 @@
  *     MT-safe (shmcb);
  *   - a small segment of shared memory: the smallest record size the
  *     provider refused, and this server's refresh leases.
- * Children inherit the mappings at fork and re-open the mutex in
- * child_init.  On a graceful restart the parent drops its mappings and
- * makes new ones; old children keep theirs until they exit.
+ * With shmcb all three are kept across restarts in httpd's retained data
+ * (see kept_post_config); with a network provider they are owned by pconf
+ * and made again in each generation (the records live in the remote
+ * store).  Children inherit the mappings at fork and re-open the mutex in
+ * child_init.
  *
  * The lock is only held for socache copies: never across an upstream call,
  * a JSON parse or compression. */
@@ -47,6 +49,7 @@ typedef struct cr_cache_t {
     apr_global_mutex_t *mutex;
     int lock_all;               /* provider not MT-safe: lock every call */
     const char *desc;
+    apr_int64_t shm_size;       /* shmcb: its segment's size */
 } cr_cache_t;
 
 static cr_cache_t cache;
@@ -95,22 +98,203 @@ static apr_int64_t shmcb_size(const char *args)
     return n > 0 ? n : 512000;
 }
 
-int cr_socache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
+/* shmcb keeps its data in anonymous shared memory: an instance made on a
+ * pool that outlives the generation stays mapped in the parent, and every
+ * later generation's children inherit it.  The instance is carried from one
+ * generation to the next in httpd's retained data (a graceful restart, and
+ * a plain `restart` too: the parent lives on; a stop ends it), together with
+ * the global mutex that guards it (old and new children share the data, so
+ * they must share the lock) and the store's own segment.
+ *
+ * Pools: shmcb registers a cleanup of its own code on the pool it is made
+ * on, and modules are unloaded and loaded again at each restart, so the
+ * instance lives on an unmanaged pool nothing destroys behind our back (the
+ * mapping goes with the process).  The mutex and the segment have only
+ * APR's cleanups and live on a subpool of the process pool, released at
+ * stop (a SysV semaphore is removed then).  A changed provider or size
+ * makes a new instance; the one it replaces is released when the
+ * generation ends (its children may still be finishing requests). */
+/* The key names the module version and the layouts kept: a module built
+ * with other records or structures (an upgrade, then a restart) makes a
+ * new cache rather than read one it does not know. */
+#define CR_RETAINED_KEY_FMT "mod_cryptorefills-cache/" CR_MODULE_VERSION "/%" APR_SIZE_T_FMT \
+                            "/%" APR_SIZE_T_FMT
+#define CR_RETAINED_KEY(p) apr_psprintf(p, CR_RETAINED_KEY_FMT, sizeof(cr_kept), \
+                                        sizeof(cr_cache_shared))
+
+typedef struct cr_kept {
+    const char *desc;                   /* provider:args it was made for */
+    const ap_socache_provider_t *provider;  /* as loaded when it was made */
+    const ap_socache_provider_t *now;   /* as loaded when it is released */
+    apr_pool_t *ipool;                  /* unmanaged: the shmcb instance */
+    apr_pool_t *mpool;                  /* process pool's child: mutex, segment */
+    ap_socache_instance_t *inst;
+    apr_global_mutex_t *mutex;
+    cr_cache_shared *shared;
+    unsigned generations;               /* generations it served */
+} cr_kept;
+
+/* Release a superseded retained instance (a cleanup of the generation's
+ * pconf, which runs before our module and shmcb are unloaded). */
+static apr_status_t kept_release(void *data)
 {
-    cr_srv_conf *sc = cr_srv_conf_get(s);
+    cr_kept *k = data;
+    if (k->ipool && k->now == k->provider) {
+        /* The provider's code is where it was when it registered its
+         * cleanup on ipool: destroying both is safe.  Otherwise the few KB
+         * of the unmanaged pool stay (the mapping goes at exit). */
+        if (k->inst) {
+            k->provider->destroy(k->inst, NULL);
+        }
+        apr_pool_destroy(k->ipool);
+    }
+    if (k->mpool) {
+        apr_pool_destroy(k->mpool);
+    }
+    return APR_SUCCESS;
+}
+
+/* The kept instance k is replaced in this generation: release it when the
+ * generation ends. */
+static void kept_supersede(apr_pool_t *pconf, server_rec *s, const cr_kept *k)
+{
+    cr_kept *old;
+    if (!k->inst) {
+        return;
+    }
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, CRLOGNO(01215)
+                 "cache: %s replaces %s (its records are not carried over)",
+                 cache.desc, k->desc);
+    old = apr_pmemdup(pconf, k, sizeof(*k));
+    old->now = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb", AP_SOCACHE_PROVIDER_VERSION);
+    apr_pool_cleanup_register(pconf, old, kept_release, apr_pool_cleanup_null);
+}
+
+/* Create and initialise an instance of prov on p (logs why not). */
+static apr_status_t provider_create(const ap_socache_provider_t *prov, ap_socache_instance_t **inst,
+                                    const char *args, apr_pool_t *ptemp, apr_pool_t *p,
+                                    server_rec *s)
+{
     struct ap_socache_hints hints;
-    apr_shm_t *shm;
-    const char *args, *err;
+    const char *err;
     apr_status_t rv;
 
-    rv = apr_shm_create(&shm, sizeof(cr_cache_shared), NULL, pconf);
+    err = prov->create(inst, args, ptemp, p);
+    if (err) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01203)
+                     "CryptorefillsCache %s: %s", cache.desc, err);
+        return APR_EINVAL;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.avg_id_len = CR_HINT_AVG_ID;
+    hints.avg_obj_size = CR_HINT_AVG_OBJ;
+    if (!strcmp(prov->name, "shmcb")) {
+        /* shmcb divides by zero (SIGFPE in the parent, nothing logged) when
+         * the hints leave fewer than 2 index slots: size / (avg_obj + avg_id).
+         * For a small cache, lower avg_obj so that it keeps 16 slots. */
+        apr_int64_t size = shmcb_size(args);
+        if (size / (CR_HINT_AVG_OBJ + CR_HINT_AVG_ID) < 16) {
+            hints.avg_obj_size = (apr_size_t)(size / 16 > 2 * CR_HINT_AVG_ID
+                                              ? size / 16 - CR_HINT_AVG_ID : CR_HINT_AVG_ID);
+        }
+    }
+    hints.expiry_interval = 30;
+    rv = prov->init(*inst, "cryptorefills", &hints, s, p);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01204)
+                     "cannot initialise the cache %s", cache.desc);
+    }
+    return rv;
+}
+
+static apr_status_t shared_create(cr_cache_shared **out, apr_pool_t *p, server_rec *s)
+{
+    apr_shm_t *shm;
+    apr_status_t rv = apr_shm_create(&shm, sizeof(cr_cache_shared), NULL, p);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01212)
                      "cannot create shared memory for the cache");
+        return rv;
+    }
+    *out = apr_shm_baseaddr_get(shm);
+    memset((void *)*out, 0, sizeof(**out));
+    return APR_SUCCESS;
+}
+
+/* A retained shmcb instance for desc: the one kept from the last
+ * generation when it was made for the same provider and args, else a new
+ * one (the old one released when this generation ends). */
+static int kept_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
+                            const char *args)
+{
+    cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY(ptemp)), nk;
+    apr_status_t rv;
+
+    if (!k) {
+        k = ap_retained_data_create(CR_RETAINED_KEY(ptemp), sizeof(*k));
+    }
+    if (k->inst && !strcmp(k->desc, cache.desc)) {
+        k->generations++;
+        cache.inst = k->inst;
+        cache.mutex = k->mutex;
+        cshared = k->shared;
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01213)
+                     "cache: %s kept from the previous generation (%u restarts)",
+                     cache.desc, k->generations);
+        return OK;
+    }
+    memset(&nk, 0, sizeof(nk));
+    nk.provider = nk.now = cache.provider;
+    if ((rv = apr_pool_create_unmanaged_ex(&nk.ipool, NULL, NULL)) != APR_SUCCESS
+        || (rv = apr_pool_create(&nk.mpool, s->process->pool)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01214) "cannot create the cache's pools");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    cshared = apr_shm_baseaddr_get(shm);
-    memset((void *)cshared, 0, sizeof(*cshared));
+    apr_pool_tag(nk.mpool, "cryptorefills-cache");
+    nk.desc = apr_pstrdup(nk.mpool, cache.desc);
+    if (provider_create(cache.provider, &nk.inst, args, ptemp, nk.ipool, s) != APR_SUCCESS
+        || shared_create(&nk.shared, nk.mpool, s) != APR_SUCCESS
+        || ap_global_mutex_create(&nk.mutex, NULL, CR_MUTEX_TYPE, NULL, s, nk.mpool, 0)
+           != APR_SUCCESS) {           /* each logged why */
+        kept_release(apr_pmemdup(ptemp, &nk, sizeof(nk)));
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    kept_supersede(pconf, s, k);
+    *k = nk;
+    cache.inst = k->inst;
+    cache.mutex = k->mutex;
+    cshared = k->shared;
+    return OK;
+}
+
+/* A network store (memcache, redis) keeps its records itself: a new client
+ * instance per generation, on pconf.  A shmcb instance kept from before is
+ * released when this generation ends. */
+static int generation_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
+                                  const char *args)
+{
+    cr_kept *k = ap_retained_data_get(CR_RETAINED_KEY(ptemp));
+
+    if (k) {
+        kept_supersede(pconf, s, k);
+        memset(k, 0, sizeof(*k));
+    }
+    if (shared_create(&cshared, pconf, s) != APR_SUCCESS
+        || provider_create(cache.provider, &cache.inst, args, ptemp, pconf, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_cleanup_register(pconf, &cache, cache_destroy, apr_pool_cleanup_null);
+    if (ap_global_mutex_create(&cache.mutex, NULL, CR_MUTEX_TYPE, NULL, s, pconf, 0) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;   /* ap_global_mutex_create logged why */
+    }
+    return OK;
+}
+
+int cr_socache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
+{
+    cr_srv_conf *sc = cr_srv_conf_get(s);
+    const char *args;
+    int rc;
 
     memset(&cache, 0, sizeof(cache));
     cache.provider = sc->cache_provider;
@@ -131,41 +315,18 @@ int cr_socache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
                             CR_SHMCB_DEFAULT_SIZE);
     }
     cache.desc = apr_pstrcat(pconf, cache.provider->name, args ? ":" : "", args ? args : "", NULL);
-    err = cache.provider->create(&cache.inst, args, ptemp, pconf);
-    if (err) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01203)
-                     "CryptorefillsCache %s: %s", cache.desc, err);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    memset(&hints, 0, sizeof(hints));
-    hints.avg_id_len = CR_HINT_AVG_ID;
-    hints.avg_obj_size = CR_HINT_AVG_OBJ;
-    if (!strcmp(cache.provider->name, "shmcb")) {
-        /* shmcb divides by zero (SIGFPE in the parent, nothing logged) when
-         * the hints leave fewer than 2 index slots: size / (avg_obj + avg_id).
-         * For a small cache, lower avg_obj so that it keeps 16 slots. */
-        apr_int64_t size = shmcb_size(args);
-        if (size / (CR_HINT_AVG_OBJ + CR_HINT_AVG_ID) < 16) {
-            hints.avg_obj_size = (apr_size_t)(size / 16 > 2 * CR_HINT_AVG_ID
-                                              ? size / 16 - CR_HINT_AVG_ID : CR_HINT_AVG_ID);
-        }
-    }
-    hints.expiry_interval = 30;
-    rv = cache.provider->init(cache.inst, "cryptorefills", &hints, s, pconf);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01204)
-                     "cannot initialise the cache %s", cache.desc);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    apr_pool_cleanup_register(pconf, &cache, cache_destroy, apr_pool_cleanup_null);
     cache.lock_all = (cache.provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE) != 0;
-
-    rv = ap_global_mutex_create(&cache.mutex, NULL, CR_MUTEX_TYPE, NULL, s, pconf, 0);
-    if (rv != APR_SUCCESS) {
-        return HTTP_INTERNAL_SERVER_ERROR;   /* ap_global_mutex_create logged why */
+    if (!strcmp(cache.provider->name, "shmcb")) {
+        cache.shm_size = shmcb_size(args);
+        rc = kept_post_config(pconf, ptemp, s, args);
     }
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01205) "cache: %s", cache.desc);
-    return OK;
+    else {
+        rc = generation_post_config(pconf, ptemp, s, args);
+    }
+    if (rc == OK) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01205) "cache: %s", cache.desc);
+    }
+    return rc;
 }
 
 void cr_socache_child_init(apr_pool_t *pchild, server_rec *s)
@@ -250,6 +411,12 @@ static apr_status_t put_rec(request_rec *r, const unsigned char *id, apr_size_t 
                                (unsigned int)len, r->pool);
     if (cache.lock_all && !locked) {
         unlock(r);
+    }
+    if (rv == APR_SUCCESS) {
+        CR_COUNT(cache_stores);
+        if (cr_stats) {
+            apr_atomic_add32(&cr_stats->cache_stored_bytes, size);
+        }
     }
     if (rv == APR_ENOSPC && cshared) {
         /* Too large for this cache whatever is evicted (shmcb: larger than a
@@ -456,6 +623,11 @@ void cr_socache_unlease(request_rec *r, const char *name, apr_interval_time_t ba
 const char *cr_socache_desc(void)
 {
     return cache.desc ? cache.desc : "none";
+}
+
+apr_int64_t cr_socache_shm_size(void)
+{
+    return cache.shm_size;
 }
 
 void cr_socache_status(request_rec *r, int flags)

@@ -337,7 +337,7 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
              * there): its status decides. */
             o = cr_outcome_of(CR_UP_OK, st->upstream_status);
         }
-        cr_outcome_count(o);
+        cr_outcome_count(o, rr->def->id);
         return cr_answer_stream_failure(r, o, st->upstream_status, &resp);
     }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01306)

@@ -134,5 +134,5 @@ void cr_upstream_fetch(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     cr_upstream_req req;
     cr_upstream_build(r, c, rr, country, body, blen, NULL, &req);
     cr_upstream_run(r, &req, resp);
-    cr_outcome_count(cr_outcome_of(resp->rc, resp->status));
+    cr_outcome_count(cr_outcome_of(resp->rc, resp->status), rr->def->id);
 }

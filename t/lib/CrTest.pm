@@ -235,10 +235,14 @@ sub slurp {
 }
 
 # Graceful restart (SIGUSR1 to the parent), waiting for the new generation.
-sub graceful {
-    my ($self) = @_;
+sub graceful { $_[0]->restart('USR1') }
+
+# Restart by signal (HUP: restart, USR1: graceful), waiting for the new
+# generation.
+sub restart {
+    my ($self, $sig) = @_;
     my $before = () = $self->slurp('error.log') =~ /resuming normal operations/g;
-    kill 'USR1', $self->{pid};
+    kill $sig, $self->{pid};
     my $deadline = time + 15;
     while (time < $deadline) {
         my $n = () = $self->slurp('error.log') =~ /resuming normal operations/g;
