@@ -111,6 +111,7 @@ static void cr_register_hooks(apr_pool_t *p)
     ap_hook_map_to_storage(cr_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(cr_handler, NULL, NULL, APR_HOOK_MIDDLE);
     cr_shm_register_hooks();
+    cr_catalog_register_hooks();
 }
 
 AP_DECLARE_MODULE(cryptorefills) = {
