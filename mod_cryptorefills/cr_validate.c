@@ -923,9 +923,9 @@ static json_object *catalog_for(vstate *vs, const char *cc)
     }
     if (vs->count_exceeded
         || (vs->ctx->max_countries > 0 && vs->ncatalogs >= vs->ctx->max_countries)) {
-        /* Decided already, or past the request's share of catalog work:
-         * this country's checks are the upstream's. */
-        vs->unchecked++;
+        /* Decided already (refused: nobody checks), or past the request's
+         * share of catalog work (this country's checks are the upstream's). */
+        vs->unchecked += !vs->count_exceeded;
         apr_hash_set(vs->catalogs, cc, APR_HASH_KEY_STRING, &none);
         return NULL;
     }

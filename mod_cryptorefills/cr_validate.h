@@ -94,9 +94,10 @@ typedef struct cr_validate_result {
                                 {"field":"deliveries[0].quantity","reason":"..."}, owned by the pool */
     int status;              /* 400 INVALID_REQUEST, 422 SUSPENDED; CR_PROBLEMS: 422 when
                                 is_create, else 200 (the caller may override); CR_VALID: 0 */
-    int countries_unchecked; /* distinct countries whose catalog was not asked for: over
-                                ctx->max_countries, or every one once PRODUCT_COUNT_EXCEEDED
-                                was decided (the body is refused anyway) */
+    int countries_unchecked; /* distinct countries whose catalog was not asked for because
+                                they were over ctx->max_countries (left to the upstream);
+                                once PRODUCT_COUNT_EXCEEDED is decided no catalog is asked
+                                for and none counts here (the body is refused anyway) */
 } cr_validate_result;
 
 /* Build a brand-name index for a parsed catalog, attached to it (json-c
