@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The records the module keeps in its shared store (any socache backend):
  * catalog entries, refresh leases, failed-exchange records and idempotency
  * records, each under an id built by cr_record_id.

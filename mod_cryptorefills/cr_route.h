@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The route table: which browser-facing paths exist, what upstream call each
  * maps to, and which query parameters may pass.  Pure logic, no httpd. */
 #ifndef CR_ROUTE_H

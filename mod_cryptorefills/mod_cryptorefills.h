@@ -12,12 +12,17 @@
  *          -> _catalog.c               catalog routes, parsed catalogs
  *     -> _upstream.c               one builder and runner for upstream calls
  *     -> _respond.c                answers, errors, the upstream-outcome table
- *     -> _socache.c                socache provider, mutex, get/put/claim/lease
  *     -> _shm.c                    counters segment, stream slots, mod_status
+ *     -> _socache.c                socache provider, mutex, get/put/claim/lease
  *     -> _config.c                 directives, records, merge, resolved values
  *
  * Every file may call any file listed below it (handler -> upstream,
- * catalog -> socache, respond -> shm, ...), never one above.  The pure core
+ * catalog -> socache, shm's status hook -> socache, ...), never one above.
+ * Checked by reading the calls between the files: catalog -> respond,
+ * socache, upstream; orders -> catalog, idem, respond, upstream; idem ->
+ * respond, socache; stream -> respond, shm, upstream; upstream -> respond;
+ * respond -> (shm's counters, by macro); shm -> socache, config; socache ->
+ * config; config -> nothing.  The pure core
  * (cr_*.c) is below all of them and includes no httpd header.  The log tags
  * (CRLOGNO) are listed in docs/LOGTAGS.md. */
 #ifndef MOD_CRYPTOREFILLS_H

@@ -525,14 +525,14 @@ static int check_one(void *baton, server_rec *s, const core_dir_config *core,
                      const cr_dir_conf *eff, const char *kind, const char *file, int line)
 {
     (void)baton;
-    if (!eff || !eff->partner_id || !eff->app_version) {
+    if (cr_config_missing(eff ? eff->partner_id : NULL, eff ? eff->app_version : NULL)) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, s, CRLOGNO(01001)
                      "SetHandler " CR_HANDLER " at %s:%d (%s%s%s, server %s) without %s: "
                      "the upstream would accept the calls and credit no partner",
                      file, line, kind, *kind ? (core->d ? core->d : "") : "server config",
                      *kind ? ">" : "",
                      s->server_hostname ? s->server_hostname : "main",
-                     !eff || !eff->partner_id ? "CryptorefillsPartnerId" : "CryptorefillsAppVersion");
+                     cr_config_missing(eff ? eff->partner_id : NULL, eff ? eff->app_version : NULL));
         return !OK;
     }
     return OK;
@@ -563,6 +563,24 @@ static int collect_one(void *baton, server_rec *s, const core_dir_config *core,
 void cr_config_collect_bases(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
 {
     walk_sections(ptemp, s, collect_one, pconf);
+}
+
+/* A directive's name, from the table (where each name is written once). */
+static const char *directive_name(const void *setter)
+{
+    const command_rec *cmd;
+    for (cmd = cr_cmds; cmd->name; cmd++) {
+        if ((const void *)cmd->AP_TAKE1 == setter) {
+            return cmd->name;
+        }
+    }
+    return "?";
+}
+
+const char *cr_config_missing(const char *partner_id, const char *app_version)
+{
+    return !partner_id ? directive_name((const void *)set_partner_id)
+         : !app_version ? directive_name((const void *)set_app_version) : NULL;
 }
 
 /* ---- effective values ------------------------------------------------------- */
