@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Bounded work for any request (issue #13).  Each finding is a test that
 # fails on the code before:
 #  - one POST orders/validations naming all 233 countries made 233 upstream

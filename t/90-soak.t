@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The fault soak, short form (issue #13): a few shoppers run the whole flow
 # against two Apaches on one Redis for about a minute while every kind of
 # fault of bench/soak is injected once.  Nothing may be lost or duplicated,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrSoak;
 # The fault soak (issue #13), shared by bench/soak (long form) and
 # t/90-soak.t (short form): N shoppers run the whole flow (catalog -> price
