@@ -16,6 +16,7 @@ struct entry_t {
     cr_ptable_info info;
     apr_uint32_t refs;      /* users, +1 while in the table */
     entry_t *next_free;
+    entry_t *newer, *older; /* recency list, while in the table */
 };
 
 struct cr_ptable {
@@ -25,7 +26,38 @@ struct cr_ptable {
     apr_size_t bytes, max_bytes;
     cr_ptable_free_fn free_value;
     entry_t *free_entries;  /* recycled entry records */
+    entry_t *newest, *oldest;
+    apr_uint64_t evictions;
+    apr_hash_t *keys;       /* every key seen, copied once into pool */
 };
+
+/* The table's copy of key, made once per distinct key (a key evicted and
+ * put again reuses it, so churn does not grow the pool). */
+static const char *key_copy_locked(cr_ptable *t, const char *key)
+{
+    const char *k = apr_hash_get(t->keys, key, APR_HASH_KEY_STRING);
+    if (!k) {
+        k = apr_pstrdup(t->pool, key);
+        apr_hash_set(t->keys, k, APR_HASH_KEY_STRING, k);
+    }
+    return k;
+}
+
+/* Recency list, under the mutex. */
+static void unlink_locked(cr_ptable *t, entry_t *e)
+{
+    if (e->newer) e->newer->older = e->older; else t->newest = e->older;
+    if (e->older) e->older->newer = e->newer; else t->oldest = e->newer;
+    e->newer = e->older = NULL;
+}
+
+static void link_newest_locked(cr_ptable *t, entry_t *e)
+{
+    e->newer = NULL;
+    e->older = t->newest;
+    if (t->newest) t->newest->newer = e; else t->oldest = e;
+    t->newest = e;
+}
 
 /* Under the mutex. */
 static void unref_locked(entry_t *e)
@@ -36,6 +68,20 @@ static void unref_locked(entry_t *e)
         e->value = NULL;
         e->next_free = t->free_entries;
         t->free_entries = e;
+    }
+}
+
+/* Drop the least recently used entries until `need` more bytes fit; the
+ * table's reference goes, a request still holding one keeps the value. */
+static void evict_locked(cr_ptable *t, apr_size_t need)
+{
+    while (t->oldest && t->bytes + need > t->max_bytes) {
+        entry_t *e = t->oldest;
+        unlink_locked(t, e);
+        apr_hash_set(t->entries, e->key, APR_HASH_KEY_STRING, NULL);
+        t->bytes -= e->info.size;
+        t->evictions++;
+        unref_locked(e);
     }
 }
 
@@ -86,6 +132,7 @@ apr_status_t cr_ptable_create(cr_ptable **out, apr_pool_t *parent, apr_size_t ma
     t->max_bytes = max_bytes;
     t->free_value = free_value;
     t->entries = apr_hash_make(pool);
+    t->keys = apr_hash_make(pool);
     if ((rv = apr_thread_mutex_create(&t->mutex, APR_THREAD_MUTEX_DEFAULT, pool))
         != APR_SUCCESS) {
         apr_pool_destroy(pool);
@@ -107,6 +154,8 @@ void *cr_ptable_get(cr_ptable *t, const char *key, const apr_uint64_t *version,
         return NULL;
     }
     e->refs++;
+    unlink_locked(t, e);
+    link_newest_locked(t, e);
     if (info) {
         *info = e->info;
     }
@@ -139,8 +188,8 @@ int cr_ptable_put(cr_ptable *t, const char *key, void *value, const cr_ptable_in
 
     apr_thread_mutex_lock(t->mutex);
     old = apr_hash_get(t->entries, key, APR_HASH_KEY_STRING);
-    if (t->max_bytes && !old && t->bytes + info->size > t->max_bytes) {
-        kept = 0;
+    if (t->max_bytes && info->size > t->max_bytes) {
+        kept = 0;           /* would never fit: keep the others */
     }
     if (t->free_entries) {
         e = t->free_entries;
@@ -156,14 +205,19 @@ int cr_ptable_put(cr_ptable *t, const char *key, void *value, const cr_ptable_in
     e->refs = (kept ? 1 : 0) + (user ? 1 : 0);
     if (kept) {
         if (old) {
-            e->key = old->key;      /* the hash keeps its first key pointer */
+            e->key = old->key;
+            unlink_locked(t, old);
             t->bytes -= old->info.size;
             unref_locked(old);
         }
-        else {
-            e->key = apr_pstrdup(t->pool, key);
+        if (t->max_bytes) {
+            evict_locked(t, info->size);
+        }
+        if (!old) {
+            e->key = key_copy_locked(t, key);
         }
         apr_hash_set(t->entries, e->key, APR_HASH_KEY_STRING, e);
+        link_newest_locked(t, e);
         t->bytes += info->size;
     }
     else if (!user) {
@@ -180,11 +234,23 @@ int cr_ptable_put(cr_ptable *t, const char *key, void *value, const cr_ptable_in
 
 apr_size_t cr_ptable_count(cr_ptable *t, apr_size_t *bytes)
 {
+    return cr_ptable_stats(t, bytes, NULL, NULL);
+}
+
+apr_size_t cr_ptable_stats(cr_ptable *t, apr_size_t *bytes, apr_size_t *max_bytes,
+                           apr_uint64_t *evictions)
+{
     apr_size_t n;
     apr_thread_mutex_lock(t->mutex);
     n = apr_hash_count(t->entries);
     if (bytes) {
         *bytes = t->bytes;
+    }
+    if (max_bytes) {
+        *max_bytes = t->max_bytes;
+    }
+    if (evictions) {
+        *evictions = t->evictions;
     }
     apr_thread_mutex_unlock(t->mutex);
     return n;

@@ -26,8 +26,11 @@ typedef struct cr_ptable_info {
     int flag;               /* the caller's */
 } cr_ptable_info;
 
-/* max_bytes: a new key whose value would take the table over this is not
- * kept (0: no limit).  The table is destroyed with parent. */
+/* max_bytes: the table holds at most this many bytes (info.size summed),
+ * evicting the least recently used entries (got or put) to make room; a
+ * value larger than max_bytes is not kept (0: no limit).  An evicted value
+ * that a request still holds lives until that request lets go.  The table
+ * is destroyed with parent. */
 apr_status_t cr_ptable_create(cr_ptable **t, apr_pool_t *parent, apr_size_t max_bytes,
                               cr_ptable_free_fn free_value);
 
@@ -43,12 +46,17 @@ void cr_ptable_restamp(cr_ptable *t, const char *key, apr_uint64_t version, apr_
 
 /* Put value under key (replacing any other), taking ownership of it.  With
  * user non-NULL the caller also keeps a reference until user is cleared.
- * Returns 1 when the table keeps it; 0 when the budget refused it (then
- * the value is released at once, or when user is cleared). */
+ * Returns 1 when the table keeps it (having evicted what it had to); 0
+ * when the value alone is over the budget (then it is released at once, or
+ * when user is cleared). */
 int cr_ptable_put(cr_ptable *t, const char *key, void *value, const cr_ptable_info *info,
                   apr_pool_t *user);
 
 /* Number of keys and bytes held (for tests). */
 apr_size_t cr_ptable_count(cr_ptable *t, apr_size_t *bytes);
+/* Same, with the budget and the evictions so far (for mod_status); any
+ * out-pointer may be NULL. */
+apr_size_t cr_ptable_stats(cr_ptable *t, apr_size_t *bytes, apr_size_t *max_bytes,
+                           apr_uint64_t *evictions);
 
 #endif

@@ -335,6 +335,9 @@ typedef struct {
     apr_array_header_t *deliveries;         /* of delivery */
     const char *via, *coin, *network;
     apr_hash_t *catalogs;
+    int ncatalogs;                          /* countries whose catalog was asked for */
+    int count_exceeded;                     /* PRODUCT_COUNT_EXCEEDED decided */
+    int unchecked;                          /* distinct countries not asked for */
 } vstate;
 
 static int fail(vstate *vs, const char *field, const char *reason)
@@ -918,6 +921,15 @@ static json_object *catalog_for(vstate *vs, const char *cc)
     if (v) {
         return v == &none ? NULL : v;
     }
+    if (vs->count_exceeded
+        || (vs->ctx->max_countries > 0 && vs->ncatalogs >= vs->ctx->max_countries)) {
+        /* Decided already (refused: nobody checks), or past the request's
+         * share of catalog work (this country's checks are the upstream's). */
+        vs->unchecked += !vs->count_exceeded;
+        apr_hash_set(vs->catalogs, cc, APR_HASH_KEY_STRING, &none);
+        return NULL;
+    }
+    vs->ncatalogs++;
     cat = vs->ctx->catalog(vs->ctx->baton, cc);
     if (!json_object_is_type(cat, json_type_object)) {
         cat = NULL;
@@ -1140,11 +1152,13 @@ void cr_validate_order(apr_pool_t *p, json_object *body, const cr_validate_ctx *
         json_object_object_add(m, "max", json_object_new_int(ctx->max_products));
         json_object_object_add(m, "count", json_object_new_int(vs.deliveries->nelts));
         add_problem(&vs, "PRODUCT_COUNT_EXCEEDED", m);
+        vs.count_exceeded = 1;
     }
     for (i = 0; i < vs.deliveries->nelts; i++) {
         check_delivery(&vs, &APR_ARRAY_IDX(vs.deliveries, i, delivery));
     }
     check_payment(&vs);
+    out->countries_unchecked = vs.unchecked;
 
     if (vs.susp) {
         out->rc = CR_SUSPENDED;

@@ -109,6 +109,7 @@ static void cr_register_hooks(apr_pool_t *p)
     ap_hook_handler(cr_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(cr_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
     cr_shm_register_hooks();
+    cr_catalog_register_hooks();
 }
 
 AP_DECLARE_MODULE(cryptorefills) = {

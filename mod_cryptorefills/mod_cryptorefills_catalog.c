@@ -19,6 +19,9 @@
 #include "apr_strings.h"
 #include "apr_date.h"
 #include <stdlib.h>
+#include <unistd.h>
+#include "mod_status.h"
+#include "apr_optional_hooks.h"
 
 #include "mod_cryptorefills_int.h"
 #include "cr_json.h"
@@ -51,7 +54,13 @@ static cr_ptable *local_copies;
 /* Each process also keeps the last parsed copy of each catalog it validated
  * against, keyed by name and version, so a checkout costs a lookup instead
  * of parsing a few hundred KB of JSON.  The validator only reads catalogs,
- * so threads share a copy. */
+ * so threads share a copy.  A json-c tree takes several times its text's
+ * size (objects, hash tables, strings, the brand index): it is counted as
+ * CR_PARSED_COST times the text, and the table holds at most
+ * CR_PARSED_CATALOGS_MAX of that per process, least recently used out
+ * first (a copy in use by a request lives until that request ends). */
+#define CR_PARSED_CATALOGS_MAX (32 * 1024 * 1024)
+#define CR_PARSED_COST 8
 static cr_ptable *parsed_catalogs;
 
 static void free_json(void *obj)
@@ -65,7 +74,8 @@ void cr_catalog_child_init(apr_pool_t *pchild)
     if (cr_ptable_create(&local_copies, pchild, CR_LOCAL_COPIES_MAX, free) != APR_SUCCESS) {
         local_copies = NULL;
     }
-    if (cr_ptable_create(&parsed_catalogs, pchild, 0, free_json) != APR_SUCCESS) {
+    if (cr_ptable_create(&parsed_catalogs, pchild, CR_PARSED_CATALOGS_MAX, free_json)
+        != APR_SUCCESS) {
         parsed_catalogs = NULL;
     }
 }
@@ -425,18 +435,13 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
 {
     const cr_route_def *def = cr_route_def_get(route);
     const char *name = entry_name(r, c, def->name, country);
-    cr_route_req rr;
-    cr_upstream_resp resp;
     cr_record_meta m;
     cr_ptable_info info;
-    const char *how = NULL, *body;
+    const char *body;
     apr_size_t len = 0;
+    apr_time_t now;
     json_object *obj;
 
-    memset(&rr, 0, sizeof(rr));
-    rr.def = def;
-    rr.query = apr_table_make(r->pool, 1);
-    rr.country = country;
     *stale = 0;
     if (parsed_catalogs) {
         obj = cr_ptable_get(parsed_catalogs, name, NULL, r->pool, &info);
@@ -445,15 +450,18 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
             return obj;
         }
     }
-    switch (obtain(r, c, &rr, country, name, &m, &how, &resp)) {
-    case OBTAIN_UNSTORED:
-        return cr_json_parse(r->pool, resp.body, resp.len, CR_JSON_MAX_DEPTH, &obj) ? NULL : obj;
-    case OBTAIN_FAILED:
+    /* Never a refresh here: the request that validates waits for no
+     * upstream exchange (a body naming many countries would make one per
+     * country).  A copy past its stale window, or none, skips the checks
+     * that need it; the upstream decides. */
+    if (!get_meta(r, name, &m)) {
         return NULL;
-    case OBTAIN_ENTRY:
-        break;
     }
-    *stale = !strcmp(how, "stale");
+    now = apr_time_now();
+    if (now >= m.fetched + c->cache_ttl + c->cache_stale) {
+        return NULL;
+    }
+    *stale = now >= m.fetched + c->cache_ttl;
     if (parsed_catalogs) {
         obj = cr_ptable_get(parsed_catalogs, name, &m.version, r->pool, NULL);
         if (obj) {
@@ -474,9 +482,50 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
     }
     memset(&info, 0, sizeof(info));
     info.version = m.version;
-    info.size = len;
+    info.size = len * CR_PARSED_COST;
     info.stamp = apr_time_now();
     info.flag = *stale;
     cr_ptable_put(parsed_catalogs, name, obj, &info, r->pool);
     return obj;
+}
+
+/* ---- mod_status: this process's copies ------------------------------------------------ */
+
+static void table_status(request_rec *r, int flags, const char *what, cr_ptable *t)
+{
+    apr_size_t n, bytes = 0, max = 0;
+    apr_uint64_t ev = 0;
+    if (!t) {
+        return;
+    }
+    n = cr_ptable_stats(t, &bytes, &max, &ev);
+    if (flags & AP_STATUS_SHORT) {
+        ap_rprintf(r, "Cryptorefills%s_entries: %" APR_SIZE_T_FMT "\n"
+                   "Cryptorefills%s_bytes: %" APR_SIZE_T_FMT "\n"
+                   "Cryptorefills%s_max_bytes: %" APR_SIZE_T_FMT "\n"
+                   "Cryptorefills%s_evictions: %" APR_UINT64_T_FMT "\n",
+                   what, n, what, bytes, what, max, what, ev);
+        return;
+    }
+    ap_rprintf(r, "<tr><th>%s (process %" APR_PID_T_FMT ")</th><td>%" APR_SIZE_T_FMT
+               " entries, %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT " bytes, %"
+               APR_UINT64_T_FMT " evictions</td></tr>\n", what, getpid(), n, bytes, max, ev);
+}
+
+static int status_hook(request_rec *r, int flags)
+{
+    if (!(flags & AP_STATUS_SHORT)) {
+        ap_rputs("<table>\n", r);
+    }
+    table_status(r, flags, "parsed_catalogs", parsed_catalogs);
+    table_status(r, flags, "local_copies", local_copies);
+    if (!(flags & AP_STATUS_SHORT)) {
+        ap_rputs("</table>\n", r);
+    }
+    return OK;
+}
+
+void cr_catalog_register_hooks(void)
+{
+    APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_LAST);
 }

@@ -44,12 +44,15 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
 /* ---- mod_cryptorefills_catalog.c: catalog routes and parsed catalogs ------------- */
 int cr_catalog_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                        const char *country);
-/* A catalog-like route's answer for country, parsed, from the cache (or
- * fetched through it); valid until r's pool is cleared; NULL when it can't
- * be had.  *stale is set when the copy is past its freshness. */
+/* A catalog-like route's answer for country, parsed, from the cache only
+ * (never fetched: no upstream call); valid until r's pool is cleared; NULL
+ * when no copy within its stale window is cached.  *stale is set when the
+ * copy is past its freshness. */
 json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route,
                              const char *country, int *stale);
 void cr_catalog_child_init(apr_pool_t *pchild);
+/* mod_status rows for this process's copies (parsed catalogs, variants). */
+void cr_catalog_register_hooks(void);
 
 /* ---- mod_cryptorefills_upstream.c: upstream calls -------------------------------- */
 apr_status_t cr_upstream_post_config(apr_pool_t *pconf);

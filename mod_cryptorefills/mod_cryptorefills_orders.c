@@ -106,6 +106,11 @@ static int is_json_media_type(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
+/* Catalogs looked up for at most this many distinct countries of one body
+ * (the first ones named); the deliveries of any further country are left
+ * to the upstream's checks.  A cart rarely spans more than one country. */
+#define CR_VALIDATE_MAX_COUNTRIES 3
+
 /* ---- validation context ------------------------------------------------------------- */
 
 typedef struct vbaton_t {
@@ -124,8 +129,13 @@ static json_object *validator_catalog(void *baton, const char *country)
     }
     cat = cr_catalog_json(vb->r, vb->c, CR_ROUTE_BRANDS, country, &stale);
     /* A stale catalog may miss a brand added since: never refuse a sale on
-     * its word. */
-    return stale ? NULL : cat;
+     * its word.  None cached: not fetched here either (one body could name
+     * every country); the upstream decides. */
+    if (!cat || stale) {
+        CR_COUNT(validations_catalog_skipped);
+        return NULL;
+    }
+    return cat;
 }
 
 /* ---- the handler ------------------------------------------------------------------------- */
@@ -202,7 +212,12 @@ int cr_orders_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     }
     vctx.catalog = validator_catalog;
     vctx.baton = &vb;
+    vctx.max_countries = CR_VALIDATE_MAX_COUNTRIES;
     cr_validate_order(r->pool, obj, &vctx, &res);
+    if (res.countries_unchecked && cr_stats) {
+        apr_atomic_add32(&cr_stats->validations_catalog_skipped,
+                         (apr_uint32_t)res.countries_unchecked);
+    }
     if (res.rc != CR_VALID) {
         CR_COUNT(local_rejections);
         answer = cr_validate_response(r->pool, &res, is_create, &rlen);

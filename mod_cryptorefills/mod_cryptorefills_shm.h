@@ -25,6 +25,7 @@ typedef struct cr_stats_t {
     volatile apr_uint32_t upstream_err_4xx;
     volatile apr_uint32_t upstream_err_invalid;
     volatile apr_uint32_t local_rejections;
+    volatile apr_uint32_t validations_catalog_skipped;  /* countries not checked locally */
     volatile apr_uint32_t idem_replays;
     volatile apr_uint32_t idem_conflicts;
     volatile apr_uint32_t streams_open;

@@ -531,9 +531,9 @@ START_TEST(ptable_refs)
     ck_assert_uint_eq(cr_ptable_count(t, &bytes), 1);
     ck_assert_uint_eq(bytes, 50);
 
-    /* Over the budget: a new key is not kept; the caller's reference
-     * still holds it until its pool is cleared. */
-    info.size = 60;
+    /* Alone over the budget: not kept; the caller's reference still holds
+     * it until its pool is cleared; the table keeps what it had. */
+    info.size = 101;
     ck_assert_int_eq(cr_ptable_put(t, "big", dup_s("big"), &info, req2), 0);
     ck_assert_ptr_null(cr_ptable_get(t, "big", NULL, req1, NULL));
     ck_assert_int_eq(freed, 1);
@@ -541,6 +541,7 @@ START_TEST(ptable_refs)
     ck_assert_int_eq(freed, 2);
     ck_assert_int_eq(cr_ptable_put(t, "big2", dup_s("x"), &info, NULL), 0);
     ck_assert_int_eq(freed, 3);                                     /* released at once */
+    ck_assert_uint_eq(cr_ptable_count(t, &bytes), 1);
 
     /* Put with a user: table and user both hold it. */
     info.size = 10;
@@ -552,6 +553,60 @@ START_TEST(ptable_refs)
     apr_pool_clear(req1);
     apr_pool_destroy(req1);
     apr_pool_destroy(req2);
+}
+END_TEST
+
+/* The budget evicts the least recently used entries; an evicted value a
+ * request holds lives until that request lets go; churn does not grow the
+ * table's pool. */
+START_TEST(ptable_lru)
+{
+    cr_ptable *t;
+    cr_ptable_info info;
+    apr_pool_t *req;
+    apr_size_t bytes, max;
+    apr_uint64_t ev;
+    char *held;
+    int i;
+
+    freed = 0;
+    ck_assert_int_eq(cr_ptable_create(&t, pool, 100, count_free), APR_SUCCESS);
+    apr_pool_create(&req, pool);
+    memset(&info, 0, sizeof(info));
+    info.size = 30;
+    ck_assert_int_eq(cr_ptable_put(t, "a", dup_s("a"), &info, NULL), 1);
+    ck_assert_int_eq(cr_ptable_put(t, "b", dup_s("b"), &info, NULL), 1);
+    ck_assert_int_eq(cr_ptable_put(t, "c", dup_s("c"), &info, NULL), 1);
+    held = cr_ptable_get(t, "a", NULL, req, NULL);      /* a: most recent, held */
+    ck_assert_str_eq(held, "a");
+    ck_assert_int_eq(cr_ptable_put(t, "d", dup_s("d"), &info, NULL), 1);  /* evicts b */
+    ck_assert_ptr_null(cr_ptable_get(t, "b", NULL, req, NULL));
+    ck_assert_int_eq(freed, 1);
+    ck_assert_uint_eq(cr_ptable_stats(t, &bytes, &max, &ev), 3);
+    ck_assert_uint_eq(bytes, 90);
+    ck_assert_uint_eq(max, 100);
+    ck_assert_uint_eq(ev, 1);
+    /* order now c (oldest), a, d: 70 bytes more evicts c and a */
+    info.size = 70;
+    ck_assert_int_eq(cr_ptable_put(t, "e", dup_s("e"), &info, NULL), 1);
+    ck_assert_uint_eq(cr_ptable_stats(t, &bytes, NULL, &ev), 2);
+    ck_assert_uint_eq(bytes, 100);
+    ck_assert_uint_eq(ev, 3);
+    ck_assert_int_eq(freed, 2);                 /* c freed; a still held */
+    ck_assert_str_eq(held, "a");
+    apr_pool_clear(req);
+    ck_assert_int_eq(freed, 3);
+    /* Churn over a few keys: bytes stay within the budget. */
+    info.size = 40;
+    for (i = 0; i < 1000; i++) {
+        char key[8];
+        key[0] = (char)('p' + i % 5);
+        key[1] = '\0';
+        ck_assert_int_eq(cr_ptable_put(t, key, dup_s(key), &info, NULL), 1);
+        ck_assert_uint_le(cr_ptable_count(t, &bytes), 2);
+        ck_assert_uint_le(bytes, 100);
+    }
+    apr_pool_destroy(req);
 }
 END_TEST
 
@@ -585,6 +640,7 @@ int main(void)
     tcase_add_test(tc, seconds);
     tcase_add_test(tc, buf_grows);
     tcase_add_test(tc, ptable_refs);
+    tcase_add_test(tc, ptable_lru);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

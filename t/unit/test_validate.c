@@ -673,6 +673,40 @@ START_TEST(problem_product_count)
 }
 END_TEST
 
+/* Catalog work is bounded by the request: none once the count is over the
+ * maximum, and at most max_countries distinct countries asked for. */
+START_TEST(catalog_work_bounded)
+{
+    cr_validate_ctx ctx = mkctx(0);
+    cr_validate_result r;
+#define V_NOPE(cc) VDEL("buyer@example.com", "Nope", cc, "100 USD")
+    ctx.max_products = 2;
+    r = run(VBODY(V_NOPE("US") "," V_NOPE("DE") "," V_NOPE("FR")), &ctx);
+    ck_assert_int_eq(cats.calls, 0);
+    ck_assert_int_eq(nproblems(&r), 1);
+    ck_assert_ptr_nonnull(problem(&r, "PRODUCT_COUNT_EXCEEDED", 0));
+    ck_assert_int_eq(r.countries_unchecked, 0);
+
+    ctx.max_products = 10;
+    ctx.max_countries = 2;
+    cats.calls = 0;
+    r = run(VBODY(V_NOPE("US") "," V_NOPE("DE") "," V_NOPE("US") "," V_NOPE("FR") ","
+                  V_NOPE("GB")), &ctx);
+    ck_assert_int_eq(cats.calls, 2);
+    ck_assert_int_eq(r.countries_unchecked, 2);
+    /* the checked countries' deliveries are still judged, all of them */
+    ck_assert_int_eq(nproblems(&r), 3);
+    ck_assert_ptr_nonnull(problem(&r, "NOT_AVAILABLE_PRODUCT", 2));
+
+    ctx.max_countries = 0;  /* no limit */
+    cats.calls = 0;
+    r = run(VBODY(V_NOPE("US") "," V_NOPE("DE") "," V_NOPE("FR")), &ctx);
+    ck_assert_int_eq(cats.calls, 3);
+    ck_assert_int_eq(r.countries_unchecked, 0);
+#undef V_NOPE
+}
+END_TEST
+
 START_TEST(problem_beneficiary_by_catalog)
 {
     cr_validate_ctx ctx = mkctx(1);
@@ -806,6 +840,11 @@ START_TEST(suspended_coin_and_network)
 }
 END_TEST
 
+#define SEVERAL CBODY_P(PAY("USER_WALLET", "ETH", "Ethereum"), \
+    CDEL("giftcard", "1", DV("Nope", "US", "1", "a@example.com")) "," \
+    CDEL("giftcard", "1", DV("Amazon.com", "US", "50", "+14155551234")) "," \
+    CDEL("giftcard", "1", DV("T-Mobile", "US", "10 USD", "a@example.com")) "," \
+    CDEL("giftcard", "1", DV("Airbnb", "US", "100", "a@example.com")))
 START_TEST(several_problems)
 {
     cr_validate_ctx ctx = mkctx(1);
@@ -814,17 +853,21 @@ START_TEST(several_problems)
     const char *body;
     json_object *o, *probs;
 
+    /* Over the count: decided, no catalog asked for (the payment is still
+     * judged: it costs no upstream call). */
     ctx.max_products = 3;
-    r = run(CBODY_P(PAY("USER_WALLET", "ETH", "Ethereum"),
-                    CDEL("giftcard", "1", DV("Nope", "US", "1", "a@example.com")) ","
-                    CDEL("giftcard", "1", DV("Amazon.com", "US", "50", "+14155551234")) ","
-                    CDEL("giftcard", "1", DV("T-Mobile", "US", "10 USD", "a@example.com")) ","
-                    CDEL("giftcard", "1", DV("Airbnb", "US", "100", "a@example.com"))),
-            &ctx);
+    r = run(SEVERAL, &ctx);
     ck_assert_int_eq(r.rc, CR_PROBLEMS);
-    ck_assert_int_eq(nproblems(&r), 6);
+    ck_assert_int_eq(nproblems(&r), 2);
     ck_assert_str_eq(r.detail, "PRODUCT_COUNT_EXCEEDED");
-    ck_assert_ptr_nonnull(problem(&r, "PRODUCT_COUNT_EXCEEDED", 0));
+    ck_assert_ptr_nonnull(problem(&r, "UNSUPPORTED_PROTOCOL_COIN_COMBINATION", 0));
+    ck_assert_int_eq(cats.calls, 0);
+
+    ctx.max_products = 4;
+    r = run(SEVERAL, &ctx);
+    ck_assert_int_eq(r.rc, CR_PROBLEMS);
+    ck_assert_int_eq(nproblems(&r), 5);
+    ck_assert_str_eq(r.detail, "NOT_AVAILABLE_PRODUCT");
     ck_assert_str_eq(cr_json_get_string(problem(&r, "NOT_AVAILABLE_PRODUCT", 0), "field"),
                      "deliveries[0].deliverable.brand_name");
     ck_assert_str_eq(cr_json_get_string(problem(&r, "OUT_OF_STOCK", 0), "field"),
@@ -841,16 +884,17 @@ START_TEST(several_problems)
     body = cr_validate_response(pool, &r, 1, &len);
     ck_assert_ptr_null(cr_json_parse(pool, body, len, 8, &o));
     ck_assert_int_eq(json_object_get_int(cr_json_get(o, "status")), 422);
-    ck_assert_str_eq(cr_json_get_string(o, "detail"), "PRODUCT_COUNT_EXCEEDED");
+    ck_assert_str_eq(cr_json_get_string(o, "detail"), "NOT_AVAILABLE_PRODUCT");
     probs = cr_json_get(o, "problems");
-    ck_assert_int_eq((int)json_object_array_length(probs), 6);
+    ck_assert_int_eq((int)json_object_array_length(probs), 5);
     /* the validations answer: just the problems */
     body = cr_validate_response(pool, &r, 0, &len);
     ck_assert_ptr_null(cr_json_parse(pool, body, len, 8, &o));
     ck_assert_ptr_null(cr_json_get(o, "status"));
     ck_assert_ptr_null(cr_json_get(o, "detail"));
-    ck_assert_int_eq((int)json_object_array_length(cr_json_get(o, "problems")), 6);
+    ck_assert_int_eq((int)json_object_array_length(cr_json_get(o, "problems")), 5);
 }
+#undef SEVERAL
 END_TEST
 
 START_TEST(problems_capped)
@@ -1312,6 +1356,7 @@ static void add_validate_tests(TCase *tc)
     tcase_add_test(tc, problem_not_available);
     tcase_add_test(tc, problem_out_of_stock);
     tcase_add_test(tc, problem_product_count);
+    tcase_add_test(tc, catalog_work_bounded);
     tcase_add_test(tc, problem_beneficiary_by_catalog);
     tcase_add_test(tc, problem_payment_via);
     tcase_add_test(tc, problem_coin_combination);
