@@ -77,6 +77,9 @@ our @BASE_MODULES = qw(
 #   mpm_conf => "...",          # MPM sizing
 #   partner  => 'partner-secret-id', version => '1.0.0',
 #   location => 1,              # add the standard <Location /api>
+#   tls      => $pki,           # CrPki: the listener speaks TLS (mod_ssl) with its server cert
+#   h2       => 1,              # mod_http2: Protocols h2 (TLS) or h2c (cleartext) + http/1.1
+#   env      => { https_proxy => ... },  # httpd's real process environment
 # )
 sub start {
     my ($class, %o) = @_;
@@ -96,7 +99,7 @@ sub start {
 
 sub port { $_[0]{port} }
 sub dir  { $_[0]{dir} }
-sub base { "http://127.0.0.1:$_[0]{port}" }
+sub base { ($_[0]{tls} ? 'https' : 'http') . "://127.0.0.1:$_[0]{port}" }
 sub url  { my ($s, $p) = @_; $s->base . $p }
 sub error_log { "$_[0]{dir}/error.log" }
 
@@ -117,8 +120,21 @@ sub conf_text {
     my $upstream = $self->{upstream} // ($sb ? $sb->url : 'http://127.0.0.1:9');
     my $mpm = $self->{mpm};
     my $user = $> == 0 ? "User nobody\nGroup nogroup\n" : '';
+    my @extra_mods = @{ $self->{modules} || [] };
+    push @extra_mods, 'ssl' if $self->{tls};
+    push @extra_mods, 'http2' if $self->{h2};
+    my %seen;
     my $mods = join '', map { "LoadModule ${_}_module $MODDIR/mod_$_.so\n" }
-        (@BASE_MODULES, @{ $self->{modules} || [] });
+        grep { !$seen{$_}++ } (@BASE_MODULES, @extra_mods);
+    my $proto = '';
+    if ($self->{tls}) {
+        my ($cert, $key) = $self->{tls}->cert('server');
+        $proto .= "SSLEngine on\nSSLCertificateFile \"$cert\"\nSSLCertificateKeyFile \"$key\"\n"
+            . "SSLSessionCache \"shmcb:$d/ssl_scache(512000)\"\n";
+    }
+    if ($self->{h2}) {
+        $proto .= 'Protocols ' . ($self->{tls} ? 'h2' : 'h2c') . " http/1.1\n";
+    }
     my $mpm_conf = $self->{mpm_conf} // ($mpm eq 'prefork'
         ? "StartServers 2\nMinSpareServers 2\nMaxSpareServers 4\nMaxRequestWorkers 20\n"
         : "StartServers 2\nServerLimit 4\nThreadsPerChild 16\nMaxRequestWorkers 64\n"
@@ -142,7 +158,7 @@ ServerRoot "$d"
 DefaultRuntimeDir "$d"
 PidFile "$d/httpd.pid"
 Listen 127.0.0.1:$self->{port}
-ServerName 127.0.0.1:$self->{port}
+ServerName ${\ ($self->{tls} ? "localhost" : "127.0.0.1")}:$self->{port}
 LoadModule mpm_${mpm}_module $MODDIR/mod_mpm_${mpm}.so
 $mods
 LoadModule cryptorefills_module $module
@@ -160,6 +176,7 @@ Timeout 30
 KeepAlive On
 MaxKeepAliveRequests 0
 $mpm_conf
+$proto
 $loc
 $extra
 CONF
