@@ -97,6 +97,18 @@ sub start {
     return $self;
 }
 
+# start() that records a failed test instead of dying (a subtest then
+# returns and the file goes on): my $h = CrTest->try_start(...) or return;
+sub try_start {
+    my ($class, %o) = @_;
+    my $self = eval { $class->start(%o) };
+    return $self if $self;
+    my $err = $@;
+    fail('httpd starts with the test config');
+    diag(length $err > 2000 ? substr($err, 0, 2000) : $err);
+    return undef;
+}
+
 sub port { $_[0]{port} }
 sub dir  { $_[0]{dir} }
 sub base { ($_[0]{tls} ? 'https' : 'http') . "://127.0.0.1:$_[0]{port}" }
