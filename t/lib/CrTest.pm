@@ -312,6 +312,22 @@ sub check_error_log {
         or diag(join "\n", @bad[0 .. ($#bad > 20 ? 20 : $#bad)]);
 }
 
+# The browser tests' prerequisites: skips the file (fails it under CI) when
+# Chromium, node or playwright-core is missing.
+sub need_browser {
+    my @missing;
+    push @missing, '/usr/bin/chromium' unless -x '/usr/bin/chromium';
+    push @missing, 'node' unless grep { -x "$_/node" } split /:/, $ENV{PATH};
+    push @missing, 'node_modules/playwright-core (npm ci)' unless -d "$ROOT/node_modules/playwright-core";
+    return unless @missing;
+    if ($ENV{CI}) {
+        fail("browser tests need: @missing");
+        done_testing;
+        exit;
+    }
+    plan skip_all => "browser tests need: @missing";
+}
+
 # `apache2 -t` on a config: returns (exit status, output).
 sub config_test {
     my ($class, %o) = @_;
