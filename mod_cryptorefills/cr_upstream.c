@@ -288,8 +288,11 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
          * be searched beside the file. */
         SETOPT(h, CURLOPT_CAINFO, req->ca_file);
         SETOPT(h, CURLOPT_CAPATH, (char *)NULL);
-        SETOPT(h, CURLOPT_PROXY_CAINFO, req->ca_file);
-        SETOPT(h, CURLOPT_PROXY_CAPATH, (char *)NULL);
+        /* The same CAs for an https:// proxy; a libcurl without HTTPS-proxy
+         * support refuses these, which only matters if one is configured
+         * (and then the CONNECT itself fails). */
+        (void)curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, req->ca_file);
+        (void)curl_easy_setopt(h, CURLOPT_PROXY_CAPATH, (char *)NULL);
     }
     if (req->proxy && *req->proxy) {
         SETOPT(h, CURLOPT_PROXY, req->proxy);
