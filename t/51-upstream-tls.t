@@ -118,6 +118,32 @@ subtest 'CryptorefillsUpstreamProxy: all upstream traffic through it' => sub {
     $px->stop;
 };
 
+subtest 'two Locations, one through the proxy: connections never cross' => sub {
+    # One process-wide handle pool serves both; handles are keyed by
+    # (CA file, proxy), so a direct call never rides a tunnel and back.
+    my $px = CrAux->proxy;
+    $sb->clear_requests;
+    my $url = $px->url;
+    my $httpd = CrTest->try_start(sandbox => $sb, mpm_conf => "StartServers 1\nServerLimit 1\n"
+        . "ThreadsPerChild 8\nMaxRequestWorkers 8\nMinSpareThreads 1\nMaxSpareThreads 8\n",
+        conf => "CryptorefillsCACertificateFile \"$ca\"\n<Location \"/egress\">\n"
+        . "    SetHandler cryptorefills\n    CryptorefillsUpstreamProxy $url\n</Location>\n") or return;
+    my $q = 'products/price?brand_name=Airbnb&country_code=US&face_value=100&coin=USDC';
+    for my $i (1 .. 5) {
+        for my $loc (qw(/api /egress)) {
+            my $r = $h1->($httpd->url("$loc/$q"));
+            is($r->{code}, 200, "$loc price $i");
+        }
+    }
+    my %ports = map { ($_->{out_port} // '') => 1 } @{ $px->relayed };
+    my @price = @{ $sb->requests(path => '/v4/products/price') };
+    is(scalar @price, 10, 'ten upstream price calls');
+    my $via = grep { my ($p) = ($_->{remote} // '') =~ /:(\d+)$/; $p && $ports{$p} } @price;
+    is($via, 5, 'exactly the five /egress calls came through the proxy');
+    $httpd->stop;
+    $px->stop;
+};
+
 my %ENV_PROXY;
 subtest 'no directive: environment proxies ignored' => sub {
     my $px = CrAux->proxy;
