@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # Deployment benchmarks for issue #11: HTTP/2 and TLS.  See bench/README.md.
 #
 #   bench/h2.pl catalog|stream|tls|all [--duration S] [--rounds N] [--conns 50]

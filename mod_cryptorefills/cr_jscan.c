@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Strict JSON pre-scanner: see cr_jscan.h for what it refuses and why.
  *
  * One forward pass with an explicit stack (no recursion, so a 10,000-deep

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A single-pass, allocation-free strict JSON scanner, run over a request
  * body before json-c sees it.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 #include <apr_strings.h>
 #include <apr_lib.h>
@@ -31,6 +32,16 @@ static const cr_route_def routes[CR_ROUTE_MAX] = {
 const cr_route_def *cr_route_def_get(cr_route_id id)
 {
     return (id > CR_ROUTE_NONE && id < CR_ROUTE_MAX) ? &routes[id] : NULL;
+}
+
+int cr_has_ctl(const char *s, int allow_tab)
+{
+    for (; *s; s++) {
+        if (((unsigned char)*s < 0x20 && !(allow_tab && *s == '\t')) || *s == 0x7f) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int cr_order_id_ok(const char *s)

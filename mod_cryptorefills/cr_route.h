@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The route table: which browser-facing paths exist, what upstream call each
  * maps to, and which query parameters may pass.  Pure logic, no httpd. */
 #ifndef CR_ROUTE_H
@@ -63,6 +64,10 @@ void cr_route_parse(apr_pool_t *p, const char *rel, const char *method,
 
 /* Order ids: [A-Za-z0-9_-]{1,64}. */
 int cr_order_id_ok(const char *s);
+
+/* Does s hold a control character (below 0x20, or DEL)?  allow_tab lets a
+ * horizontal tab through (it is legal inside an HTTP header value). */
+int cr_has_ctl(const char *s, int allow_tab);
 
 /* Percent-encode per RFC 3986 (unreserved characters kept). */
 char *cr_url_encode(apr_pool_t *p, const char *s);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
@@ -8,6 +9,7 @@
 #include <curl/curl.h>
 
 #include "cr_upstream.h"
+#include "cr_buf.h"
 
 /* An idle handle and the trust/proxy setting its connections were made
  * under.  The key is malloc'd: slots come and go for the life of the
@@ -137,8 +139,7 @@ typedef struct xfer_t {
     apr_pool_t *p;
     CURL *h;
     const cr_upstream_req *req;
-    char *buf;
-    apr_size_t len, cap;
+    cr_buf body;            /* a collected body */
     int too_large;
     int aborted;
 } xfer_t;
@@ -157,26 +158,11 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
         }
         return n;
     }
-    if (x->len + n > x->req->max_response) {
+    if (x->body.len + n > x->req->max_response) {
         x->too_large = 1;
         return 0;
     }
-    if (x->len + n + 1 > x->cap) {
-        /* Doubling keeps the total copy work linear in the body size. */
-        apr_size_t cap = x->cap ? x->cap * 2 : 16384;
-        char *nb;
-        while (cap < x->len + n + 1) {
-            cap *= 2;
-        }
-        nb = apr_palloc(x->p, cap);
-        if (x->len) {
-            memcpy(nb, x->buf, x->len);
-        }
-        x->buf = nb;
-        x->cap = cap;
-    }
-    memcpy(x->buf + x->len, ptr, n);
-    x->len += n;
+    cr_buf_append(&x->body, ptr, n);
     return n;
 }
 
@@ -245,6 +231,7 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     memset(&x, 0, sizeof(x));
     x.p = p;
     x.req = req;
+    cr_buf_init(&x.body, p, 16384);
     errbuf[0] = '\0';
 
     key = handle_key(p, req);
@@ -408,12 +395,8 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
         resp->error = apr_pstrdup(p, errbuf[0] ? errbuf : curl_easy_strerror(cc));
     }
     if (!req->on_data) {
-        if (!x.buf) {
-            x.buf = apr_palloc(p, 1);
-        }
-        x.buf[x.len] = '\0';
-        resp->body = x.buf;
-        resp->len = x.len;
+        resp->body = cr_buf_str(&x.body);
+        resp->len = x.body.len;
     }
     /* The handle must not keep pointers into this request's memory. */
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The upstream client: libcurl behind APR types.
  *
  * A per-process pool of easy handles keeps connections to the upstream

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Local validation of checkout bodies: see cr_validate.h for the policy.
  *
  * Two passes over the parsed body.  The structural pass walks the fields in
@@ -14,6 +15,7 @@
 
 #include "cr_validate.h"
 #include "cr_json.h"
+#include "cr_buf.h"
 #include "cr_countries.h"
 
 /* ------------------------------------------------------------------------ */
@@ -132,7 +134,7 @@ int cr_decimal_from_json(json_object *v, apr_int64_t *units)
         /* json-c keeps a parsed double's text as written, and prints an
          * integer past 2^64 clamped to UINT64_MAX, which is out of range
          * here anyway: so the text is the safe thing to parse. */
-        s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+        s = cr_json_scalar_text(v);
         return s ? cr_decimal_parse(s, strlen(s), units) : CR_DEC_SYNTAX;
     }
     return CR_DEC_SYNTAX;
@@ -1194,30 +1196,11 @@ const char *cr_validate_response(apr_pool_t *p, const cr_validate_result *res, i
 /* Canonical form                                                            */
 /* ------------------------------------------------------------------------ */
 
-typedef struct {
-    apr_pool_t *p;
-    char *b;
-    apr_size_t n, cap;
-} cbuf;
+typedef cr_buf cbuf;
 
 static void cb_put(cbuf *c, const char *s, apr_size_t n)
 {
-    if (c->n + n + 1 > c->cap) {
-        apr_size_t cap = c->cap ? c->cap * 2 : 256;
-        char *nb;
-        while (cap < c->n + n + 1) {
-            cap *= 2;
-        }
-        nb = apr_palloc(c->p, cap);
-        if (c->n) {
-            memcpy(nb, c->b, c->n);
-        }
-        c->b = nb;
-        c->cap = cap;
-    }
-    memcpy(c->b + c->n, s, n);
-    c->n += n;
-    c->b[c->n] = '\0';
+    cr_buf_append(c, s, n);
 }
 
 static void cb_str(cbuf *c, const char *s, apr_size_t n)
@@ -1304,7 +1287,7 @@ static void canon(cbuf *c, json_object *v)
         return;
     }
     default:   /* boolean, int, double: json-c's own text */
-        s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+        s = cr_json_scalar_text(v);
         cb_put(c, s, strlen(s));
         return;
     }
@@ -1313,11 +1296,10 @@ static void canon(cbuf *c, json_object *v)
 const char *cr_validate_canonical(apr_pool_t *p, json_object *body, apr_size_t *len)
 {
     cbuf c;
-    memset(&c, 0, sizeof(c));
-    c.p = p;
+    cr_buf_init(&c, p, 256);
     canon(&c, body);
     if (len) {
-        *len = c.n;
+        *len = c.len;
     }
-    return c.b;
+    return cr_buf_str(&c);
 }

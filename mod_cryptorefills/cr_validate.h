@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Local validation of checkout bodies (POST orders/validations and POST
  * orders) before any upstream call.  Plain C + APR + json-c: no httpd
  * header, unit-tested on its own (t/unit/test_validate.c).

@@ -1,10 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* mod_cryptorefills: sell gift cards, eSIMs and mobile top-ups for crypto
  * through the Cryptorefills partner API, from inside Apache httpd.
  *
  * Lifecycle:
  *   pre_config   - register the global mutex type (so `Mutex` works).
  *   check_config - refuse a config that routes requests to the handler
- *                  without a partner id (runs for `apachectl -t` too).
+ *                  without a partner id (runs for `apachectl -t` too), then
+ *                  note the <Location> prefixes the routes are below.
  *   post_config  - once per (re)start, second pass only: curl_global_init,
  *                  shared memory, socache and mutex, owned by pconf.
  *   child_init   - per process: re-open the mutex, create the pool of curl
@@ -21,24 +23,25 @@
 #include "ap_mpm.h"
 #include "apr_strings.h"
 
-#include "mod_cryptorefills.h"
+#include "mod_cryptorefills_int.h"
 #include "cr_countries.h"
 
 #include <curl/curl.h>
 
-cr_process_t cr_proc;
-
 static int cr_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     (void)plog; (void)ptemp;
-    return cr_cache_pre_config(pconf);
+    return cr_socache_pre_config(pconf);
 }
 
 static int cr_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *s)
 {
+    int rv;
     (void)plog;
-    return cr_check_handler_config(pconf, ptemp, s);
+    rv = cr_config_check(ptemp, s);
+    cr_config_collect_bases(pconf, ptemp, s);
+    return rv;
 }
 
 static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -46,17 +49,15 @@ static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 {
     (void)plog;
     /* Single-threaded here: initialise what children only read. */
-    if (cr_upstream_global_init() != APR_SUCCESS) {
+    if (cr_upstream_post_config(pconf) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, CRLOGNO(01002) "curl_global_init failed");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     cr_countries_json(NULL);
-    cr_proc.user_agent = apr_psprintf(pconf, "mod_cryptorefills/%s (%s)", CR_MODULE_VERSION,
-                                      curl_version());
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;  /* first pass: the config is read again before children start */
     }
-    if (cr_cache_post_config(pconf, ptemp, s) != OK) {
+    if (cr_shm_post_config(pconf, s) != OK || cr_socache_post_config(pconf, ptemp, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01003)
@@ -66,21 +67,9 @@ static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 
 static void cr_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    int threads = 1;
-    apr_status_t rv;
-
-    cr_cache_child_init(pchild, s);
-    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-    if (threads < 1) {
-        threads = 1;
-    }
-    /* Idle handles to keep: one per worker thread covers the steady state
-     * without letting a burst leave hundreds of idle sockets behind. */
-    rv = cr_upstream_pool_create(pchild, threads, cr_proc.user_agent, &cr_proc.upstream);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01004)
-                     "cannot create the upstream connection pool");
-    }
+    cr_socache_child_init(pchild, s);
+    cr_catalog_child_init(pchild);
+    cr_upstream_child_init(pchild, s);
 }
 
 /* Our routes map to no file.  Like mod_proxy, claim them before core's
@@ -90,7 +79,7 @@ static void cr_child_init(apr_pool_t *pchild, server_rec *s)
  * apply: the location walk runs after this hook. */
 static int cr_map_to_storage(request_rec *r)
 {
-    cr_srv_conf *sc = ap_get_module_config(r->server->module_config, &cryptorefills_module);
+    cr_srv_conf *sc = cr_srv_conf_get(r->server);
     int i;
 
     if (!sc->bases || r->proxyreq || !r->uri || r->uri[0] != '/') {
@@ -121,7 +110,7 @@ static void cr_register_hooks(apr_pool_t *p)
     ap_hook_child_init(cr_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_map_to_storage(cr_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(cr_handler, NULL, NULL, APR_HOOK_MIDDLE);
-    cr_cache_register_hooks();
+    cr_shm_register_hooks();
 }
 
 AP_DECLARE_MODULE(cryptorefills) = {

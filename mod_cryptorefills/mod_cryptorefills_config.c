@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Directives: each value is parsed and checked when the config is read, so
  * `apachectl -t` names the directive that can't be used. */
 #include <string.h>
@@ -13,8 +14,25 @@
 #include "ap_expr.h"
 #include "util_cfgtree.h"
 
-#include "mod_cryptorefills.h"
+#include "mod_cryptorefills_config.h"
 #include "cr_countries.h"
+#include "cr_route.h"
+
+/* Defaults (contract): applied in cr_conf_get alone. */
+#define CR_DEF_COUNTRY          "US"
+#define CR_DEF_CONNECT_TIMEOUT  apr_time_from_sec(3)
+#define CR_DEF_TIMEOUT          apr_time_from_sec(15)
+#define CR_DEF_MAX_BODY         65536
+#define CR_DEF_CACHE_TTL        apr_time_from_sec(300)
+#define CR_DEF_CACHE_STALE      apr_time_from_sec(86400)
+#define CR_DEF_MAX_PRODUCTS     10
+#define CR_DEF_HEARTBEAT        apr_time_from_sec(15)
+#define CR_DEF_IDEM_WINDOW      apr_time_from_sec(86400)
+#define CR_DEF_STREAMS_PER_CLIENT 8
+#define CR_DEF_STREAM_LIFETIME  apr_time_from_sec(1800)
+#define CR_DEF_STREAM_STALL     apr_time_from_sec(120)
+/* A lease or claim outlives the slowest exchange by this much. */
+#define CR_HOLD_SLACK           apr_time_from_sec(5)
 
 void *cr_create_dir_conf(apr_pool_t *p, char *dir)
 {
@@ -88,16 +106,6 @@ void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
 }
 
 /* ---- value parsers ------------------------------------------------------ */
-
-static int has_ctl(const char *s)
-{
-    for (; *s; s++) {
-        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
-            return 1;
-        }
-    }
-    return 0;
-}
 
 /* 1000000 -> "1", 1000 -> "0.001" */
 static const char *fmt_seconds(apr_pool_t *p, apr_interval_time_t t)
@@ -181,7 +189,7 @@ static const char *header_value(cmd_parms *cmd, const char *arg)
     if (!*arg) {
         return apr_psprintf(cmd->pool, "%s: the value is empty", cmd->cmd->name);
     }
-    if (has_ctl(arg)) {
+    if (cr_has_ctl(arg, 0)) {
         return apr_psprintf(cmd->pool, "%s: the value contains a control character (CR/LF?)",
                             cmd->cmd->name);
     }
@@ -214,7 +222,7 @@ static const char *set_upstream(cmd_parms *cmd, void *dc, const char *arg)
         return apr_psprintf(cmd->pool, "%s: '%s': only http and https are allowed",
                             cmd->cmd->name, arg);
     }
-    if (u.user || u.password || u.query || u.fragment || has_ctl(arg) || strchr(arg, ' ')) {
+    if (u.user || u.password || u.query || u.fragment || cr_has_ctl(arg, 0) || strchr(arg, ' ')) {
         return apr_psprintf(cmd->pool, "%s: '%s': no credentials, query, fragment or spaces "
                             "(a trailing path is a prefix)", cmd->cmd->name, arg);
     }
@@ -271,7 +279,7 @@ static const char *set_country_env(cmd_parms *cmd, void *dc, const char *arg)
     if (!strcasecmp(arg, "none")) {
         c->country_env = NULL;
     }
-    else if (!*arg || has_ctl(arg) || strpbrk(arg, " \t=")) {
+    else if (!*arg || cr_has_ctl(arg, 0) || strpbrk(arg, " \t=")) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not an environment variable name",
                             cmd->cmd->name, arg);
     }
@@ -330,7 +338,7 @@ static const char *set_streams_per_client(cmd_parms *cmd, void *dc, const char *
 
 static const char *set_max_streams(cmd_parms *cmd, void *dc, const char *arg)
 {
-    cr_srv_conf *sc = ap_get_module_config(cmd->server->module_config, &cryptorefills_module);
+    cr_srv_conf *sc = cr_srv_conf_get(cmd->server);
     apr_int64_t v;
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     (void)dc;
@@ -346,7 +354,7 @@ static const char *set_max_streams(cmd_parms *cmd, void *dc, const char *arg)
 
 static const char *set_cache(cmd_parms *cmd, void *dc, const char *arg)
 {
-    cr_srv_conf *sc = ap_get_module_config(cmd->server->module_config, &cryptorefills_module);
+    cr_srv_conf *sc = cr_srv_conf_get(cmd->server);
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     const char *sep, *name;
     (void)dc;
@@ -461,14 +469,14 @@ static int sets_our_handler(apr_pool_t *p, const core_dir_config *core,
     return !strcasecmp(arg, CR_HANDLER);
 }
 
-/* The upstream accepts calls without a partner id and the partner then
- * silently earns nothing: a section that routes requests to the handler
- * without an id (or app version) must stop the server from starting.
- * Walks every server's <Location> and <Directory> sections, merging them
- * over the server's own defaults as a request would see them.  Runs in
- * check_config, which `apachectl -t` runs too. */
-static int check_section(apr_pool_t *pconf, apr_pool_t *p, server_rec *s,
-                         ap_conf_vector_t *sec, const char *kind)
+/* Calls fn for every section of every server that routes requests to the
+ * handler (server defaults, <Location>, <Directory>), with the section's
+ * own record merged over the server's as a request would see it. */
+typedef int (*section_fn)(void *baton, server_rec *s, const core_dir_config *core,
+                          const cr_dir_conf *eff, const char *kind, const char *file, int line);
+
+static int walk_section(apr_pool_t *p, server_rec *s, ap_conf_vector_t *sec, const char *kind,
+                        section_fn fn, void *baton)
 {
     core_dir_config *core = ap_get_core_module_config(sec);
     cr_dir_conf *srv = ap_get_module_config(s->lookup_defaults, &cryptorefills_module);
@@ -479,17 +487,44 @@ static int check_section(apr_pool_t *pconf, apr_pool_t *p, server_rec *s,
     if (!core || !sets_our_handler(p, core, &file, &line)) {
         return OK;
     }
-    if (*kind == '<' && kind[1] == 'L' && core->d && !core->r) {
-        /* Remember the prefix: the handler's routes are relative to it
-         * even when no directive of ours sits in that <Location>. */
-        cr_srv_conf *sc = ap_get_module_config(s->module_config, &cryptorefills_module);
-        if (!sc->bases) {
-            sc->bases = apr_array_make(pconf, 2, sizeof(const char *));
-        }
-        APR_ARRAY_PUSH(sc->bases, const char *) = apr_pstrdup(pconf, core->d);
-    }
     own = ap_get_module_config(sec, &cryptorefills_module);
     eff = (own && srv && own != srv) ? cr_merge_dir_conf(p, srv, own) : (own ? own : srv);
+    return fn(baton, s, core, eff, kind, file, line);
+}
+
+static int walk_sections(apr_pool_t *p, server_rec *s, section_fn fn, void *baton)
+{
+    int rv = OK;
+    for (; s; s = s->next) {
+        core_server_config *cs = ap_get_core_module_config(s->module_config);
+        int i;
+        if (walk_section(p, s, s->lookup_defaults, "", fn, baton) != OK) {
+            rv = !OK;
+        }
+        for (i = 0; cs && cs->sec_url && i < cs->sec_url->nelts; i++) {
+            if (walk_section(p, s, ((ap_conf_vector_t **)cs->sec_url->elts)[i], "<Location ",
+                             fn, baton) != OK) {
+                rv = !OK;
+            }
+        }
+        for (i = 0; cs && cs->sec_dir && i < cs->sec_dir->nelts; i++) {
+            if (walk_section(p, s, ((ap_conf_vector_t **)cs->sec_dir->elts)[i], "<Directory ",
+                             fn, baton) != OK) {
+                rv = !OK;
+            }
+        }
+    }
+    return rv;
+}
+
+/* The upstream accepts calls without a partner id and the partner then
+ * silently earns nothing: a section that routes requests to the handler
+ * without an id (or app version) must stop the server from starting.
+ * Runs in check_config, which `apachectl -t` runs too. */
+static int check_one(void *baton, server_rec *s, const core_dir_config *core,
+                     const cr_dir_conf *eff, const char *kind, const char *file, int line)
+{
+    (void)baton;
     if (!eff || !eff->partner_id || !eff->app_version) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, s, CRLOGNO(01001)
                      "SetHandler " CR_HANDLER " at %s:%d (%s%s%s, server %s) without %s: "
@@ -503,25 +538,64 @@ static int check_section(apr_pool_t *pconf, apr_pool_t *p, server_rec *s,
     return OK;
 }
 
-int cr_check_handler_config(apr_pool_t *pconf, apr_pool_t *p, server_rec *s)
+int cr_config_check(apr_pool_t *ptemp, server_rec *s)
 {
-    int rv = OK;
-    for (; s; s = s->next) {
-        core_server_config *cs = ap_get_core_module_config(s->module_config);
-        int i;
-        if (check_section(pconf, p, s, s->lookup_defaults, "") != OK) {
-            rv = !OK;
+    return walk_sections(ptemp, s, check_one, NULL);
+}
+
+/* The handler's routes are relative to a <Location>'s prefix even when no
+ * directive of ours sits in that <Location>. */
+static int collect_one(void *baton, server_rec *s, const core_dir_config *core,
+                       const cr_dir_conf *eff, const char *kind, const char *file, int line)
+{
+    apr_pool_t *pconf = baton;
+    cr_srv_conf *sc = cr_srv_conf_get(s);
+    (void)eff; (void)file; (void)line;
+    if (*kind == '<' && kind[1] == 'L' && core->d && !core->r) {
+        if (!sc->bases) {
+            sc->bases = apr_array_make(pconf, 2, sizeof(const char *));
         }
-        for (i = 0; cs && cs->sec_url && i < cs->sec_url->nelts; i++) {
-            if (check_section(pconf, p, s, ((ap_conf_vector_t **)cs->sec_url->elts)[i], "<Location ") != OK) {
-                rv = !OK;
-            }
-        }
-        for (i = 0; cs && cs->sec_dir && i < cs->sec_dir->nelts; i++) {
-            if (check_section(pconf, p, s, ((ap_conf_vector_t **)cs->sec_dir->elts)[i], "<Directory ") != OK) {
-                rv = !OK;
-            }
-        }
+        APR_ARRAY_PUSH(sc->bases, const char *) = apr_pstrdup(pconf, core->d);
     }
-    return rv;
+    return OK;
+}
+
+void cr_config_collect_bases(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
+{
+    walk_sections(ptemp, s, collect_one, pconf);
+}
+
+/* ---- effective values ------------------------------------------------------- */
+
+#define PICK(m, unset, def) e->m = d->m != (unset) ? d->m : (def)
+
+const cr_conf *cr_conf_get(request_rec *r)
+{
+    const cr_dir_conf *d = ap_get_module_config(r->per_dir_config, &cryptorefills_module);
+    cr_conf *e = apr_palloc(r->pool, sizeof(*e));
+
+    e->base = d->base;
+    e->upstream = d->upstream ? d->upstream : CR_DEFAULT_UPSTREAM;
+    e->partner_id = d->partner_id;
+    e->app_version = d->app_version;
+    e->default_country = d->default_country ? d->default_country : CR_DEF_COUNTRY;
+    e->country_env = d->country_env;
+    PICK(connect_timeout, CR_UNSET_TIME, CR_DEF_CONNECT_TIMEOUT);
+    PICK(timeout, CR_UNSET_TIME, CR_DEF_TIMEOUT);
+    PICK(max_body, -1, (apr_off_t)CR_DEF_MAX_BODY);
+    PICK(cache_ttl, CR_UNSET_TIME, CR_DEF_CACHE_TTL);
+    PICK(cache_stale, CR_UNSET_TIME, CR_DEF_CACHE_STALE);
+    PICK(max_products, CR_UNSET_INT, CR_DEF_MAX_PRODUCTS);
+    PICK(heartbeat, CR_UNSET_TIME, CR_DEF_HEARTBEAT);
+    PICK(idem_window, CR_UNSET_TIME, CR_DEF_IDEM_WINDOW);
+    PICK(max_streams_per_client, CR_UNSET_INT, CR_DEF_STREAMS_PER_CLIENT);
+    PICK(stream_lifetime, CR_UNSET_TIME, CR_DEF_STREAM_LIFETIME);
+    PICK(stream_stall, CR_UNSET_TIME, CR_DEF_STREAM_STALL);
+    e->exchange_hold = e->connect_timeout + e->timeout + CR_HOLD_SLACK;
+    return e;
+}
+
+cr_srv_conf *cr_srv_conf_get(server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &cryptorefills_module);
 }

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # The demo's servers; see scripts/demo.
 use strict;
 use warnings;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The documentation and the drop-in config follow the code.
 #
 #  1. docs/DIRECTIVES.md has a section for every directive of cr_cmds[] (and
@@ -9,6 +10,8 @@
 #     accepted or refused in <VirtualHost> and <Location> as its Context says.
 #  3. conf/cryptorefills.conf mentions every directive; no doc or conf names
 #     a Cryptorefills* directive the code lacks.
+#  5. docs/LOGTAGS.md lists every CRLOGNO tag of the code once, and only
+#     those; no tag is used by two log lines.
 #  4. A real httpd runs with conf/cryptorefills.load + conf/cryptorefills.conf
 #     (the required values from the environment, as an operator would set
 #     them in /etc/apache2/envvars): /api/countries answers, the Alias serves
@@ -157,6 +160,27 @@ for my $f (@files) {
     my @unknown = grep { !$known{$_} && !$seen{$_}++ } @names;
     (my $rel = $f) =~ s{^\Q$ROOT\E/}{};
     ok(!@unknown, "$rel names no directive the code lacks") or diag "unknown: @unknown";
+}
+
+# ---- 5. log tags ------------------------------------------------------------------------
+
+{
+    my %code;
+    for my $f (glob("$ROOT/mod_cryptorefills/*.c")) {
+        (my $src = slurp($f)) =~ s{/\*.*?\*/}{}gs;
+        $code{"CR$1"}++ while $src =~ /\bCRLOGNO\((\d+)\)/g;
+    }
+    my @twice = grep { $code{$_} > 1 } sort keys %code;
+    ok(!@twice, 'no log tag is used by two log lines') or diag "used twice: @twice";
+    my %doc;
+    my $tags = slurp("$ROOT/docs/LOGTAGS.md");
+    $doc{$1}++ while $tags =~ /^\|\s*`(CR\d+)`\s*\|/mg;
+    cmp_ok(scalar keys %code, '>=', 30, 'the code has its log tags');
+    my @missing = grep { !$doc{$_} } sort keys %code;
+    ok(!@missing, 'docs/LOGTAGS.md lists every log tag of the code') or diag "missing: @missing";
+    my @stale = grep { !$code{$_} || $doc{$_} > 1 } sort keys %doc;
+    ok(!@stale, 'docs/LOGTAGS.md lists no tag twice and none the code lacks')
+        or diag "stale or twice: @stale";
 }
 
 # ---- 2. examples and contexts under apache2 -t ---------------------------------------

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Every partner API route of CONTRACT.md (the stream has its own suite), against
 # a real httpd and the sandbox upstream: what the browser gets (status and body
 # as the upstream answered them, or the module's own JSON errors) and what the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The catalog cache across `apachectl graceful` (SIGUSR1), twice, under load
 # (issue #3): every request is answered 200 with the whole catalog, a slow
 # refresh running in an old-generation child finishes normally after the

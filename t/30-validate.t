@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Local validation of checkout bodies (issue #4): every problem the module can
 # decide from the cached catalogs and payment methods is reported in the
 # upstream's own shape, without an upstream call; a body that passes goes

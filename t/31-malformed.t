@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Malformed checkout bodies (issue #4): a table of broken requests, each answered
 # locally with a JSON 400 / 413 / 415 in the contract's error shape, never with
 # an upstream call, and without a crash or an unexpected error-log line.

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # Issue #11: every route and the order stream under mod_http2, h2 over TLS
 # (ALPN) and h2c (prior knowledge), with the browser side played by curl.
 #

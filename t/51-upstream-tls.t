@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # Issue #11: TLS to the upstream and an egress proxy.
 #
 # The sandbox serves HTTPS with a certificate from a CA made for this run:

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # Issue #11: the module inside a reverse-proxy Apache.  An app server sits
 # behind `ProxyPass / http://app/` (and, separately, behind a
 # `RewriteRule ^/(.*)$ http://app/$1 [P]`); <Location "/api"> SetHandler

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # Issue #11: behind a balancer.  With mod_remoteip trusting the balancer's
 # X-Forwarded-For, per-client stream caps count visitors, not the balancer:
 # six visitors behind one address each get a stream with

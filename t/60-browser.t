@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The browser side in a real browser: headless Chromium (Debian) driven by
 # playwright-core runs t/browser/*.test.mjs against this httpd (serving
 # htdocs/ with the module at /api) and the sandbox upstream.  Under CI a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The demo's purchase flow in headless Chromium over HTTPS + HTTP/2 (issue #11):
 # t/browser-h2/*.test.mjs against an httpd with mod_ssl and mod_http2
 # (Protocols h2 http/1.1, certificate from a CA made for this run).  Skipped

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Demo storefront for mod_cryptorefills: plain DOM, one ES module, no framework.
 // The API base comes from <meta name="cryptorefills-base">, or ?api= for a quick try.
 import {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qr.js — a small QR Code encoder (ISO/IEC 18004), written for this demo.
 // Byte mode only, error correction L or M, versions 1–10 (up to 271 bytes at L, 213 at M):
 // plenty for a wallet address or a payment URI.  qrMatrix() gives the module grid,

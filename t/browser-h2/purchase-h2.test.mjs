@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The demo's whole purchase over HTTPS + HTTP/2 in Chromium, asserted on the network rather
 // than on the page: the document and the order stream were fetched over h2, the page's
 // EventSource received the order's states up to Done, and the stream (not polling) carried

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of the demo's QR encoder (htdocs/demo/qr.js), without a browser or a decoder.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The module's validation problems are shown next to the field they name, and no order is placed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

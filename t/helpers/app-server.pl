@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # The application a reverse-proxy Apache fronts in t/52-reverse-proxy.t: any
 # path answers JSON naming itself, with what it was asked and by whom.
 #   perl t/helpers/app-server.pl [--parent-pid PID]

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # A small forward proxy on loopback for the egress-proxy tests: CONNECT
 # tunnels (https upstreams) and absolute-form requests (http upstreams).
 # Every connection it relays is appended to --log as one JSON line:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrAux;
 # Helper servers for the deployment tests, each on a free loopback port,
 # stopped with the test (also when it dies; they also exit on their own

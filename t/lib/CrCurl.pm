@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrCurl;
 # curl as the browser for the HTTP/2 and TLS tests:
 #

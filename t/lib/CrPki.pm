@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrPki;
 # A private CA and server certificates made with openssl at test time:
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrRoutes;
 # Every module route, exercised through a given client and transport, for the
 # deployment tests (HTTP/2, TLS upstream, reverse proxy):

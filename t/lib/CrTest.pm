@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrTest;
 # Test driver: starts a real Apache httpd with the freshly built module on a
 # free 127.0.0.1 port, with a config made for the test, and stops it again,

@@ -1,4 +1,5 @@
 #!/usr/bin/env perl
+# SPDX-License-Identifier: Apache-2.0
 # cr-sandbox: an emulator of the Cryptorefills partner API for tests, benchmarks
 # and the demo. Loopback only. See t/sandbox/README.md for the control API.
 #

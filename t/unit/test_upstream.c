@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of the upstream client's trust and proxy settings: environment
  * proxies ignored, an explicit proxy used, idle handles keyed by setting,
  * and the configuration checks.  Two tiny HTTP/1.1 servers on loopback (an

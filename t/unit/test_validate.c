@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of the checkout validator (cr_validate) and the strict JSON
  * pre-scanner (cr_jscan).  Tables run as Check loop tests, so a failing row
  * is reported by its index.  Bodies are written with ` for " to stay legible. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Steps of the demo's purchase flow, shared by the tests.
 import assert from 'node:assert/strict';
 import { apiJson, demoUrl, waitReady } from './harness.mjs';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared set-up for the browser tests: environment, Chromium, sandbox control, artifacts.
 //
 // Environment:

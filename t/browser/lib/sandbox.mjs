@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Control calls to the sandbox upstream (t/sandbox/cr-sandbox.pl, its `/_sandbox/` API; see
 // t/sandbox/README.md). Every call the browser tests make to it lives here.
 import { env } from './harness.mjs';
