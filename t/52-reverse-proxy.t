@@ -77,11 +77,29 @@ C
         CrRoutes::order_stream(label => $name, sb => $sb, oid => $oid, version => '2',
             open => sub { CrCurl::stream(url => $httpd->url("/api/orders/$oid/subscribe"), proto => 'h2', ca => $ca) });
 
+        # The module tells the operator it claimed paths a proxy rule covers
+        # (CR01005, naming the rule's file:line), but not where an earlier
+        # `ProxyPass /api !` already leaves /api alone.
+        my $log = $httpd->slurp('error.log');
+        my @notices = $log =~ /^.*CR01005.*$/mg;
         if ($name =~ /^ProxyPass \/( in|$)/) {
-            # The module tells the operator it claimed paths a proxy rule covers.
-            like($httpd->slurp('error.log'), qr/CR\d+.*ProxyPass.*\/api|CR\d+.*\/api.*ProxyPass/,
-                 'a start-up notice names the shadowing ProxyPass and the Location');
+            ok((grep { m{<Location /api>.* ProxyPass / \Q$APP\E/ at \S+:\d+} } @notices),
+               'a start-up notice names the shadowing ProxyPass (file:line) and the Location')
+                or diag explain \@notices;
         }
+        elsif ($name =~ /RewriteRule/) {
+            ok((grep { m{<Location /api>.* RewriteRule \^/\(\.\*\)\$ .*\[P\].* at \S+:\d+} } @notices),
+               'a start-up notice names the shadowing RewriteRule [P] and the Location')
+                or diag explain \@notices;
+        }
+        else {
+            is(scalar @notices, 0, 'no notice: the earlier ProxyPass /api ! excludes the Location')
+                or diag explain \@notices;
+        }
+        my %seen;
+        my @msgs = map { /(CR01005: .*)$/ ? $1 : $_ } @notices;
+        ok(!(grep { $seen{$_}++ } @msgs), 'no notice given twice (post_config runs twice)')
+            or diag explain \@msgs;
         $httpd->stop;
     };
 }
