@@ -81,26 +81,36 @@ static void cr_child_init(apr_pool_t *pchild, server_rec *s)
  * below a <Location> of the handler is claimed before mod_proxy and
  * mod_rewrite translate it:
  *
- *   pre_translate_name - `no-proxy` in the request's environment, so
- *                        mod_proxy's pre-translation (ProxyPass with
- *                        mapping=encoded) leaves it alone;
- *   translate_name     - a filename of our own, returning OK, so neither
- *                        mod_proxy's nor mod_rewrite's translation (nor
- *                        mod_alias's) runs: server-level RewriteRules no
- *                        longer apply inside the module's <Location>;
- *   map_to_storage     - no directory or file walk: our routes map to no
- *                        file, and core would stat every component of the
- *                        path below the DocumentRoot and look for .htaccess
- *                        files on every request (a tenth of the CPU of a
- *                        proxied request).
+ *   pre_translate_name - runs on the still-encoded URI, before the
+ *                        location walk: a URI below one of the handler's
+ *                        <Location> prefixes gets `no-proxy` in its
+ *                        environment, so mod_proxy's pre-translation
+ *                        (ProxyPass with mapping=encoded) leaves it alone;
+ *   translate_name     - after the location walk: when the request's
+ *                        sections do set our handler, a filename of our own
+ *                        and OK, so neither mod_proxy's nor mod_rewrite's
+ *                        (nor mod_alias's) translation runs: server-level
+ *                        RewriteRules no longer apply inside the module's
+ *                        <Location>.  When they don't (a nested
+ *                        `SetHandler none`), `no-proxy` is taken back and
+ *                        the others translate as usual;
+ *   map_to_storage     - for a request claimed above, no directory or file
+ *                        walk: our routes map to no file, and core would
+ *                        stat every component of the path below the
+ *                        DocumentRoot and look for .htaccess files on every
+ *                        request (a tenth of the CPU of a proxied request).
  *
  * <Location> sections still apply: the location walk runs again after
  * map_to_storage.  Requests that are themselves proxy requests (forward
  * proxying, r->proxyreq set while reading) are never claimed. */
+#define CR_FILENAME_PREFIX "cryptorefills:"
+
 static int cr_pre_translate(request_rec *r)
 {
-    if (!r->proxyreq && cr_config_claims(r->server, r->uri)) {
+    if (!r->proxyreq && cr_config_claims(r->server, r->uri)
+        && !apr_table_get(r->subprocess_env, "no-proxy")) {
         apr_table_setn(r->subprocess_env, "no-proxy", "1");
+        apr_table_setn(r->notes, "cryptorefills-no-proxy", "1");
     }
     return DECLINED;
 }
@@ -110,17 +120,21 @@ static int cr_translate(request_rec *r)
     if (r->proxyreq || !cr_config_claims(r->server, r->uri)) {
         return DECLINED;
     }
-    r->filename = apr_pstrcat(r->pool, "cryptorefills:", r->uri, NULL);
+    if (!cr_config_handler_is_ours(r)) {
+        if (apr_table_get(r->notes, "cryptorefills-no-proxy")) {
+            apr_table_unset(r->subprocess_env, "no-proxy");   /* ours, not the operator's */
+        }
+        return DECLINED;
+    }
+    r->filename = apr_pstrcat(r->pool, CR_FILENAME_PREFIX, r->uri, NULL);
     return OK;
 }
 
 static int cr_map_to_storage(request_rec *r)
 {
-    if (r->proxyreq || !cr_config_claims(r->server, r->uri)) {
+    if (r->proxyreq || !r->filename
+        || strncmp(r->filename, CR_FILENAME_PREFIX, sizeof(CR_FILENAME_PREFIX) - 1)) {
         return DECLINED;
-    }
-    if (!r->filename) {
-        r->filename = apr_pstrcat(r->pool, "cryptorefills:", r->uri, NULL);
     }
     return OK;
 }

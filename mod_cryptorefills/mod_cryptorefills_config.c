@@ -627,6 +627,21 @@ int cr_config_claims(const server_rec *s, const char *uri)
     return 0;
 }
 
+int cr_config_handler_is_ours(request_rec *r)
+{
+    const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
+    const char *h = core->handler;
+
+    if (core->expr_handler) {
+        const char *err = NULL;
+        h = ap_expr_str_exec(r, core->expr_handler, &err);
+        if (err) {
+            return 0;
+        }
+    }
+    return h && !strcasecmp(h, CR_HANDLER);
+}
+
 /* ---- proxy rules that cover the handler's <Location>s ------------------------- */
 
 /* One server's view while walking the config tree in file order: the

@@ -85,6 +85,9 @@ void cr_config_collect_bases(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s
  * handler?  The one rule by which the module claims a request before
  * mod_proxy, mod_rewrite and core's file walks see it. */
 int cr_config_claims(const server_rec *s, const char *uri);
+/* After the location walk: is the handler the request's sections set ours?
+ * (A <Location "/api/static"> SetHandler none inside the module's.) */
+int cr_config_handler_is_ours(request_rec *r);
 /* post_config, second pass: a notice for every ProxyPass or RewriteRule
  * [P] that covers a <Location> of the handler (the module answers there,
  * the proxy rule only elsewhere), unless an earlier `ProxyPass PATH !` of

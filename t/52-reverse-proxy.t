@@ -104,6 +104,37 @@ C
     };
 }
 
+subtest 'a <Location> inside the module\'s that sets no handler stays the proxy\'s' => sub {
+    # Claimed by prefix before the location walk, given back after it: the
+    # nested section's requests are translated by mod_proxy and mod_rewrite
+    # as if the module were not there.
+    my $httpd = CrTest->try_start(sandbox => $sb, modules => \@PROXY_MODS, tls => $pki, h2 => 1,
+        conf => <<"C") or return;
+ProxyPass /api/legacy/ $APP/old/
+ProxyPass / $APP/
+RewriteEngine on
+RewriteRule ^/api/rw/(.*)\$ $APP/rewritten/\$1 [P]
+<Location "/api/legacy">
+    SetHandler none
+</Location>
+<Location "/api/rw">
+    SetHandler none
+</Location>
+C
+    my $get = sub { CrCurl::request(url => $httpd->url($_[0]), proto => 'h2', ca => $ca) };
+    # (A ProxyPass with mapping=encoded there would not apply: mod_proxy maps
+    # those before the location walk, where the prefix alone decides.)
+    my $r = $get->('/api/legacy/x%20y');
+    is($r->{json} && $r->{json}{app}, 'backend', 'ProxyPass below SetHandler none: the app');
+    is($r->{json} && $r->{json}{path}, '/old/x%20y', '... at the mapped path') or diag explain $r->{json};
+    $r = $get->('/api/rw/z');
+    is($r->{json} && $r->{json}{path}, '/rewritten/z', 'RewriteRule [P] below SetHandler none: the app');
+    $r = $get->('/api/countries');
+    is($r->{code}, 200, 'the module still answers beside them');
+    ok($r->{json} && !$r->{json}{app}, '... itself');
+    $httpd->stop;
+};
+
 $sb->stop;
 $app->stop;
 done_testing;
