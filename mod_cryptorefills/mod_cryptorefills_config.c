@@ -110,62 +110,20 @@ void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
 
 /* ---- value parsers ------------------------------------------------------ */
 
-/* 1000000 -> "1", 1000 -> "0.001" */
-static const char *fmt_seconds(apr_pool_t *p, apr_interval_time_t t)
-{
-    char *s = apr_psprintf(p, "%" APR_INT64_T_FMT ".%06" APR_INT64_T_FMT,
-                           (apr_int64_t)(t / APR_USEC_PER_SEC), (apr_int64_t)(t % APR_USEC_PER_SEC));
-    apr_size_t n = strlen(s);
-    while (s[n - 1] == '0') {
-        s[--n] = '\0';
-    }
-    if (s[n - 1] == '.') {
-        s[n - 1] = '\0';
-    }
-    return s;
-}
-
-/* "3", "0.5", "1.25": seconds with up to 6 decimals, no floating point. */
+/* "3", "0.5", "1.25": seconds with up to 6 decimals (cr_seconds_parse). */
 static const char *parse_seconds(cmd_parms *cmd, const char *arg, apr_interval_time_t min,
                                  apr_interval_time_t max, apr_interval_time_t *out)
 {
-    apr_int64_t whole = 0, frac = 0, scale = 1000000;
-    const char *s = arg;
-    int digits = 0;
-
-    while (*s >= '0' && *s <= '9') {
-        whole = whole * 10 + (*s++ - '0');
-        if (++digits > 9) {
-            goto bad;
-        }
+    if (!cr_seconds_parse(arg, out)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds", cmd->cmd->name,
+                            arg);
     }
-    if (*s == '.') {
-        int fd = 0;
-        s++;
-        while (*s >= '0' && *s <= '9') {
-            if (++fd > 6) {
-                goto bad;
-            }
-            frac = frac * 10 + (*s++ - '0');
-            scale /= 10;
-        }
-        if (!fd) {
-            goto bad;
-        }
-        frac *= scale;
-    }
-    if (*s || (!digits && s == arg)) {
-        goto bad;
-    }
-    *out = (apr_interval_time_t)(whole * APR_USEC_PER_SEC + frac);
     if (*out < min || *out > max) {
         return apr_psprintf(cmd->pool, "%s: '%s' is out of range (%s to %s seconds)",
-                            cmd->cmd->name, arg, fmt_seconds(cmd->pool, min),
-                            fmt_seconds(cmd->pool, max));
+                            cmd->cmd->name, arg, cr_seconds_fmt(cmd->pool, min),
+                            cr_seconds_fmt(cmd->pool, max));
     }
     return NULL;
-bad:
-    return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds", cmd->cmd->name, arg);
 }
 
 static const char *parse_count(cmd_parms *cmd, const char *arg, apr_int64_t min,
@@ -566,14 +524,14 @@ static int check_one(void *baton, server_rec *s, const core_dir_config *core,
                      const cr_dir_conf *eff, const char *kind, const char *file, int line)
 {
     (void)baton;
-    if (!eff || !eff->partner_id || !eff->app_version) {
+    if (cr_config_missing(eff ? eff->partner_id : NULL, eff ? eff->app_version : NULL)) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, s, CRLOGNO(01001)
                      "SetHandler " CR_HANDLER " at %s:%d (%s%s%s, server %s) without %s: "
                      "the upstream would accept the calls and credit no partner",
                      file, line, kind, *kind ? (core->d ? core->d : "") : "server config",
                      *kind ? ">" : "",
                      s->server_hostname ? s->server_hostname : "main",
-                     !eff || !eff->partner_id ? "CryptorefillsPartnerId" : "CryptorefillsAppVersion");
+                     cr_config_missing(eff ? eff->partner_id : NULL, eff ? eff->app_version : NULL));
         return !OK;
     }
     return OK;
@@ -801,6 +759,24 @@ void cr_config_notice_shadowing(apr_pool_t *ptemp, server_rec *s)
     w.excluded = apr_array_make(ptemp, 4, sizeof(const char *));
     w.told = apr_hash_make(ptemp);
     shadow_walk_tree(&w, ap_conftree, NULL);
+}
+
+/* A directive's name, from the table (where each name is written once). */
+static const char *directive_name(const void *setter)
+{
+    const command_rec *cmd;
+    for (cmd = cr_cmds; cmd->name; cmd++) {
+        if ((const void *)cmd->AP_TAKE1 == setter) {
+            return cmd->name;
+        }
+    }
+    return "?";
+}
+
+const char *cr_config_missing(const char *partner_id, const char *app_version)
+{
+    return !partner_id ? directive_name((const void *)set_partner_id)
+         : !app_version ? directive_name((const void *)set_app_version) : NULL;
 }
 
 /* ---- effective values ------------------------------------------------------- */

@@ -75,6 +75,10 @@ void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv);
 const cr_conf *cr_conf_get(request_rec *r);
 cr_srv_conf *cr_srv_conf_get(server_rec *s);
 
+/* The name of the first required directive without a value (partner id,
+ * app version), or NULL when both are set. */
+const char *cr_config_missing(const char *partner_id, const char *app_version);
+
 /* check_config: refuse a section that routes requests to the handler
  * without a partner id or app version (logs which, returns !OK). */
 int cr_config_check(apr_pool_t *ptemp, server_rec *s);

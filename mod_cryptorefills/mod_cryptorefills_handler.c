@@ -83,7 +83,7 @@ static const char *resolve_country(request_rec *r, const cr_conf *c, const char 
 int cr_handler(request_rec *r)
 {
     const cr_conf *c;
-    const char *rel, *country;
+    const char *rel, *country, *missing;
     cr_route_req rr;
     cr_upstream_resp resp;
 
@@ -91,11 +91,10 @@ int cr_handler(request_rec *r)
         return DECLINED;
     }
     c = cr_conf_get(r);
-    if (!c->partner_id || !c->app_version) {
+    if ((missing = cr_config_missing(c->partner_id, c->app_version))) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, CRLOGNO(01104)
                       "handler " CR_HANDLER " reached without %s for %s: answering 500, "
-                      "no upstream call", !c->partner_id ? "CryptorefillsPartnerId"
-                      : "CryptorefillsAppVersion", r->uri);
+                      "no upstream call", missing, r->uri);
         return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "MISCONFIGURED", NULL, NULL);
     }
     if (!cr_upstream_ready()) {
