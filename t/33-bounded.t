@@ -148,7 +148,10 @@ for my $i (1 .. 20) {
 is($bad, 0, '20 more 233-country bodies answered 200');
 is(upstream_since($m, '/v2/brands'), 0, '... without one upstream GET /v2/brands');
 my $after = rss();
-for my $pid (sort keys %$base) {
+# Under AddressSanitizer freed memory sits in its quarantine (256 MB by
+# default), so a child's RSS says nothing about what the module keeps: the
+# table's own byte count below is checked in both passes.
+for my $pid ($ENV{CR_SANITIZE} ? () : sort keys %$base) {
     next unless $after->{$pid};
     my $grew = $after->{$pid} - $base->{$pid};
     cmp_ok($grew, '<', $CAP, "child $pid grew less than the 32 MiB cap")

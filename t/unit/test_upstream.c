@@ -112,7 +112,9 @@ static void *APR_THREAD_FUNC server_main(apr_thread_t *t, void *data)
             }
         }
     }
-    apr_thread_exit(t, APR_SUCCESS);
+    /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips
+     * a false stack-buffer-overflow report in ASan's thread teardown. */
+    (void)t;
     return NULL;
 }
 
