@@ -529,26 +529,50 @@ static apr_status_t file_release(cr_idstore *s, apr_pool_t *p, const char *name)
     return rv;
 }
 
+/* Create a directory (if missing) and hand it to httpd's User. */
+static const char *make_dir(apr_pool_t *p, cr_idstore *s, const char *path)
+{
+    if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+        return apr_psprintf(p, "cannot create %s: %s", path, strerror(errno));
+    }
+    if (s->conf.chown && chown(path, (uid_t)s->conf.uid, (gid_t)s->conf.gid) < 0) {
+        return apr_psprintf(p, "cannot chown %s: %s", path, strerror(errno));
+    }
+    return NULL;
+}
+
 static const char *file_open(apr_pool_t *p, cr_idstore *s)
 {
     char *path;
+    const char *err;
     int fd, i;
     struct stat st;
     void *m;
 
-    if (mkdir(s->conf.dir, 0700) < 0 && errno != EEXIST) {
-        return apr_psprintf(p, "cannot create %s: %s", s->conf.dir, strerror(errno));
+    if ((err = make_dir(p, s, s->conf.dir)) != NULL) {
+        return err;
     }
     for (i = 0; i < FANOUT; i++) {
-        path = apr_psprintf(p, "%s/%02x", s->conf.dir, i);
-        if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-            return apr_psprintf(p, "cannot create %s: %s", path, strerror(errno));
+        if ((err = make_dir(p, s, apr_psprintf(p, "%s/%02x", s->conf.dir, i))) != NULL) {
+            return err;
         }
     }
+    /* The lock file exists before any child opens it, owned by User. */
+    path = apr_pstrcat(p, s->conf.dir, "/.lock", NULL);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || (s->conf.chown && fchown(fd, (uid_t)s->conf.uid, (gid_t)s->conf.gid) < 0)) {
+        err = apr_psprintf(p, "cannot create %s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return err;
+    }
+    close(fd);
     path = apr_pstrcat(p, s->conf.dir, "/.stats", NULL);
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || fstat(fd, &st) < 0
-        || (st.st_size < (off_t)sizeof(ids_hdr) && ftruncate(fd, sizeof(ids_hdr)) < 0)) {
+        || (st.st_size < (off_t)sizeof(ids_hdr) && ftruncate(fd, sizeof(ids_hdr)) < 0)
+        || (s->conf.chown && fchown(fd, (uid_t)s->conf.uid, (gid_t)s->conf.gid) < 0)) {
         if (fd >= 0) {
             close(fd);
         }
@@ -600,7 +624,7 @@ static apr_status_t close_lockfd(void *data)
 static const char *file_child_init(cr_idstore *s, apr_pool_t *pchild)
 {
     char *path = apr_pstrcat(pchild, s->conf.dir, "/.lock", NULL);
-    s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    s->lockfd = open(path, O_RDWR | O_CLOEXEC);
     if (s->lockfd < 0) {
         return apr_psprintf(pchild, "cannot open %s: %s", path, strerror(errno));
     }

@@ -56,6 +56,10 @@ typedef struct cr_ids_conf {
     apr_uint64_t max_bytes;     /* file: 0 = CR_IDS_DEF_MAX_BYTES */
     apr_interval_time_t timeout;/* redis: connect and command; 0 = CR_IDS_NET_TIMEOUT */
     int max_conns;              /* memcache, redis: per process; 0 = 64 */
+    int chown;                  /* file: give DIR, its subdirectories, .stats and .lock to
+                                 * uid/gid (httpd's User/Group: the parent opens the store
+                                 * as root, its children write records as User) */
+    long uid, gid;
 } cr_ids_conf;
 
 #define CR_IDS_DEF_MAX_ENTRIES  200000

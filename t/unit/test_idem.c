@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
@@ -385,6 +386,47 @@ START_TEST(file_unusable_dir_is_an_error)
 }
 END_TEST
 
+/* httpd opens the store as root in the parent; its children write as
+ * User.  (Only meaningful as root; otherwise nothing to hand over.) */
+START_TEST(file_children_as_user)
+{
+    cr_ids_conf c;
+    cr_idstore *s;
+    struct stat st;
+    pid_t pid;
+    int status;
+    if (geteuid() != 0) {
+        printf("SKIP file_children_as_user: not root\n");
+        return;
+    }
+    ck_assert_ptr_null(cr_ids_parse(pool, apr_pstrcat(pool, "file:", newdir("owner"), NULL), &c));
+    c.chown = 1;
+    c.uid = 65534;
+    c.gid = 65534;
+    ck_assert_ptr_null(cr_ids_open(pool, &c, &s));
+    ck_assert_int_eq(stat(apr_pstrcat(pool, c.dir, "/ab", NULL), &st), 0);
+    ck_assert_int_eq(st.st_uid, 65534);
+    ck_assert_int_eq(stat(apr_pstrcat(pool, c.dir, "/.lock", NULL), &st), 0);
+    ck_assert_int_eq(st.st_uid, 65534);
+    pid = fork();
+    if (pid == 0) {
+        const unsigned char *out;
+        apr_size_t n;
+        apr_pool_t *pc;
+        apr_pool_create(&pc, NULL);
+        if (setgid(65534) < 0 || setuid(65534) < 0 || cr_ids_child_init(s, pc)) {
+            _exit(2);
+        }
+        _exit(cr_ids_claim(s, pc, "as-user", "v", 1, apr_time_from_sec(60), &out, &n)
+              == CR_IDS_CLAIMED
+              && cr_ids_replace(s, pc, "as-user", "w", 1, apr_time_from_sec(60)) == APR_SUCCESS
+              && cr_ids_release(s, pc, "as-user") == APR_SUCCESS ? 0 : 3);
+    }
+    waitpid(pid, &status, 0);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child as nobody: %d", status);
+}
+END_TEST
+
 START_TEST(parse_specs)
 {
     cr_ids_conf c;
@@ -626,6 +668,9 @@ int main(void)
     srand((unsigned)getpid());
     snprintf(tmpl, sizeof(tmpl), "%s/cr-idem-XXXXXX", td && *td ? td : "/tmp");
     tmpdir = mkdtemp(tmpl);
+    if (tmpdir) {
+        chmod(tmpdir, 0755);     /* file_children_as_user: traversable by nobody */
+    }
     if (!start_server(&srv_mc)) {
         printf("SKIP memcached tests: %s not installed or did not start\n", srv_mc.bin);
         srv_mc.pid = 0;
@@ -652,6 +697,7 @@ int main(void)
     tcase_add_test(tc, file_survives_reopen);
     tcase_add_test(tc, file_full_fails_closed);
     tcase_add_test(tc, file_unusable_dir_is_an_error);
+    tcase_add_test(tc, file_children_as_user);
     tcase_add_test(tc, file_claim_cost);
     suite_add_tcase(s, tc);
 
