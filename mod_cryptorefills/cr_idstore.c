@@ -384,17 +384,21 @@ static cr_ids_rc file_claim(cr_idstore *s, apr_pool_t *p, const char *name, cons
     apr_size_t fsize = 0;
 
     file_maybe_sweep(s, p, now, 0);
+    /* A retry finds its record without writing anything (also when full). */
+    rc = file_read(p, path, now, out, outlen, &expired, NULL);
+    if (rc == 1) {
+        apr_atomic_inc32(&s->hdr->exists);
+        return CR_IDS_EXISTS;
+    }
+    if (rc < 0) {
+        apr_atomic_inc32(&s->hdr->errors);
+        return CR_IDS_UNAVAILABLE;
+    }
     if (file_is_full(s, vlen + REC_HDR)) {
         file_maybe_sweep(s, p, now, 1);
         if (file_is_full(s, vlen + REC_HDR)) {
-            /* Only a live record may still answer: a claim can't be stored. */
-            rc = file_read(p, path, now, out, outlen, &expired, NULL);
-            if (rc == 1) {
-                apr_atomic_inc32(&s->hdr->exists);
-                return CR_IDS_EXISTS;
-            }
             apr_atomic_inc32(&s->hdr->full);
-            return CR_IDS_FULL;
+            return CR_IDS_FULL;       /* nothing unexpired is ever evicted */
         }
     }
     tmp = file_write_tmp(s, p, path, value, vlen, now + ttl);
