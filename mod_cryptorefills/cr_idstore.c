@@ -6,6 +6,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -722,8 +723,11 @@ static const char *mc_child_init(cr_idstore *s, apr_pool_t *pchild)
 {
     int max = s->conf.max_conns ? s->conf.max_conns : 64;
     if (apr_memcache_create(pchild, 1, 0, &s->mc) != APR_SUCCESS
+        /* Idle connections live 1 s: apr_memcache cannot tell one the
+         * server closed (a restart) until a command fails on it, and each
+         * such failure marks the server dead for 5 s. */
         || apr_memcache_server_create(pchild, s->conf.host, s->conf.port, 0, (apr_uint32_t)max,
-                                      (apr_uint32_t)max, 60 * 1000 * 1000, &s->ms) != APR_SUCCESS
+                                      (apr_uint32_t)max, 1000 * 1000, &s->ms) != APR_SUCCESS
         || apr_memcache_add_server(s->mc, s->ms) != APR_SUCCESS) {
         return "cannot set up the memcached client";
     }
@@ -771,12 +775,32 @@ static apr_status_t redis_destruct(void *res, void *params, apr_pool_t *pool)
 
 /* One command on a pooled connection.  NULL on any error (the connection
  * is then dropped, and the next call connects afresh). */
+/* A pooled connection the server closed while it sat idle (a restart, an
+ * idle timeout) reads as EOF at once: never send a command on it, where a
+ * failure would leave the command's outcome unknown. */
+static int redis_stale(redisContext *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 static redisReply *redis_cmd(cr_idstore *s, int argc, const char **argv, const size_t *lens)
 {
     redis_conn *rc;
     redisReply *r;
-    if (apr_reslist_acquire(s->rl, (void **)&rc) != APR_SUCCESS) {
-        return NULL;
+    int tries = 0;
+    for (;;) {
+        if (apr_reslist_acquire(s->rl, (void **)&rc) != APR_SUCCESS) {
+            return NULL;
+        }
+        if (!redis_stale(rc->c)) {
+            break;
+        }
+        apr_reslist_invalidate(s->rl, rc);
+        if (++tries > 256) {
+            return NULL;
+        }
     }
     r = redisCommandArgv(rc->c, argc, argv, lens);
     if (!r || rc->c->err) {

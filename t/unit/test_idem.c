@@ -582,19 +582,32 @@ static int start_server(server *sv)
 
 static void stop_server(server *sv)
 {
-    int st;
+    int st, i;
     if (sv->pid > 0) {
         kill(sv->pid, SIGKILL);
         waitpid(sv->pid, &st, 0);
         sv->pid = 0;
+        for (i = 0; i < 100 && can_connect(sv->port); i++) {
+            apr_sleep(apr_time_from_msec(20));
+        }
     }
+}
+
+/* A server of the test's own (tests run in forked children: one that
+ * stops or restarts a server must not touch the shared ones). */
+static server *private_server(const server *shared)
+{
+    server *sv = apr_pcalloc(pool, sizeof(*sv));
+    sv->bin = shared->bin;
+    ck_assert_msg(start_server(sv), "%s did not start", sv->bin);
+    return sv;
 }
 
 static cr_idstore *net_store(server *sv)
 {
     cr_ids_conf c;
     const char *spec = apr_psprintf(pool, "%s:127.0.0.1:%d",
-                                    sv == &srv_redis ? "redis" : "memcache", sv->port);
+                                    strstr(sv->bin, "redis") ? "redis" : "memcache", sv->port);
     ck_assert_ptr_null(cr_ids_parse(pool, spec, &c));
     return open_store(&c);
 }
@@ -628,6 +641,7 @@ static void net_down_is_an_error(server *sv, int restart)
         ck_assert_int_eq(rc, CR_IDS_CLAIMED);
         ck_assert_int_eq(cr_ids_get(s, pool, "down-2", &out, &n), CR_IDS_EXISTS);
     }
+    stop_server(sv);
 }
 
 #define NET_TESTS(tag, sv, restart)                                                  \
@@ -651,10 +665,28 @@ START_TEST(tag##_race_processes)                                                
     race_procs(net_store(&sv), "prace-" #tag "-");                                   \
 }                                                                                    \
 END_TEST                                                                             \
+START_TEST(tag##_restart_idle)                                                       \
+{                                                                                    \
+    int won[RACE_NAMES], errors;                                                     \
+    cr_idstore *s;                                                                   \
+    server *pv;                                                                      \
+    if (!sv.pid) { return; }                                                         \
+    pv = private_server(&sv);                                                        \
+    s = net_store(pv);                                                               \
+    race_threads(s, "idle-" #tag "-", won, &errors);  /* several pooled conns */     \
+    assert_one_each(won, errors, "threads");                                         \
+    stop_server(pv);                                                                 \
+    ck_assert(start_server(pv));                                                     \
+    apr_sleep(apr_time_from_msec(1100));                                             \
+    race_threads(s, "idle2-" #tag "-", won, &errors);                                \
+    assert_one_each(won, errors, "after a restart while idle");                      \
+    stop_server(pv);                                                                 \
+}                                                                                    \
+END_TEST                                                                             \
 START_TEST(tag##_down)                                                               \
 {                                                                                    \
     if (!sv.pid) { return; }                                                         \
-    net_down_is_an_error(&sv, restart);                                              \
+    net_down_is_an_error(private_server(&sv), restart);                              \
 }                                                                                    \
 END_TEST
 
@@ -717,7 +749,9 @@ int main(void)
     tcase_add_test(tc, redis_lifecycle);
     tcase_add_test(tc, redis_race_threads);
     tcase_add_test(tc, redis_race_processes);
-    /* Last: these stop the servers. */
+    /* These stop and restart servers of their own. */
+    tcase_add_test(tc, memcache_restart_idle);
+    tcase_add_test(tc, redis_restart_idle);
     tcase_add_test(tc, memcache_down);
     tcase_add_test(tc, redis_down);
     suite_add_tcase(s, tc);
