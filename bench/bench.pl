@@ -548,6 +548,8 @@ sub baseline_module {
     return "$dir/mod_cryptorefills.so";
 }
 
+my @REDIS;
+END { local $?; for my $p (@REDIS) { kill 'TERM', $p; waitpid $p, 0 } }
 sub start_redis {
     my $bin = '/usr/bin/redis-server';
     return undef unless -x $bin;
@@ -558,6 +560,7 @@ sub start_redis {
         { exec $bin, "--bind", "127.0.0.1", "--port", $port, "--save", "", "--appendonly", "no"; }
         POSIX::_exit(127);
     }
+    push @REDIS, $pid;
     for (1 .. 200) {
         last if IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp');
         sleep 0.025;
@@ -611,7 +614,11 @@ sub bench_idempotency {
     my $errs = 0;
     $errs += stop_server($srv{$_}) for @order;
     stop_upstream($up);
-    if ($redis) { kill 'TERM', $redis->{pid}; waitpid $redis->{pid}, 0 }
+    if ($redis) {
+        kill 'TERM', $redis->{pid};
+        waitpid $redis->{pid}, 0;
+        @REDIS = grep { $_ != $redis->{pid} } @REDIS;
+    }
     print "\n";
     table(\@configs);
     my @ratios;

@@ -562,8 +562,10 @@ static int start_server(server *sv)
                   "--appendonly", "no", "--daemonize", "no", (char *)NULL);
         }
         else if (geteuid() == 0) {
+            /* -u root, not nobody: changing user would clear the parent-death
+             * signal, and a test that fails mid-way would leave it running. */
             execl(sv->bin, sv->bin, "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "16",
-                  "-u", "nobody", (char *)NULL);
+                  "-u", "root", (char *)NULL);
         }
         else {
             execl(sv->bin, sv->bin, "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "16",
