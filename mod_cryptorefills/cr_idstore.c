@@ -42,6 +42,10 @@ typedef struct ids_hdr {
 
 /* File layout of a record: "CRS1", expiry (8 bytes, LE, apr_time_t), value. */
 #define REC_HDR 12
+/* Bytes a record costs its filesystem: whole pages (tmpfs allocates a 4 KiB
+ * page for a 600-byte file).  The byte bound counts these, so it bounds the
+ * memory a tmpfs store takes. */
+#define ALLOC(n) ((apr_uint32_t)(((apr_size_t)(n) + 4095) & ~(apr_size_t)4095))
 /* A swept subdirectory every this many seconds: all of them in ~4 minutes. */
 #define SWEEP_EVERY 1
 /* Temporary files older than this are a dead process's leftovers. */
@@ -318,7 +322,7 @@ static void file_sweep_one(cr_idstore *s, apr_pool_t *p, unsigned sub, apr_time_
             continue;
         }
         entries++;
-        bytes += (apr_uint32_t)st.st_size;
+        bytes += ALLOC(st.st_size);
     }
     closedir(d);
     apr_atomic_set32(&s->hdr->entries[sub], entries);
@@ -371,7 +375,7 @@ static int file_is_full(cr_idstore *s, apr_size_t more)
 {
     apr_uint64_t e, b;
     file_totals(s, &e, &b);
-    return e + 1 > s->conf.max_entries || b + more > s->conf.max_bytes;
+    return e + 1 > s->conf.max_entries || b + ALLOC(more) > s->conf.max_bytes;
 }
 
 static cr_ids_rc file_claim(cr_idstore *s, apr_pool_t *p, const char *name, const void *value,
@@ -411,7 +415,7 @@ static cr_ids_rc file_claim(cr_idstore *s, apr_pool_t *p, const char *name, cons
         if (link(tmp, path) == 0) {
             unlink(tmp);
             apr_atomic_inc32(&s->hdr->entries[sub]);
-            apr_atomic_add32(&s->hdr->bytes[sub], (apr_uint32_t)(vlen + REC_HDR));
+            apr_atomic_add32(&s->hdr->bytes[sub], ALLOC(vlen + REC_HDR));
             apr_atomic_inc32(&s->hdr->claims);
             return CR_IDS_CLAIMED;
         }
@@ -428,8 +432,8 @@ static cr_ids_rc file_claim(cr_idstore *s, apr_pool_t *p, const char *name, cons
             rc = file_read(p, path, now, out, outlen, &expired, &fsize);
             if (rc == 0 && expired && rename(tmp, path) == 0) {
                 unlock_store(s);
-                apr_atomic_add32(&s->hdr->bytes[sub], (apr_uint32_t)(vlen + REC_HDR));
-                apr_atomic_sub32(&s->hdr->bytes[sub], (apr_uint32_t)fsize);
+                apr_atomic_add32(&s->hdr->bytes[sub], ALLOC(vlen + REC_HDR));
+                apr_atomic_sub32(&s->hdr->bytes[sub], ALLOC(fsize));
                 apr_atomic_inc32(&s->hdr->reclaimed);
                 apr_atomic_inc32(&s->hdr->claims);
                 return CR_IDS_CLAIMED;
@@ -496,12 +500,12 @@ static apr_status_t file_replace(cr_idstore *s, apr_pool_t *p, const char *name,
         return rv;
     }
     if (had) {
-        apr_atomic_sub32(&s->hdr->bytes[sub], (apr_uint32_t)st.st_size);
+        apr_atomic_sub32(&s->hdr->bytes[sub], ALLOC(st.st_size));
     }
     else {
         apr_atomic_inc32(&s->hdr->entries[sub]);
     }
-    apr_atomic_add32(&s->hdr->bytes[sub], (apr_uint32_t)(vlen + REC_HDR));
+    apr_atomic_add32(&s->hdr->bytes[sub], ALLOC(vlen + REC_HDR));
     return APR_SUCCESS;
 }
 
@@ -518,7 +522,7 @@ static apr_status_t file_release(cr_idstore *s, apr_pool_t *p, const char *name)
     if (stat(path, &st) == 0) {
         if (unlink(path) == 0) {
             apr_atomic_dec32(&s->hdr->entries[sub]);
-            apr_atomic_sub32(&s->hdr->bytes[sub], (apr_uint32_t)st.st_size);
+            apr_atomic_sub32(&s->hdr->bytes[sub], ALLOC(st.st_size));
         }
         else {
             rv = APR_FROM_OS_ERROR(errno);

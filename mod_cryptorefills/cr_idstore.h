@@ -53,7 +53,8 @@ typedef struct cr_ids_conf {
     const char *host;           /* memcache, redis */
     apr_port_t port;
     apr_uint32_t max_entries;   /* file: 0 = CR_IDS_DEF_MAX_ENTRIES */
-    apr_uint64_t max_bytes;     /* file: 0 = CR_IDS_DEF_MAX_BYTES */
+    apr_uint64_t max_bytes;     /* file: 0 = CR_IDS_DEF_MAX_BYTES; records cost whole
+                                 * 4 KiB pages (a 600-byte record: 4 KiB) */
     apr_interval_time_t timeout;/* redis: connect and command; 0 = CR_IDS_NET_TIMEOUT */
     int max_conns;              /* memcache, redis: per process; 0 = 64 */
     int chown;                  /* file: give DIR, its subdirectories, .stats and .lock to
@@ -68,7 +69,8 @@ typedef struct cr_ids_conf {
 #define CR_IDS_MAX_VALUE        (1024 * 1024)
 
 typedef struct cr_ids_stats {
-    apr_uint64_t entries, bytes;        /* file: live + not yet swept */
+    apr_uint64_t entries, bytes;        /* file: live + not yet swept; bytes in whole
+                                         * 4 KiB pages, as a filesystem allocates them */
     apr_uint64_t max_entries, max_bytes;
     apr_uint64_t claims;                /* claims won */
     apr_uint64_t exists;                /* claims that found a live record */

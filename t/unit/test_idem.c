@@ -330,7 +330,7 @@ START_TEST(file_survives_reopen)
     ck_assert(n == 7 && !memcmp(out, "order-1", 7));
     cr_ids_get_stats(s, &st);
     ck_assert_uint_eq(st.entries, 2);
-    ck_assert_uint_eq(st.bytes, 2 * (7 + 12));
+    ck_assert_uint_eq(st.bytes, 2 * 4096);     /* whole pages */
     ck_assert_uint_eq(st.claims, 2);
     ck_assert_uint_eq(st.exists, 1);
 }
@@ -362,6 +362,31 @@ START_TEST(file_full_fails_closed)
     cr_ids_get_stats(s, &st);
     ck_assert_uint_eq(st.entries, 1);
     ck_assert_uint_ge(st.reclaimed, 3);
+}
+END_TEST
+
+START_TEST(file_byte_bound)
+{
+    cr_ids_conf c;
+    cr_idstore *s;
+    const unsigned char *out;
+    apr_size_t n;
+    char big[5000];
+    memset(big, 'b', sizeof(big));
+    ck_assert_ptr_null(cr_ids_parse(pool, apr_pstrcat(pool, "file:", newdir("bytes"), NULL), &c));
+    c.max_bytes = 4 * 4096;
+    s = open_store(&c);
+    /* 5,000 bytes + header cost two pages; two records fill four. */
+    ck_assert_int_eq(cr_ids_claim(s, pool, "b1", big, sizeof(big), apr_time_from_sec(60), &out, &n),
+                     CR_IDS_CLAIMED);
+    ck_assert_int_eq(cr_ids_claim(s, pool, "b2", big, sizeof(big), apr_time_from_sec(60), &out, &n),
+                     CR_IDS_CLAIMED);
+    ck_assert_int_eq(cr_ids_claim(s, pool, "b3", "v", 1, apr_time_from_sec(60), &out, &n),
+                     CR_IDS_FULL);
+    /* Released records give their pages back. */
+    ck_assert_int_eq(cr_ids_release(s, pool, "b1"), APR_SUCCESS);
+    ck_assert_int_eq(cr_ids_claim(s, pool, "b3", "v", 1, apr_time_from_sec(60), &out, &n),
+                     CR_IDS_CLAIMED);
 }
 END_TEST
 
@@ -737,6 +762,7 @@ int main(void)
     tcase_add_test(tc, file_race_processes);
     tcase_add_test(tc, file_survives_reopen);
     tcase_add_test(tc, file_full_fails_closed);
+    tcase_add_test(tc, file_byte_bound);
     tcase_add_test(tc, file_unusable_dir_is_an_error);
     tcase_add_test(tc, file_children_as_user);
     tcase_add_test(tc, file_claim_cost);
