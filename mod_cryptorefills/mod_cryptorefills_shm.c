@@ -107,7 +107,7 @@ static int status_hook(request_rec *r, int flags)
         ROW(upstream_err_timeout), ROW(upstream_err_5xx), ROW(upstream_err_4xx),
         ROW(upstream_err_invalid), ROW(local_rejections), ROW(validations_catalog_skipped),
         ROW(idem_replays),
-        ROW(idem_conflicts), ROW(streams_open), ROW(streams_total), ROW(streams_rejected),
+        ROW(idem_conflicts), ROW(idem_unavailable), ROW(idem_unprotected), ROW(streams_open), ROW(streams_total), ROW(streams_rejected),
         ROW(stream_events), ROW(stream_events_dropped), ROW(stream_heartbeats),
 #undef ROW
     };

@@ -28,6 +28,8 @@ typedef struct cr_stats_t {
     volatile apr_uint32_t validations_catalog_skipped;  /* countries not checked locally */
     volatile apr_uint32_t idem_replays;
     volatile apr_uint32_t idem_conflicts;
+    volatile apr_uint32_t idem_unavailable;  /* keyed orders refused: store down or full */
+    volatile apr_uint32_t idem_unprotected;  /* unkeyed orders sent while it was */
     volatile apr_uint32_t streams_open;
     volatile apr_uint32_t streams_total;
     volatile apr_uint32_t streams_rejected;
