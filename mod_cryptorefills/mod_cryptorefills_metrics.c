@@ -112,6 +112,7 @@ int cr_metrics_handler(request_rec *r)
     }
     upstream_errors(r);
 
+    cr_shm_heal_streams();
     head(r, "streams_open", "gauge", "Order streams open now, by mode (blocking: one worker per stream).");
     ap_rprintf(r, "cryptorefills_streams_open{mode=\"blocking\"} %u\n",
                apr_atomic_read32(&cr_stats->streams_open));

@@ -17,14 +17,6 @@
 #   5. `kill -9` of the children holding order streams: the stream slots
 #      come back within seconds and a new stream gets 200.
 #
-# STATUS: written ahead of the glue (phase 2 of issue #10 wires
-# cr_idstore/cr_canon into the module).  Until the module knows the
-# CryptorefillsIdempotencyStore directive, the assertions of the issue run as
-# TODO tests (reported, not failing the run); once the directive exists they
-# are hard assertions.  Expected to fail today: every "replayed" after
-# graceful / stop-start / churn, the int64 422, the farm "one upstream order
-# per key" (the claim is a read then a write), the 503 while the store is down
-# (today the order goes out unprotected), and the stream slots after kill -9.
 use strict;
 use warnings;
 use FindBin;
@@ -42,10 +34,6 @@ use Time::HiRes qw(time sleep);
 
 my $J = JSON::PP->new->canonical->utf8;
 my $RUN = sprintf '%x%x', $$, int(time * 1000) % 0xFFFFFF;
-my $WIRED = (CrTest->config_test(conf => "CryptorefillsIdempotencyStore file:/tmp/cr-idem-probe\n"))[0] == 0;
-our $TODO;
-my $todo = $WIRED ? undef : 'issue #10: the idempotency store is not wired into the module yet';
-diag "CryptorefillsIdempotencyStore unknown to this build: issue #10 assertions run as TODO" unless $WIRED;
 
 my @HELPERS;
 END { for my $p (@HELPERS) { kill 'KILL', $p; waitpid $p, 0 } }
@@ -102,7 +90,6 @@ C
     ok($httpd->graceful, 'graceful restart');
     my $r2 = post($httpd, $b, 'Idempotency-Key' => key('graceful'));
     {
-        local $TODO = $todo;
         is($r2->{replayed}, 'true', 'retry after graceful: replayed');
         ok($r2->{body} eq $r1->{body}, '... the stored answer, byte for byte');
         is(orders_for("graceful-$RUN"), 1, '... one upstream order');
@@ -116,7 +103,6 @@ C
     $httpd->launch;
     $r2 = post($httpd, $b, 'Idempotency-Key' => key('restart'));
     {
-        local $TODO = $todo;
         is($r2->{replayed}, 'true', 'retry after a full stop/start: replayed');
         ok($r2->{body} eq $r1->{body}, '... the stored answer, byte for byte');
         is(orders_for("restart-$RUN"), 1, '... one upstream order');
@@ -140,7 +126,6 @@ C
     cmp_ok($fetched->() - $start, '>=', 1700, 'at least 1,700 catalog fetches (>= 5,000 cache stores)');
     $r2 = post($httpd, $b, 'Idempotency-Key' => key('churn'));
     {
-        local $TODO = $todo;
         is($r2->{replayed}, 'true', 'retry after the churn: replayed');
         is(orders_for("churn-$RUN"), 1, '... one upstream order');
     }
@@ -153,7 +138,6 @@ C
     is($r1->{status}, 200, 'order with "extra":1e20: 200') or diag $r1->{body};
     $r2 = post($httpd, $big2, 'Idempotency-Key' => key('int64'));
     {
-        local $TODO = $todo;
         is($r2->{status}, 422, 'same key, "extra":1e20+1: 422');
         is($r2->{json}{detail}, 'IDEMPOTENCY_KEY_REUSED', '... IDEMPOTENCY_KEY_REUSED');
         ok(!defined $r2->{replayed}, '... not a replay');
@@ -163,7 +147,6 @@ C
     (my $big3 = $base) =~ s/^\{/{"extra":1.00000000000000000000e20 ,/;
     my $r3 = post($httpd, $big3, 'Idempotency-Key' => key('int64'));
     {
-        local $TODO = $todo;
         is($r3->{replayed}, 'true', '"extra":1.00000000000000000000e20 under that key: replayed (same value)');
     }
 
@@ -274,7 +257,6 @@ for my $name (qw(memcache redis)) {
                 unless $up == 1 && $created == 1 && $others == 3;
         }
         {
-            local $TODO = $todo;
             ok(!$bad, "$name farm: 50 trials x 4 simultaneous submits of one key: one upstream order each, "
                 . "every other answer a replay or 409 IDEMPOTENCY_IN_FLIGHT")
                 or diag $bad . join '', map { "  $answers{$_} x $_\n" } sort keys %answers;
@@ -288,7 +270,6 @@ for my $name (qw(memcache redis)) {
             push @down, [ $tag, post($farm[$i % 2], order_body($tag), 'Idempotency-Key' => key("down-$name-$i")) ];
         }
         {
-            local $TODO = $todo;
             is_deeply([ map { $_->[1]{status} } @down ], [ (503) x 4 ], "$name down: keyed submits get 503");
             is_deeply([ map { $_->[1]{json}{detail} // '' } @down ], [ ('IDEMPOTENCY_UNAVAILABLE') x 4 ],
                 "$name down: ... IDEMPOTENCY_UNAVAILABLE");
@@ -311,7 +292,6 @@ for my $name (qw(memcache redis)) {
         }
         is_deeply([ map { $_->{status} } @up ], [ (200) x 8 ], "$name up again: keyed submits succeed");
         {
-            local $TODO = $todo;
             is_deeply([ map { orders_for($_->[0]) } @down ], [ (1) x 4 ], "$name: nothing created twice");
         }
         $_->stop for @farm;
@@ -348,7 +328,6 @@ for my $name (qw(memcache redis)) {
         sleep 0.5;
     }
     {
-        local $TODO = $todo;
         ok($ok, 'after kill -9 of the children holding them, a new stream gets 200 within 10 s');
     }
     $httpd->stop;
