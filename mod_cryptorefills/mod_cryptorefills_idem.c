@@ -214,6 +214,7 @@ cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
     const unsigned char *got;
     unsigned char *enc;
     apr_time_t deadline;
+    apr_interval_time_t claim_ttl;
     cr_ids_rc irc;
 
     /* The identity from the exact tokens received (cr_canon), not from
@@ -252,10 +253,14 @@ cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
     rec.body_hash = cl->body_hash;
     rec.created = apr_time_now();
     enc = cr_idem_encode(r->pool, &rec, &elen);
-    /* The in-flight claim lasts as long as one upstream exchange can: a
-     * child killed mid-order frees the key when it expires. */
+    /* The in-flight claim is kept for the whole window, not just for one
+     * exchange: if its request never settles (the child killed mid-order,
+     * the store failing the completion), the key must not come free while
+     * the order may exist upstream.  A claim older than one exchange can
+     * take is answered as an unknown outcome instead. */
+    claim_ttl = cl->window > c->exchange_hold ? cl->window : c->exchange_hold;
     deadline = apr_time_now() + c->exchange_hold;
-    irc = cr_ids_claim(store, r->pool, cl->name, enc, elen, c->exchange_hold, &got, &n);
+    irc = cr_ids_claim(store, r->pool, cl->name, enc, elen, claim_ttl, &got, &n);
 
     for (;;) {
         if (irc == CR_IDS_CLAIMED) {
@@ -263,7 +268,7 @@ cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
             return cl;
         }
         if (irc == CR_IDS_ABSENT) {     /* released or expired while we waited */
-            irc = cr_ids_claim(store, r->pool, cl->name, enc, elen, c->exchange_hold, &got, &n);
+            irc = cr_ids_claim(store, r->pool, cl->name, enc, elen, claim_ttl, &got, &n);
             continue;
         }
         if (irc != CR_IDS_EXISTS) {
@@ -286,12 +291,17 @@ cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
             *answered = replay(r, &old);
             return NULL;
         }
-        if (old.state == CR_IDEM_UNKNOWN) {
+        if (old.state == CR_IDEM_UNKNOWN
+            || apr_time_now() - old.created > c->exchange_hold) {
+            /* An unknown outcome, or a claim abandoned mid-exchange. */
             json_object *more = json_object_new_object();
             json_object_object_add(more, "order_state", json_object_new_string("unknown"));
             json_object_object_add(more, "reason", json_object_new_string(
-                "an earlier attempt with this key may have created the order: check "
-                "before placing it again"));
+                old.state == CR_IDEM_UNKNOWN
+                ? "an earlier attempt with this key may have created the order: check "
+                  "before placing it again"
+                : "an earlier attempt with this key was interrupted and may have created "
+                  "the order: check before placing it again"));
             CR_COUNT(idem_conflicts);
             *answered = cr_send_problem_ex(r, HTTP_CONFLICT, "ORDER_OUTCOME_UNKNOWN", more, NULL);
             return NULL;
@@ -354,15 +364,16 @@ int cr_idem_settle(request_rec *r, cr_idem_claim *cl, const cr_route_req *rr,
             enc = cr_idem_encode(r->pool, &rec, &elen);
             if (cr_ids_replace(store, r->pool, cl->name, enc, elen, cl->window) != APR_SUCCESS) {
                 ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01401)
-                              "cannot store the idempotency record of an order: a retry "
-                              "after the claim expires could create it again");
+                              "cannot store the idempotency record of an order: retries "
+                              "with its key get 409 ORDER_OUTCOME_UNKNOWN");
             }
         }
         else if (cr_ids_release(store, r->pool, cl->name) != APR_SUCCESS) {
-            /* Never reached the upstream: nothing was created.  The claim
-             * then frees the key when it expires. */
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01409)
-                          "cannot release an idempotency claim: it expires on its own");
+            /* Never reached the upstream: nothing was created, but the
+             * claim stays: retries are told the outcome is unknown. */
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01409)
+                          "cannot release the idempotency claim of an order that was never "
+                          "sent: retries with its key get 409 ORDER_OUTCOME_UNKNOWN");
         }
     }
     if (rec.state == CR_IDEM_UNKNOWN && resp->rc == CR_UP_OK && !definite) {

@@ -14,6 +14,8 @@
 #      409 IDEMPOTENCY_IN_FLIGHT; the store stopped mid-run: keyed submits
 #      get 503 IDEMPOTENCY_UNAVAILABLE with Retry-After and no upstream
 #      call; started again: they succeed; nothing is created twice;
+#   4b. `kill -9` of the child sending a keyed order: its retry is told
+#      409 ORDER_OUTCOME_UNKNOWN, never sent again;
 #   5. `kill -9` of the children holding order streams: the stream slots
 #      come back within seconds and a new stream gets 200.
 #
@@ -297,6 +299,37 @@ for my $name (qw(memcache redis)) {
         $_->stop for @farm;
         stop_store($pid, $port);
     }
+}
+
+# ---- 4b. a child killed while its order is at the upstream ------------------------------------
+# The in-flight claim is kept for the window: once no exchange can still be
+# running (connect timeout + timeout + 5 s), a retry is told the outcome is
+# unknown; it is never sent again.
+{
+    my $httpd = CrTest->start(sandbox => $sb, conf => "CryptorefillsConnectTimeout 1\nCryptorefillsTimeout 3\n",
+        expect_errors => [qr/exit signal Killed/]);
+    my $tag = "killed-$RUN";
+    my $fid = $sb->fault(match => '/v5/orders', method => 'POST', mode => 'latency', ms => 6000);
+    my $kid = fork // die "fork: $!";
+    if (!$kid) {
+        post($httpd, order_body($tag), 'Idempotency-Key' => key('killed'));
+        POSIX::_exit(0);
+    }
+    my $deadline = time + 10;
+    sleep 0.1 while !orders_for($tag) && time < $deadline;
+    is(orders_for($tag), 1, 'an order is at the (slow) upstream');
+    my @children = grep { /^\d+$/ } split /\s+/, `pgrep -P $httpd->{pid}`;
+    kill 'KILL', @children;
+    waitpid $kid, 0;
+    $sb->remove_fault($fid);
+    my $r;
+    $deadline = time + 30;
+    do { $r = post($httpd, order_body($tag), 'Idempotency-Key' => key('killed')) }
+        while ($r->{status} == 409 && ($r->{json}{detail} // '') eq 'IDEMPOTENCY_IN_FLIGHT' && time < $deadline);
+    is($r->{status}, 409, 'its retry after the child was killed: 409') or diag $r->{body};
+    is($r->{json}{detail}, 'ORDER_OUTCOME_UNKNOWN', '... ORDER_OUTCOME_UNKNOWN (the claim outlived its child)');
+    is(orders_for($tag), 1, '... and the order was not sent again');
+    $httpd->stop;
 }
 
 # ---- 5. stream slots after kill -9 -----------------------------------------------------------

@@ -42,8 +42,11 @@ sub _redis_start {
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$self->{dir}/redis.log";
         open STDERR, '>&', \*STDOUT;
-        exec $REDIS, '--port', $port, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-            '--loglevel', 'warning';
+        # Persistent, as docs/ROUTES.md asks of a Redis that keeps
+        # Idempotency-Key records: every write in the append-only file, so
+        # the restart below loses no record (nor catalog).
+        exec $REDIS, '--port', $port, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes',
+            '--appendfsync', 'always', '--dir', $self->{dir}, '--loglevel', 'warning';
         exit 127;
     }
     $self->{redis_pid} = $pid;
