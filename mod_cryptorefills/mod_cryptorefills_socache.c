@@ -4,7 +4,7 @@
  * Shared state, made in post_config's second pass:
  *   - the socache instance (shmcb by default; memcache/redis for a farm);
  *   - a global mutex (type "cryptorefills-cache", so `Mutex` configures
- *     it) that makes lease and claim check-and-set atomic across children,
+ *     it) that makes the lease check-and-set atomic across children,
  *     and that guards every store and retrieve of a provider that is not
  *     MT-safe (shmcb);
  *   - a small segment of shared memory: the smallest record size the
@@ -36,7 +36,7 @@
 
 #define CR_MUTEX_TYPE "cryptorefills-cache"
 /* Default shmcb size: every country's catalog and homepage at once (the US
- * catalog is the largest, a few hundred KB), plus idempotency records. */
+ * catalog is the largest, a few hundred KB) and their refresh leases. */
 #define CR_SHMCB_DEFAULT_SIZE   (64 * 1024 * 1024)
 /* Hints that make shmcb choose 32 subcaches of 2 MiB (the largest object)
  * and some 4,000 index slots. */
