@@ -100,26 +100,31 @@ static apr_status_t release_slot(void *data)
  * how many slots came back. */
 int cr_shm_heal_streams(void)
 {
-    apr_uint32_t i, pid, dead[8];
-    int n_dead = 0, j, healed = 0;
+    struct { apr_uint32_t pid; int gone; } seen[32];    /* one kill() per process */
+    apr_uint32_t i, pid;
+    int n_seen = 0, j, gone, healed = 0;
 
     for (i = 0; entries && i < n_entries; i++) {
         pid = apr_atomic_read32(&entries[i].pid);
         if (!pid) {
             continue;
         }
-        for (j = 0; j < n_dead && dead[j] != pid; j++) {
+        for (j = 0; j < n_seen && seen[j].pid != pid; j++) {
         }
-        if (j == n_dead) {
-            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) {
-                continue;
-            }
-            if (n_dead < (int)(sizeof(dead) / sizeof(dead[0]))) {
-                dead[n_dead++] = pid;
+        if (j < n_seen) {
+            gone = seen[j].gone;
+        }
+        else {
+            gone = kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+            if (n_seen < (int)(sizeof(seen) / sizeof(seen[0]))) {
+                seen[n_seen].pid = pid;
+                seen[n_seen++].gone = gone;
             }
         }
-        entry_free(&entries[i], pid);
-        healed++;
+        if (gone) {
+            entry_free(&entries[i], pid);
+            healed++;
+        }
     }
     return healed;
 }
