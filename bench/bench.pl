@@ -3,8 +3,9 @@
 # Benchmarks of mod_cryptorefills against stock Apache references measured in
 # the same run.  See bench/README.md.
 #
-#   bench/bench.pl proxy|catalog|validation|streams|all [--duration S] [--rounds N]
+#   bench/bench.pl proxy|catalog|validation|streams|idempotency|all [--duration S] [--rounds N]
 #                  [--conns 1,50] [--streams 100,500,1000] [--hold S] [--quick]
+#                  [--baseline-module PATH.so] [--baseline-rev REV]
 #
 # Everything runs on 127.0.0.1 free ports: a fast fixed-answer upstream
 # (bench/upstream.c, built here with cc), Apache with the module (t/lib/CrTest.pm,
@@ -20,6 +21,7 @@ use File::Temp qw(tempdir);
 use File::Path qw(make_path);
 use Getopt::Long;
 use HTTP::Tiny;
+use IO::Socket::INET;
 use IO::Uncompress::Gunzip qw(gunzip $GunzipError);
 use JSON::PP;
 use POSIX qw(strftime WNOHANG);
@@ -32,13 +34,13 @@ my $ROOT = abs_path("$BENCH/..");
 my $DATA = "$BENCH/data";
 my %opt = (duration => 10, rounds => 3, warmup => 2);
 GetOptions(\%opt, 'duration=f', 'rounds=i', 'conns=s', 'streams=s', 'hold=f', 'quick',
-           'warmup=f', 'no-wait') or die "bad options\n";
+           'warmup=f', 'no-wait', 'baseline-module=s', 'baseline-rev=s') or die "bad options\n";
 if ($opt{quick}) { $opt{duration} = 2; $opt{rounds} = 1; $opt{warmup} = 1; $opt{hold} //= 3;
                    $opt{streams} //= '100'; }
 $opt{hold} //= 10;
 my @benches = @ARGV ? @ARGV : ('all');
-@benches = qw(proxy catalog validation streams) if grep { $_ eq 'all' } @benches;
-for (@benches) { die "unknown benchmark $_\n" unless /^(proxy|catalog|validation|streams)$/ }
+@benches = qw(proxy catalog validation streams idempotency) if grep { $_ eq 'all' } @benches;
+for (@benches) { die "unknown benchmark $_\n" unless /^(proxy|catalog|validation|streams|idempotency)$/ }
 
 $| = 1;
 my $WORK = tempdir('cr-bench-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CR_KEEP});
@@ -172,7 +174,7 @@ sub start_module_server {
     my $h = htdocs();
     return track(scalar CrTest->start(
         upstream => $up->{url}, htdocs => $h, mpm_conf => $o{mpm} // $MPM_SMALL,
-        modules => ['rewrite'], no_log_check => 1,
+        modules => ['rewrite', @{ $o{modules} || [] }], no_log_check => 1,
         conf => <<"CONF" . ($o{conf} // '')));
 EnableSendfile On
 # as Debian's apache2.conf: no .htaccess lookups
@@ -248,11 +250,13 @@ sub check {
 sub wrk {
     my (%c) = @_;
     my @cmd = ('wrk', '-t1', "-c$c{conns}", "-d$c{duration}s", '--timeout', '10s',
-               '-s', "$BENCH/lib/report.lua");
+               '-s', "$BENCH/lib/" . ($c{script} // 'report.lua'));
     push @cmd, '-H', $_ for @{ $c{headers} || [] };
     push @cmd, $c{url};
     local $ENV{WRK_METHOD} = $c{method} if $c{method};
     local $ENV{WRK_BODY_FILE} = $c{body_file} if $c{body_file};
+    local $ENV{WRK_LIB} = "$BENCH/lib";
+    local @ENV{keys %{ $c{env} || {} }} = values %{ $c{env} || {} };
     my @pids = $c{server} ? tree($c{server}{pid}) : ();
     my @upids = $c{upstream} ? ($c{upstream}{pid}) : ();
     up_stats($c{upstream}, 1) if $c{upstream};
@@ -529,6 +533,107 @@ sub bench_validation {
                          error_log_lines => $errs, load_end => loadavg() });
 }
 
+# ---------------------------------------------------------------- 5. idempotency
+# The module of a previous commit (today's socache records) for comparison:
+# --baseline-module PATH.so, or built here from --baseline-rev (default main).
+sub baseline_module {
+    my $m = $opt{'baseline-module'} // $ENV{CR_MODULE_BASELINE};
+    return abs_path($m) if $m;
+    my $rev = $opt{'baseline-rev'} // 'main';
+    my $dir = "$WORK/baseline";
+    make_path($dir);
+    print "  building the baseline module from $rev in $dir\n";
+    system("cd '$ROOT' && git archive '$rev' | tar -x -C '$dir'") == 0 or die "git archive $rev failed\n";
+    system("cd '$dir' && autoreconf -fi >/dev/null 2>&1 && ./configure >/dev/null && make -j2 >/dev/null")
+        == 0 or die "baseline build failed in $dir\n";
+    return "$dir/mod_cryptorefills.so";
+}
+
+my @REDIS;
+END { local $?; for my $p (@REDIS) { kill 'TERM', $p; waitpid $p, 0 } }
+sub start_redis {
+    my $bin = '/usr/bin/redis-server';
+    return undef unless -x $bin;
+    my $port = CrTest::free_port();
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open STDOUT, '>', '/dev/null'; open STDERR, '>&', \*STDOUT;
+        { exec $bin, "--bind", "127.0.0.1", "--port", $port, "--save", "", "--appendonly", "no"; }
+        POSIX::_exit(127);
+    }
+    push @REDIS, $pid;
+    for (1 .. 200) {
+        last if IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp');
+        sleep 0.025;
+    }
+    return { pid => $pid, port => $port };
+}
+
+sub bench_idempotency {
+    header('idempotency', loadavg());
+    my $base = baseline_module();
+    my $new = CrTest::module_path();
+    my $up = start_upstream();
+    my $redis = start_redis();
+    print "  redis-server not installed: single server only\n" unless $redis;
+    my $body = "$DATA/order-create.json";
+    my $created = slurp("$DATA/order-created.json");
+    my @servers = ([ 'new store', $new, '' ], [ 'before (socache)', $base, '' ]);
+    push @servers, [ 'new store, redis', $new, "CryptorefillsCache redis:127.0.0.1:$redis->{port}\n" ],
+                   [ 'before, redis', $base, "CryptorefillsCache redis:127.0.0.1:$redis->{port}\n" ] if $redis;
+    my (%srv, @order);
+    for my $s (@servers) {
+        my ($name, $so, $conf) = @$s;
+        local $ENV{CR_MODULE} = $so;
+        my $h = start_module_server($up, conf => $conf, mpm => $MPM_SMALL,
+                                    $conf ? (modules => ['socache_redis']) : ());
+        $srv{$name} = $h;
+        push @order, $name;
+        my $key = "check-$$-" . int(time * 1000);
+        my %h = ('Content-Type' => 'application/json', 'Idempotency-Key' => $key);
+        my $r1 = $http->post($h->url('/api/orders'), { content => slurp($body), headers => \%h });
+        my $r2 = $http->post($h->url('/api/orders'), { content => slurp($body), headers => \%h });
+        check("$name: keyed POST orders creates the order", $r1->{status} == 200 && $r1->{content} eq $created,
+              "$r1->{status} " . substr($r1->{content}, 0, 200));
+        check("$name: its retry is a replay", $r2->{status} == 200
+              && ($r2->{headers}{'idempotent-replayed'} // '') eq 'true', $r2->{status});
+    }
+    my @conns = split /,/, ($opt{conns} // '50');
+    my @configs;
+    my $run = 0;
+    for my $c (@conns) {
+        for my $name (@order) {
+            for my $mode (qw(new replay)) {
+                # new: a fresh key per request (claim, upstream call, completion); replay: one key
+                push @configs, { name => "$name, $mode", conns => $c, url => $srv{$name}->url('/api/orders'),
+                    method => 'POST', body_file => $body, script => 'idem.lua', server => $srv{$name},
+                    upstream => $up, env => { WRK_IDEM => $mode, WRK_IDEM_PREFIX => "b$$-" . $run++ } };
+            }
+        }
+    }
+    measure(\@configs);
+    my $errs = 0;
+    $errs += stop_server($srv{$_}) for @order;
+    stop_upstream($up);
+    if ($redis) {
+        kill 'TERM', $redis->{pid};
+        waitpid $redis->{pid}, 0;
+        @REDIS = grep { $_ != $redis->{pid} } @REDIS;
+    }
+    print "\n";
+    table(\@configs);
+    my @ratios;
+    for my $c (@conns) {
+        for my $mode (qw(new replay)) {
+            push @ratios, grep { $_ }
+              ratio(\@configs, "c=$c $mode: new store / before", "new store, $mode\@$c", "before (socache), $mode\@$c"),
+              ratio(\@configs, "c=$c $mode: redis, new / before", "new store, redis, $mode\@$c", "before, redis, $mode\@$c");
+        }
+    }
+    save('idempotency', { bench => 'idempotency', configs => \@configs, ratios => \@ratios, opt => \%opt,
+                          baseline => $base, error_log_lines => $errs, load_end => loadavg() });
+}
+
 # ---------------------------------------------------------------- 4. streams
 sub stream_run {
     my ($kind, $n) = @_;
@@ -635,5 +740,5 @@ spit("$WORK/machine.json", encode_json($m));
 make_path("$BENCH/results");
 spit("$BENCH/results/machine-latest.json", JSON::PP->new->pretty->canonical->encode($m));
 my %run = (proxy => \&bench_proxy, catalog => \&bench_catalog, validation => \&bench_validation,
-           streams => \&bench_streams);
+           streams => \&bench_streams, idempotency => \&bench_idempotency);
 $run{$_}->() for @benches;

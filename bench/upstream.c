@@ -10,6 +10,7 @@
  *   GET  /v3/payment_vias         payment_vias.json
  *   GET  /v4/products/price...    price.json
  *   POST /v5/orders/validations   validations.json
+ *   POST /v5/orders               order-created.json (the same order every time)
  *   GET  /v5/orders/ID/subscribe  text/event-stream, chunked: one event at once,
  *                                 then one every -i ms, data
  *                                 {"order_id":ID,"order_state":"WaitingForPayment","ts":<epoch us>}
@@ -66,7 +67,7 @@ static double interval = 1.0;
 static volatile sig_atomic_t stop;
 
 typedef struct answer { char *bytes; size_t len; } answer;
-static answer a_brands, a_vias, a_price, a_valid, a_404, a_sse_head;
+static answer a_brands, a_vias, a_price, a_valid, a_order, a_404, a_sse_head;
 
 static double now_s(void)
 {
@@ -287,6 +288,10 @@ static int handle_input(conn *c)
                  && !memcmp(path, "/v5/orders/validations", 21)) {
             c->out = a_valid.bytes, c->outlen = a_valid.len;
         }
+        else if (mlen == 4 && !memcmp(method, "POST", 4) && plen == 10
+                 && !memcmp(path, "/v5/orders", 10)) {
+            c->out = a_order.bytes, c->outlen = a_order.len;
+        }
         else c->out = a_404.bytes, c->outlen = a_404.len;
         c->outoff = 0;
         memmove(c->in, c->in + total, c->inlen - total);
@@ -357,6 +362,7 @@ int main(int argc, char **argv)
     a_vias = file_answer(dir, "payment_vias.json", extra);
     a_price = file_answer(dir, "price.json", "");
     a_valid = file_answer(dir, "validations.json", "");
+    a_order = file_answer(dir, "order-created.json", "");
     {
         static const char nf[] = "{\"status\":404,\"detail\":\"NOT_FOUND\"}";
         a_404 = make_answer(404, "Not Found", "application/json", "", nf, sizeof nf - 1);

@@ -8,9 +8,11 @@
  *                  without a partner id (runs for `apachectl -t` too), then
  *                  note the <Location> prefixes the routes are below.
  *   post_config  - once per (re)start, second pass only: curl_global_init,
- *                  shared memory, socache and mutex, owned by pconf.
+ *                  shared memory, socache and mutex, the idempotency
+ *                  store, owned by pconf.
  *                  Notes proxy rules that cover the handler's <Location>s.
- *   child_init   - per process: re-open the mutex, create the pool of curl
+ *   child_init   - per process: re-open the mutex, the idempotency store's
+ *                  locks and connections, create the pool of curl
  *                  handles (so nothing curl owns crosses a fork).
  */
 #define CR_MODULE_MAIN
@@ -59,7 +61,8 @@ static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;  /* first pass: the config is read again before children start */
     }
-    if (cr_shm_post_config(pconf, s) != OK || cr_socache_post_config(pconf, ptemp, s) != OK) {
+    if (cr_shm_post_config(pconf, s) != OK || cr_socache_post_config(pconf, ptemp, s) != OK
+        || cr_idem_post_config(pconf, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     cr_config_notice_shadowing(ptemp, s);
@@ -71,6 +74,7 @@ static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 static void cr_child_init(apr_pool_t *pchild, server_rec *s)
 {
     cr_socache_child_init(pchild, s);
+    cr_idem_child_init(pchild, s);
     cr_catalog_child_init(pchild);
     cr_upstream_child_init(pchild, s);
 }
@@ -155,6 +159,7 @@ static void cr_register_hooks(apr_pool_t *p)
     ap_hook_handler(cr_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(cr_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
     cr_shm_register_hooks();
+    cr_idem_register_hooks();
     cr_catalog_register_hooks();
 }
 

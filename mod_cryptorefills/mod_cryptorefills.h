@@ -21,7 +21,9 @@
  * catalog -> socache, shm's status hook -> socache, ...), never one above.
  * Checked by reading the calls between the files: catalog -> respond,
  * socache, upstream; orders -> catalog, idem, respond, upstream; idem ->
- * respond, socache; stream -> respond, shm, upstream; upstream -> respond;
+ * respond, shm (counters), config, and the core's idempotency store
+ * (cr_idstore, not the socache); metrics -> idem (its gauges), socache;
+ * stream -> respond, shm, upstream; upstream -> respond;
  * respond -> (shm's counters, by macro); shm -> socache, config; socache ->
  * config; config -> nothing.  The pure core
  * (cr_*.c) is below all of them and includes no httpd header.  The log tags

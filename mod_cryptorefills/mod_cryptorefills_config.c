@@ -16,6 +16,7 @@
 
 #include "mod_cryptorefills_config.h"
 #include "cr_countries.h"
+#include "cr_idstore.h"
 #include "cr_route.h"
 #include "cr_upstream.h"
 
@@ -369,6 +370,24 @@ static const char *set_cache(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+/* One store for the whole server (every vhost's orders): checked here,
+ * opened by mod_cryptorefills_idem.c in post_config. */
+static const char *set_idem_store(cmd_parms *cmd, void *dc, const char *arg)
+{
+    cr_srv_conf *sc = cr_srv_conf_get(cmd->server);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    cr_ids_conf ic;
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if ((err = cr_ids_parse(cmd->temp_pool, arg, &ic)) != NULL) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
+    }
+    sc->idem_spec = arg;
+    return NULL;
+}
+
 #define DIR_OR_SRV (RSRC_CONF | ACCESS_CONF)
 
 const command_rec cr_cmds[] = {
@@ -393,7 +412,7 @@ const command_rec cr_cmds[] = {
     AP_INIT_TAKE1("CryptorefillsMaxBodySize", set_max_body, NULL, DIR_OR_SRV,
                   "Largest request body in bytes (default 65536)"),
     AP_INIT_TAKE1("CryptorefillsCache", set_cache, NULL, RSRC_CONF,
-                  "socache provider for catalogs and idempotency records: PROVIDER[:ARGS]"),
+                  "socache provider for catalogs and refresh leases: PROVIDER[:ARGS]"),
     AP_INIT_TAKE1("CryptorefillsCacheTTL", set_cache_ttl, NULL, DIR_OR_SRV,
                   "Seconds a cached catalog is fresh (default 300)"),
     AP_INIT_TAKE1("CryptorefillsCacheStale", set_cache_stale, NULL, DIR_OR_SRV,
@@ -402,6 +421,10 @@ const command_rec cr_cmds[] = {
                   "Deliveries per order before PRODUCT_COUNT_EXCEEDED (default 10)"),
     AP_INIT_TAKE1("CryptorefillsStreamHeartbeat", set_heartbeat, NULL, DIR_OR_SRV,
                   "Seconds of silence before a comment line on an order stream (default 15)"),
+    AP_INIT_TAKE1("CryptorefillsIdempotencyStore", set_idem_store, NULL, RSRC_CONF,
+                  "where Idempotency-Key records live: file:DIR, memcache:HOST:PORT or "
+                  "redis:HOST:PORT (default: CryptorefillsCache's memcache/redis server, "
+                  "else a directory under DefaultRuntimeDir)"),
     AP_INIT_TAKE1("CryptorefillsIdempotencyWindow", set_idem_window, NULL, DIR_OR_SRV,
                   "Seconds an Idempotency-Key of POST orders is remembered (default 86400)"),
     AP_INIT_TAKE1("CryptorefillsMaxStreams", set_max_streams, NULL, RSRC_CONF,

@@ -62,6 +62,7 @@ typedef struct cr_srv_conf {
     const ap_socache_provider_t *cache_provider;
     const char *cache_args;
     int max_streams;                /* CR_UNSET_INT: sized from the MPM */
+    const char *idem_spec;          /* CryptorefillsIdempotencyStore as written, or NULL */
     apr_array_header_t *bases;      /* <Location> paths that set the handler */
 } cr_srv_conf;
 

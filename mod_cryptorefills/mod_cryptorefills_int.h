@@ -27,12 +27,23 @@ int cr_orders_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
 
 /* ---- mod_cryptorefills_idem.c: idempotency of POST orders ------------------------ */
 typedef struct cr_idem_claim cr_idem_claim;
-/* Claim the order's key (Idempotency-Key, or visitor + canonical body for a
- * short window).  Returns NULL with *answered set to the status already
- * sent (a replay, a conflict, a bad key), or the claim to pass to
- * cr_idem_settle once the upstream answered. */
-cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, json_object *order,
-                             int *answered);
+/* post_config (second pass): open the idempotency store (the directive's,
+ * else CryptorefillsCache's memcache/redis server, else a directory under
+ * DefaultRuntimeDir).  child_init: its per-process part.  The mod_status
+ * hook that prints the store's counts. */
+int cr_idem_post_config(apr_pool_t *pconf, server_rec *s);
+void cr_idem_child_init(apr_pool_t *pchild, server_rec *s);
+void cr_idem_register_hooks(void);
+/* The metrics handler: copy the store's record and byte counts into the
+ * shm gauges (idem_entries_known set when the store knows them). */
+void cr_idem_fill_gauges(void);
+/* Claim the order's key (Idempotency-Key, or visitor + body identity for a
+ * short window); body/blen: the order exactly as received.  Returns NULL
+ * with *answered set to the status already sent (a replay, a conflict, a
+ * bad key, the store unavailable), or the claim to pass to cr_idem_settle
+ * once the upstream answered. */
+cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
+                             apr_size_t blen, int *answered);
 /* Record the outcome (kept for replay when definite) and answer. */
 int cr_idem_settle(request_rec *r, cr_idem_claim *cl, const cr_route_req *rr,
                    const cr_upstream_resp *resp);
@@ -124,12 +135,6 @@ int cr_socache_get(request_rec *r, cr_cid_kind kind, const char *name, unsigned 
                    apr_size_t cap, apr_size_t *len);
 apr_status_t cr_socache_put(request_rec *r, cr_cid_kind kind, const char *name,
                             apr_time_t expiry, unsigned char *data, apr_size_t len);
-/* Store data under (kind, name) unless a record is there: 1 stored, 0 with
- * the existing record copied into buf (*len), -1 when the cache can't be
- * used. */
-int cr_socache_claim(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
-                     unsigned char *data, apr_size_t dlen, unsigned char *buf, apr_size_t cap,
-                     apr_size_t *len);
 /* Take the refresh lease on name for `hold`: 1 when this request is now
  * the one refresher.  Unlease gives it back now (backoff 0) or keeps it
  * for backoff. */

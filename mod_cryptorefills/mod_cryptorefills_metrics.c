@@ -44,6 +44,8 @@ static const metric_t metrics[] = {
     C("local_rejections", local_rejections, "Orders and validations refused locally, without an upstream call."),
     C("idem_replays", idem_replays, "Order creations answered from the idempotency store."),
     C("idem_conflicts", idem_conflicts, "Order creations refused as conflicting with a stored key."),
+    C("idem_unavailable", idem_unavailable, "Orders with an Idempotency-Key refused 503: the idempotency store could not answer or was full."),
+    C("idem_unprotected", idem_unprotected, "Orders without an Idempotency-Key sent without double-click protection: the idempotency store could not answer."),
     C("streams", streams_total, "Order streams opened."),
     C("streams_rejected", streams_rejected, "Order streams refused by the stream caps."),
     C("stream_events", stream_events, "Events relayed on order streams."),
@@ -110,6 +112,7 @@ int cr_metrics_handler(request_rec *r)
     }
     upstream_errors(r);
 
+    cr_shm_heal_streams();
     head(r, "streams_open", "gauge", "Order streams open now, by mode (blocking: one worker per stream).");
     ap_rprintf(r, "cryptorefills_streams_open{mode=\"blocking\"} %u\n",
                apr_atomic_read32(&cr_stats->streams_open));
@@ -119,6 +122,7 @@ int cr_metrics_handler(request_rec *r)
         head(r, "cache_size_bytes", "gauge", "Size of the shmcb cache segment.");
         ap_rprintf(r, "cryptorefills_cache_size_bytes %" APR_INT64_T_FMT "\n", size);
     }
+    cr_idem_fill_gauges();
     if (apr_atomic_read32(&cr_stats->idem_entries_known)) {
         head(r, "idem_entries", "gauge", "Records in the idempotency store.");
         ap_rprintf(r, "cryptorefills_idem_entries %u\n", apr_atomic_read32(&cr_stats->idem_entries));

@@ -228,7 +228,7 @@ int cr_orders_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     }
     if (is_create) {
         /* Forward a valid order exactly once per key. */
-        cr_idem_claim *claim = cr_idem_begin(r, c, obj, &st);
+        cr_idem_claim *claim = cr_idem_begin(r, c, body, blen, &st);
         if (!claim) {
             return st;
         }

@@ -3,6 +3,9 @@
  * post_config's second pass and owned by pconf (children inherit the
  * mapping); the stream caps' slots; the mod_status hook. */
 #include <string.h>
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "httpd.h"
 #include "http_config.h"
@@ -22,64 +25,113 @@
 
 cr_stats_t *cr_stats;
 
+/* One entry per open stream, after the counters in the same segment: the
+ * process that holds it and its client slot.  A child killed by SIGKILL or
+ * a crash runs no pool cleanup; its entries name a process that is gone,
+ * and the next request that would be refused (or a status page) gives
+ * their slots back.  As many entries as the server-wide cap, so a stream
+ * admitted under the cap always finds one. */
+typedef struct stream_entry {
+    volatile apr_uint32_t pid;      /* 0: free */
+    apr_uint32_t client;            /* index into client_streams */
+} stream_entry;
+static stream_entry *entries;
+static apr_uint32_t n_entries;
+
+/* Half the workers: the other half keeps serving catalogs and orders. */
+static apr_uint32_t stream_cap_default(void)
+{
+    int daemons = 1, threads = 1;
+    apr_uint32_t cap;
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons);
+    cap = (apr_uint32_t)((daemons > 0 ? daemons : 1) * (threads > 0 ? threads : 1) / 2);
+    return cap < 1 ? 1 : cap;
+}
+
 int cr_shm_post_config(apr_pool_t *pconf, server_rec *s)
 {
     cr_srv_conf *sc = cr_srv_conf_get(s);
     apr_shm_t *shm;
     apr_status_t rv;
 
-    rv = apr_shm_create(&shm, sizeof(cr_stats_t), NULL, pconf);
+    apr_size_t head = APR_ALIGN_DEFAULT(sizeof(cr_stats_t));
+    apr_uint32_t cap = sc->max_streams != CR_UNSET_INT ? (apr_uint32_t)sc->max_streams
+                       : stream_cap_default();
+
+    rv = apr_shm_create(&shm, head + (apr_size_t)cap * sizeof(stream_entry), NULL, pconf);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01201)
                      "cannot create shared memory for counters");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     cr_stats = apr_shm_baseaddr_get(shm);
-    memset((void *)cr_stats, 0, sizeof(cr_stats_t));
-    if (sc->max_streams != CR_UNSET_INT) {
-        cr_stats->max_streams = (apr_uint32_t)sc->max_streams;
-    }
-    else {
-        /* Half the workers: the other half keeps serving catalogs and orders. */
-        int daemons = 1, threads = 1;
-        ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &daemons);
-        ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-        ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons);
-        cr_stats->max_streams = (apr_uint32_t)((daemons > 0 ? daemons : 1)
-                                               * (threads > 0 ? threads : 1) / 2);
-        if (cr_stats->max_streams < 1) {
-            cr_stats->max_streams = 1;
-        }
-    }
+    memset((void *)cr_stats, 0, head + (apr_size_t)cap * sizeof(stream_entry));
+    cr_stats->max_streams = cap;
+    entries = (stream_entry *)(void *)((char *)cr_stats + head);
+    n_entries = cap;
     return OK;
 }
 
 /* ---- stream slots --------------------------------------------------------------- */
 
-typedef struct slot_t {
-    volatile apr_uint32_t *client;
-} slot_t;
+/* Free entry e and give its slots back (the entry first: entries in use
+ * never outnumber streams_open, so an admitted stream finds a free one). */
+static void entry_free(stream_entry *e, apr_uint32_t pid)
+{
+    apr_uint32_t client = e->client;
+    if (apr_atomic_cas32(&e->pid, 0, pid) == pid) {
+        apr_atomic_dec32(&cr_stats->client_streams[client]);
+        apr_atomic_dec32(&cr_stats->streams_open);
+    }
+}
 
 static apr_status_t release_slot(void *data)
 {
-    slot_t *sl = data;
-    apr_atomic_dec32(&cr_stats->streams_open);
-    apr_atomic_dec32(sl->client);
+    stream_entry *e = data;
+    entry_free(e, (apr_uint32_t)getpid());
     return APR_SUCCESS;
 }
 
-int cr_shm_stream_slot(request_rec *r, int per_client)
+/* Give back the slots of processes that are gone (killed, crashed): their
+ * pool cleanups never ran.  kill(pid, 0) fails with ESRCH only for a pid
+ * no process has; EPERM (another user's process took the pid) counts as
+ * alive, which can only keep a slot, never free a live stream's.  Returns
+ * how many slots came back. */
+int cr_shm_heal_streams(void)
 {
-    apr_uint32_t max;
-    const char *ip = r->useragent_ip ? r->useragent_ip : "";
-    volatile apr_uint32_t *slot;
-    slot_t *sl;
+    struct { apr_uint32_t pid; int gone; } seen[32];    /* one kill() per process */
+    apr_uint32_t i, pid;
+    int n_seen = 0, j, gone, healed = 0;
 
-    if (!cr_stats) {
-        return 0;
+    for (i = 0; entries && i < n_entries; i++) {
+        pid = apr_atomic_read32(&entries[i].pid);
+        if (!pid) {
+            continue;
+        }
+        for (j = 0; j < n_seen && seen[j].pid != pid; j++) {
+        }
+        if (j < n_seen) {
+            gone = seen[j].gone;
+        }
+        else {
+            gone = kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+            if (n_seen < (int)(sizeof(seen) / sizeof(seen[0]))) {
+                seen[n_seen].pid = pid;
+                seen[n_seen++].gone = gone;
+            }
+        }
+        if (gone) {
+            entry_free(&entries[i], pid);
+            healed++;
+        }
     }
-    max = apr_atomic_read32(&cr_stats->max_streams);
-    slot = &cr_stats->client_streams[cr_hash64(ip, strlen(ip)) % CR_CLIENT_SLOTS];
+    return healed;
+}
+
+static int try_slot(volatile apr_uint32_t *slot, int per_client)
+{
+    apr_uint32_t max = apr_atomic_read32(&cr_stats->max_streams);
     if (apr_atomic_inc32(&cr_stats->streams_open) >= max) {
         apr_atomic_dec32(&cr_stats->streams_open);
         return 1;
@@ -89,9 +141,39 @@ int cr_shm_stream_slot(request_rec *r, int per_client)
         apr_atomic_dec32(&cr_stats->streams_open);
         return 2;
     }
-    sl = apr_palloc(r->pool, sizeof(*sl));
-    sl->client = slot;
-    apr_pool_cleanup_register(r->pool, sl, release_slot, apr_pool_cleanup_null);
+    return 0;
+}
+
+int cr_shm_stream_slot(request_rec *r, int per_client)
+{
+    const char *ip = r->useragent_ip ? r->useragent_ip : "";
+    apr_uint32_t client, pid = (apr_uint32_t)getpid(), i, tries;
+    int rc;
+
+    if (!cr_stats || !entries) {
+        return 0;
+    }
+    client = (apr_uint32_t)(cr_hash64(ip, strlen(ip)) % CR_CLIENT_SLOTS);
+    rc = try_slot(&cr_stats->client_streams[client], per_client);
+    if (rc && cr_shm_heal_streams() > 0) {
+        /* A refusal is never for slots of a process that is gone. */
+        rc = try_slot(&cr_stats->client_streams[client], per_client);
+    }
+    if (rc) {
+        return rc;
+    }
+    /* There is a free entry (entries in use < streams_open <= cap); the
+     * bound only guards against a broken invariant. */
+    for (i = 0, tries = 0; apr_atomic_read32(&entries[i].pid)
+         || apr_atomic_cas32(&entries[i].pid, pid, 0); i = (i + 1) % n_entries) {
+        if (++tries > 4 * n_entries) {
+            apr_atomic_dec32(&cr_stats->client_streams[client]);
+            apr_atomic_dec32(&cr_stats->streams_open);
+            return 1;
+        }
+    }
+    entries[i].client = client;
+    apr_pool_cleanup_register(r->pool, &entries[i], release_slot, apr_pool_cleanup_null);
     return 0;
 }
 
@@ -107,7 +189,7 @@ static int status_hook(request_rec *r, int flags)
         ROW(upstream_err_timeout), ROW(upstream_err_5xx), ROW(upstream_err_4xx),
         ROW(upstream_err_invalid), ROW(local_rejections), ROW(validations_catalog_skipped),
         ROW(idem_replays),
-        ROW(idem_conflicts), ROW(streams_open), ROW(streams_total), ROW(streams_rejected),
+        ROW(idem_conflicts), ROW(idem_unavailable), ROW(idem_unprotected), ROW(streams_open), ROW(streams_total), ROW(streams_rejected),
         ROW(stream_events), ROW(stream_events_dropped), ROW(stream_heartbeats),
 #undef ROW
     };
@@ -116,6 +198,7 @@ static int status_hook(request_rec *r, int flags)
     if (!cr_stats) {
         return OK;
     }
+    cr_shm_heal_streams();      /* streams_open counts live processes' streams */
     if (flags & AP_STATUS_SHORT) {
         for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
             ap_rprintf(r, "Cryptorefills%s: %u\n", rows[i].name,

@@ -28,6 +28,8 @@ typedef struct cr_stats_t {
     volatile apr_uint32_t validations_catalog_skipped;  /* countries not checked locally */
     volatile apr_uint32_t idem_replays;
     volatile apr_uint32_t idem_conflicts;
+    volatile apr_uint32_t idem_unavailable;  /* keyed orders refused: store down or full */
+    volatile apr_uint32_t idem_unprotected;  /* unkeyed orders sent while it was */
     volatile apr_uint32_t streams_open;
     volatile apr_uint32_t streams_total;
     volatile apr_uint32_t streams_rejected;
@@ -70,5 +72,9 @@ void cr_shm_register_hooks(void);
 /* Take a stream slot (server-wide and per client address) until r ends:
  * 0 taken, 1 server-wide cap reached, 2 per-client cap reached. */
 int cr_shm_stream_slot(request_rec *r, int per_client);
+/* Give back the stream slots of processes that are gone (a child killed
+ * by SIGKILL or a crash runs no cleanup); done before any refusal and by
+ * the status page and metrics.  Returns how many came back. */
+int cr_shm_heal_streams(void);
 
 #endif

@@ -4,7 +4,7 @@
  * Shared state, made in post_config's second pass:
  *   - the socache instance (shmcb by default; memcache/redis for a farm);
  *   - a global mutex (type "cryptorefills-cache", so `Mutex` configures
- *     it) that makes lease and claim check-and-set atomic across children,
+ *     it) that makes the lease check-and-set atomic across children,
  *     and that guards every store and retrieve of a provider that is not
  *     MT-safe (shmcb);
  *   - a small segment of shared memory: the smallest record size the
@@ -36,7 +36,7 @@
 
 #define CR_MUTEX_TYPE "cryptorefills-cache"
 /* Default shmcb size: every country's catalog and homepage at once (the US
- * catalog is the largest, a few hundred KB), plus idempotency records. */
+ * catalog is the largest, a few hundred KB) and their refresh leases. */
 #define CR_SHMCB_DEFAULT_SIZE   (64 * 1024 * 1024)
 /* Hints that make shmcb choose 32 subcaches of 2 MiB (the largest object)
  * and some 4,000 index slots. */
@@ -540,62 +540,6 @@ int cr_socache_lease(request_rec *r, const char *name, apr_interval_time_t hold)
         local_lease(r, name, 0, 0);     /* another server refreshes: not us */
     }
     return won;
-}
-
-/* Store data under (kind, name) unless a record is there already: 1 when
- * stored (this request claimed the name), 0 with the existing record copied
- * into buf (*len), -1 when the cache can't be used.  Atomic within this
- * server (the global mutex); across a farm sharing Redis or memcached, two
- * servers can still race in the window of one round trip. */
-int cr_socache_claim(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
-                   unsigned char *data, apr_size_t dlen, unsigned char *buf, apr_size_t cap,
-                   apr_size_t *len)
-{
-    unsigned char id[CR_RECORD_ID_MAX];
-    apr_size_t idlen = cr_record_id(id, kind, name);
-    const char *slot = NULL;
-    apr_status_t rv;
-    int rc, tries;
-
-    if (!cache.inst) {
-        return -1;
-    }
-    if (cache.lock_all) {
-        /* shmcb: the check and the set under the mutex, memory only. */
-        if (!lock(r)) {
-            return -1;
-        }
-        rv = get_rec_rv(r, id, idlen, buf, cap, len, 1);
-        rc = rv == APR_SUCCESS ? 0 : APR_STATUS_IS_NOTFOUND(rv)
-             ? (put_rec(r, id, idlen, expiry, data, dlen, 1) == APR_SUCCESS ? 1 : -1) : -1;
-        unlock(r);
-        return rc;
-    }
-    /* A network store: never hold the mutex across its round trips.  A
-     * slot in shared memory makes this server's requests for one name take
-     * turns (the mutex guards only that memory); the store's record settles
-     * it between servers. */
-    slot = apr_pstrcat(r->pool, name, "#claim", NULL);
-    for (tries = 0; !local_lease(r, slot, apr_time_now() + apr_time_from_sec(5), 1); tries++) {
-        if (tries >= 250) {
-            return -1;
-        }
-        apr_sleep(apr_time_from_msec(20));
-    }
-    rv = get_rec_rv(r, id, idlen, buf, cap, len, 0);
-    if (rv == APR_SUCCESS) {
-        rc = 0;
-    }
-    else if (APR_STATUS_IS_NOTFOUND(rv)) {
-        rc = put_rec(r, id, idlen, expiry, data, dlen, 0) == APR_SUCCESS ? 1 : -1;
-    }
-    else {
-        /* A read that failed is not "absent": writing now could replace a
-         * finished order's record and let it be created again. */
-        rc = -1;
-    }
-    local_lease(r, slot, 0, 0);
-    return rc;
 }
 
 /* Give the lease back now (after a successful refresh), or keep it for

@@ -34,14 +34,17 @@ is($c->{partner_in_logs}, 0, 'partner id in no log line above debug');
     is($c->{catalog_not_200}, 0, "every catalog answer 200 (stale allowed) of $c->{catalog_answers}");
 }
 is($c->{orders_final_missed}, 0, 'every order followed to Done (stream, Last-Event-ID, polling)');
+# Keyed orders claim atomically in Redis (SET NX) and are refused 503
+# IDEMPOTENCY_UNAVAILABLE, never sent, while Redis is down.
+is($c->{duplicates}, 0, 'no order created twice upstream')
+    or diag join "\n", @{ $c->{duplicate_attempts} || [] };
 {
-    # The idempotency store of today takes no atomic claim in Redis and
-    # lets a keyed order through unprotected while Redis is down; the idem
-    # branch (atomic claims, 503 IDEMPOTENCY_UNAVAILABLE) makes these hold.
-    my $why = 'expected to pass once the idempotency store with atomic Redis claims merges';
-    local $TODO = $c->{duplicates} ? $why : undef;
-    is($c->{duplicates}, 0, 'no order created twice upstream');
-    $TODO = $c->{lost} ? $why : undef;
+    # Open: an order whose create was reset or timed out after the upstream
+    # took it is answered 409 ORDER_OUTCOME_UNKNOWN on every retry (never
+    # sent twice), so its shopper never learns the id.  Learning it needs a
+    # lookup of the order by key or by its contents, which the module does
+    # not do.
+    local $TODO = $c->{lost} ? 'orders of unknown outcome: the shopper is told to check, not given the id' : undef;
     is($c->{lost}, 0, 'no order created upstream that its shopper never learned');
 }
 cmp_ok($c->{orders_learned}, '>', 0, 'orders created');
