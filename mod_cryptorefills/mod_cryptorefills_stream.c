@@ -36,7 +36,7 @@ typedef struct stream_t {
     const cr_dir_conf *c;
     const char *order_id;
     apr_bucket_brigade *bb;
-    cr_sse_parser *parser;
+    cr_sse_relay *relay;
     apr_pool_t *scratch;
     int opened;             /* 200 and the first bytes sent */
     int done;               /* stop relayed, or lifetime over: end normally */
@@ -45,7 +45,6 @@ typedef struct stream_t {
     apr_time_t started, last_write, last_upstream_byte;
     apr_interval_time_t heartbeat, lifetime, stall, head_timeout;
     int head_timed_out;     /* no response head from the upstream in time */
-    apr_size_t oversize_seen;
     const char *end_reason;
     apr_uint32_t *client_slot;
 } stream_t;
@@ -128,34 +127,40 @@ static int open_stream(stream_t *st)
 
 /* ---- upstream callbacks ------------------------------------------------------------ */
 
-static apr_status_t on_event(void *baton, const cr_sse_event *ev)
+static apr_status_t on_relay(void *baton, cr_sse_out_kind v, const cr_sse_event *ev,
+                             const char *out, apr_size_t len)
 {
     stream_t *st = baton;
-    int terminal = 0;
-    cr_sse_verdict v = cr_sse_classify(ev->pool, ev, st->order_id, &terminal);
-    char *out;
-    apr_size_t len;
 
+    /* A dropped event's id and retry are still sent (out), so a browser's
+     * reconnection state is what it would be without the relay. */
+    if (out && write_flush(st, out, len) != 0) {
+        return APR_ECONNABORTED;
+    }
     switch (v) {
-    case CR_SSE_RELAY_ORDER:
-    case CR_SSE_RELAY_STOP:
-        out = cr_sse_format(ev->pool, ev, &len);
-        if (write_flush(st, out, len) != 0) {
-            return APR_ECONNABORTED;
-        }
+    case CR_SSE_OUT_ORDER:
+    case CR_SSE_OUT_STOP:
         CR_COUNT(stream_events);
-        if (v == CR_SSE_RELAY_STOP) {
+        if (v == CR_SSE_OUT_STOP) {
             st->done = 1;
             st->end_reason = "stop event";
             return APR_EOF;
         }
+        return APR_SUCCESS;
+    case CR_SSE_OUT_STATE:
+        return APR_SUCCESS;
+    case CR_SSE_OUT_DROP_OVERSIZE:
+        CR_COUNT(stream_events_dropped);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01307)
+                      "dropped an upstream event over %d bytes on the stream of order %s",
+                      CR_STREAM_MAX_EVENT, st->order_id);
         return APR_SUCCESS;
     default:
         CR_COUNT(stream_events_dropped);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01301)
                       "dropped a %s upstream event (type %.32s, %" APR_SIZE_T_FMT " bytes) "
                       "on the stream of order %s",
-                      v == CR_SSE_DROP_MALFORMED ? "malformed" : "unknown",
+                      v == CR_SSE_OUT_DROP_MALFORMED ? "malformed" : "unknown",
                       ev->type ? ev->type : "?", ev->data_len, st->order_id);
         return APR_SUCCESS;
     }
@@ -179,17 +184,7 @@ static int on_data(void *baton, long status, const char *buf, apr_size_t len)
     apr_status_t rv;
     (void)status;
     st->last_upstream_byte = apr_time_now();
-    rv = cr_sse_feed(st->parser, buf, len, on_event, st);
-    if (cr_sse_oversize_skipped(st->parser) != st->oversize_seen) {
-        apr_size_t n = cr_sse_oversize_skipped(st->parser) - st->oversize_seen;
-        st->oversize_seen += n;
-        while (n--) {
-            CR_COUNT(stream_events_dropped);
-        }
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01307)
-                      "dropped an upstream event over %d bytes on the stream of order %s",
-                      CR_STREAM_MAX_EVENT, st->order_id);
-    }
+    rv = cr_sse_relay_feed(st->relay, buf, len, on_relay, st);
     if (rv == APR_SUCCESS) {
         return 0;
     }
@@ -336,12 +331,11 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
     }
 
     st->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    st->parser = cr_sse_parser_create(r->pool, CR_STREAM_MAX_EVENT);
-    if (!st->parser) {
+    /* An oversized event is dropped like a malformed one; the stream goes on. */
+    st->relay = cr_sse_relay_create(r->pool, CR_STREAM_MAX_EVENT, st->order_id);
+    if (!st->relay) {
         return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", NULL, NULL);
     }
-    /* An oversized event is dropped like a malformed one; the stream goes on. */
-    cr_sse_parser_skip_oversize(st->parser, 1);
 
     memset(&req, 0, sizeof(req));
     req.method = "GET";
