@@ -59,6 +59,17 @@ static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (cr_cache_post_config(pconf, ptemp, s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    {
+        /* Which relay streams use; in async mode the default cap comes from
+         * descriptors and memory, not from the worker count. */
+        cr_srv_conf *sc = ap_get_module_config(s->module_config, &cryptorefills_module);
+        int unset = sc->max_streams == CR_UNSET_INT;
+        apr_uint32_t cap = cr_async_post_config(ptemp, s, unset ? 0
+                                                : (apr_uint32_t)sc->max_streams);
+        if (cap && unset && cr_stats) {
+            cr_stats->max_streams = cap;
+        }
+    }
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01003)
                  "mod_cryptorefills/%s ready (%s)", CR_MODULE_VERSION, curl_version());
     return OK;
@@ -70,6 +81,7 @@ static void cr_child_init(apr_pool_t *pchild, server_rec *s)
     apr_status_t rv;
 
     cr_cache_child_init(pchild, s);
+    cr_async_child_init(pchild, s, cr_stats ? &cr_stats->async : NULL);
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
     if (threads < 1) {
         threads = 1;
@@ -122,6 +134,7 @@ static void cr_register_hooks(apr_pool_t *p)
     ap_hook_map_to_storage(cr_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(cr_handler, NULL, NULL, APR_HOOK_MIDDLE);
     cr_cache_register_hooks();
+    cr_async_register_hooks();
 }
 
 AP_DECLARE_MODULE(cryptorefills) = {

@@ -11,6 +11,7 @@
 #include "apr_atomic.h"
 
 #include "cr_upstream.h"
+#include "mod_cryptorefills_async.h"
 
 #define CR_MODULE_VERSION "0.1.0"
 #define CR_HANDLER "cryptorefills"
@@ -121,6 +122,7 @@ typedef struct cr_stats_t {
     volatile apr_uint32_t stream_events_dropped;
     volatile apr_uint32_t stream_heartbeats;
     volatile apr_uint32_t max_streams;       /* effective server-wide cap */
+    cr_async_stats_t async;                  /* the suspended relay's counters */
     /* Open streams per client address, by hash slot (a collision makes
      * two clients share a budget: conservative, never over the cap). */
 #define CR_CLIENT_SLOTS 4096

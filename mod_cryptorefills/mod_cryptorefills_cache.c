@@ -1101,6 +1101,10 @@ static int status_hook(request_rec *r, int flags)
         ROW(upstream_err_invalid), ROW(local_rejections), ROW(idem_replays),
         ROW(idem_conflicts), ROW(streams_open), ROW(streams_total), ROW(streams_rejected),
         ROW(stream_events), ROW(stream_events_dropped), ROW(stream_heartbeats),
+        { "streams_open_suspended", APR_OFFSETOF(cr_stats_t, async.streams_open) },
+        { "streams_suspended_total", APR_OFFSETOF(cr_stats_t, async.streams_total) },
+        { "browsers_dropped_slow", APR_OFFSETOF(cr_stats_t, async.browsers_dropped_slow) },
+        { "browsers_gone_suspended", APR_OFFSETOF(cr_stats_t, async.browsers_gone) },
 #undef ROW
     };
     apr_size_t i;

@@ -137,33 +137,13 @@ static apr_status_t on_relay(void *baton, cr_sse_out_kind v, const cr_sse_event 
     if (out && write_flush(st, out, len) != 0) {
         return APR_ECONNABORTED;
     }
-    switch (v) {
-    case CR_SSE_OUT_ORDER:
-    case CR_SSE_OUT_STOP:
-        CR_COUNT(stream_events);
-        if (v == CR_SSE_OUT_STOP) {
-            st->done = 1;
-            st->end_reason = "stop event";
-            return APR_EOF;
-        }
-        return APR_SUCCESS;
-    case CR_SSE_OUT_STATE:
-        return APR_SUCCESS;
-    case CR_SSE_OUT_DROP_OVERSIZE:
-        CR_COUNT(stream_events_dropped);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01307)
-                      "dropped an upstream event over %d bytes on the stream of order %s",
-                      CR_STREAM_MAX_EVENT, st->order_id);
-        return APR_SUCCESS;
-    default:
-        CR_COUNT(stream_events_dropped);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01301)
-                      "dropped a %s upstream event (type %.32s, %" APR_SIZE_T_FMT " bytes) "
-                      "on the stream of order %s",
-                      v == CR_SSE_OUT_DROP_MALFORMED ? "malformed" : "unknown",
-                      ev->type ? ev->type : "?", ev->data_len, st->order_id);
-        return APR_SUCCESS;
+    if (cr_relay_account(st->r, st->r->server, st->order_id, CR_STREAM_MAX_EVENT, v, ev)
+        == APR_EOF) {
+        st->done = 1;
+        st->end_reason = "stop event";
+        return APR_EOF;
     }
+    return APR_SUCCESS;
 }
 
 static int on_headers(void *baton, long status, const char *ctype)
@@ -282,6 +262,47 @@ static int over_cap(request_rec *r, stream_t *st, int per_client)
     return 0;
 }
 
+/* ---- the suspended relay (event MPM) ----------------------------------------------------- */
+
+static int open_stream_cb(void *baton)
+{
+    return open_stream(baton);
+}
+
+/* Hand the stream to the child's event loop.  SUSPENDED when it runs there;
+ * DECLINED when this request can't be suspended after all (blocking relay);
+ * OK when it ended before the first byte, with st and resp set as the
+ * blocking relay would have left them. */
+static int stream_async(stream_t *st, const cr_upstream_req *req, cr_upstream_resp *resp)
+{
+    cr_async_spec spec;
+    cr_async_result res;
+
+    memset(&spec, 0, sizeof(spec));
+    spec.order_id = st->order_id;
+    spec.req = req;
+    spec.heartbeat = st->heartbeat;
+    spec.lifetime = st->lifetime;
+    spec.stall = st->stall;
+    spec.head_timeout = st->head_timeout;
+    spec.max_event = CR_STREAM_MAX_EVENT;
+    spec.open = open_stream_cb;
+    spec.open_baton = st;
+    cr_async_start(st->r, &spec, &res);
+    if (res.outcome == CR_ASYNC_UNAVAILABLE) {
+        return DECLINED;
+    }
+    CR_COUNT(upstream_requests);
+    if (res.outcome == CR_ASYNC_SUSPENDED) {
+        return SUSPENDED;
+    }
+    *resp = res.resp;
+    st->upstream_status = res.upstream_status;
+    st->client_gone = res.outcome == CR_ASYNC_BROWSER_GONE;
+    st->head_timed_out = res.outcome == CR_ASYNC_HEAD_TIMEOUT;
+    return OK;
+}
+
 /* ---- the handler ----------------------------------------------------------------------- */
 
 static int stream_error(request_rec *r, int status, const char *detail, const char *error)
@@ -296,7 +317,7 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
     const char *last_id = apr_table_get(r->headers_in, "Last-Event-ID");
     cr_upstream_req req;
     cr_upstream_resp resp;
-    int cap;
+    int cap, relay;
 
     st->r = r;
     st->c = c;
@@ -350,8 +371,14 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
     req.on_tick = on_tick;
     req.baton = st;
 
-    cr_upstream_perform(cr_proc.upstream, r->pool, &req, &resp);
-    CR_COUNT(upstream_requests);
+    relay = cr_async_available(r) ? stream_async(st, &req, &resp) : DECLINED;
+    if (relay == SUSPENDED) {
+        return SUSPENDED;
+    }
+    if (relay == DECLINED) {
+        cr_upstream_perform(cr_proc.upstream, r->pool, &req, &resp);
+        CR_COUNT(upstream_requests);
+    }
 
     if (!st->opened) {
         if (st->client_gone) {

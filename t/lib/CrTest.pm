@@ -99,6 +99,8 @@ sub dir  { $_[0]{dir} }
 sub base { "http://127.0.0.1:$_[0]{port}" }
 sub url  { my ($s, $p) = @_; $s->base . $p }
 sub error_log { "$_[0]{dir}/error.log" }
+# Order streams run suspended (event MPM, issue #12): the module logs it at start.
+sub streams_suspended { $_[0]->slurp('error.log') =~ /CR01510:/ ? 1 : 0 }
 
 sub _htdocs {
     my ($self) = @_;
