@@ -1119,7 +1119,10 @@ void cr_async_child_init(apr_pool_t *pchild, server_rec *s, cr_async_stats_t *st
         return;
     }
     L.write_wait = t > 0 && t < CR_ASYNC_WRITE_WAIT ? t : CR_ASYNC_WRITE_WAIT;
-    apr_pool_cleanup_register(pchild, NULL, loop_cleanup, apr_pool_cleanup_null);
+    /* A pre-cleanup: it must stop the thread before pchild destroys its
+     * subpools and other modules' state (APR destroys subpools before it
+     * runs ordinary cleanups). */
+    apr_pool_pre_cleanup_register(pchild, NULL, loop_cleanup);
     L.epfd = epoll_create1(EPOLL_CLOEXEC);
     L.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     L.multi = curl_multi_init();
@@ -1135,7 +1138,9 @@ void cr_async_child_init(apr_pool_t *pchild, server_rec *s, cr_async_stats_t *st
     L.streams = apr_hash_make(L.lpool);
     curl_multi_setopt(L.multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
     curl_multi_setopt(L.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-    rv = apr_thread_create(&L.thread, NULL, loop_main, NULL, pchild);
+    /* The thread's pool under our own, so nothing frees it under the
+     * thread: apr_thread_exit destroys it, after which lpool goes. */
+    rv = apr_thread_create(&L.thread, NULL, loop_main, NULL, L.lpool);
     if (rv != APR_SUCCESS) {
         L.thread = NULL;
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, CRLOGNO(01513)
