@@ -46,11 +46,7 @@ CONF
 );
 ok($httpd->streams_suspended, 'the module runs the suspended relay under the event MPM');
 
-sub status {
-    my $r = HTTP::Tiny->new(timeout => 10)->get($httpd->url('/server-status?auto'));
-    my %s = $r->{content} =~ /^([A-Za-z_.]+): (\S+)$/mg;
-    return \%s;
-}
+sub status { $httpd->status_auto }
 sub wait_status {
     my ($cond, $secs) = @_;
     my $deadline = time + $secs;
