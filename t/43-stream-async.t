@@ -9,6 +9,8 @@
 # - a browser that stops reading is dropped after the bounded write wait or
 #   the per-stream buffer cap, and counted;
 # - a graceful restart with open streams ends them cleanly.
+# CR_ASYNC_STREAMS=1000 runs the cycles with more streams (raise ulimit -n);
+# the PSS per stream is printed as a diagnostic.
 use strict;
 use warnings;
 use FindBin;
@@ -33,7 +35,8 @@ my $httpd = CrTest->start(
     # 2 x 25 threads; suspended connections count against a child's accept
     # limit (ThreadsPerChild + idle workers x AsyncRequestWorkerFactor).
     mpm_conf => "StartServers 2\nServerLimit 2\nThreadsPerChild 25\nMaxRequestWorkers 50\n"
-              . "MinSpareThreads 25\nMaxSpareThreads 50\nAsyncRequestWorkerFactor 8\n",
+              . "MinSpareThreads 25\nMaxSpareThreads 50\nAsyncRequestWorkerFactor "
+              . (int($N / 50) + 8) . "\n",
     conf     => <<'CONF',
 CryptorefillsStreamHeartbeat 2
 CryptorefillsMaxStreams 1000
@@ -67,6 +70,15 @@ sub children {
         push @kids, $pid if $ppid == $httpd->{pid};
     }
     return sort { $a <=> $b } @kids;
+}
+# Proportional set size of the children, in KB.
+sub child_pss {
+    my $kb = 0;
+    for my $pid (children()) {
+        open my $fh, '<', "/proc/$pid/smaps_rollup" or next;
+        while (<$fh>) { $kb += $1 if /^Pss:\s+(\d+) kB/ }
+    }
+    return $kb;
 }
 sub child_fds {
     my $n = 0;
@@ -118,6 +130,7 @@ sub open_streams {
 ok(wait_status(sub { $_[0]{Cryptorefillsstreams_open} == 0 }, 10), 'warm-up streams ended');
 sleep 1;
 my $base_fds = child_fds();
+my $base_pss = child_pss();
 my @kids = children();
 is(scalar @kids, 2, 'two children');
 diag "baseline: $base_fds descriptors in children @kids";
@@ -133,6 +146,8 @@ for my $cycle (1 .. 3) {
         my $s = wait_status(sub { $_[0]{Cryptorefillsstreams_open_suspended} == $N }, 10) || status();
         is($s->{Cryptorefillsstreams_open_suspended}, $N, "$N streams open, suspended");
         cmp_ok($s->{BusyWorkers}, '<=', 3, "busy workers stay few (BusyWorkers $s->{BusyWorkers} of 50)");
+        diag sprintf('cycle %d: %d streams, %+.1f KB PSS per stream in the children, %d descriptors',
+                     $cycle, $N, (child_pss() - $base_pss) / $N, child_fds()) if $cycle == 1;
         my $t0 = time;
         my $cat = HTTP::Tiny->new(timeout => 10)->get($httpd->url('/api/countries'));
         is($cat->{status}, 200, sprintf('a catalog request answers meanwhile (%.0f ms)', (time - $t0) * 1000));
