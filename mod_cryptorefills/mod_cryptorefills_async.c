@@ -1058,8 +1058,9 @@ apr_uint32_t cr_async_post_config(apr_pool_t *ptemp, server_rec *s, apr_uint32_t
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, CRLOGNO(01511)
                      "order streams: the event MPM accepts about %" APR_UINT64_T_FMT
                      " connections (%d children x ThreadsPerChild %d x (1 + "
-                     "AsyncRequestWorkerFactor %.1f)), fewer than %u streams: raise "
-                     "AsyncRequestWorkerFactor to %.0f (or lower CryptorefillsMaxStreams)",
+                     "AsyncRequestWorkerFactor %.1f)), fewer than %u streams; past that it "
+                     "stops accepting connections (all requests wait): raise "
+                     "AsyncRequestWorkerFactor to %.0f or set CryptorefillsMaxStreams lower",
                      hold, daemons, threads, factor, max_streams,
                      (double)max_streams / ((double)threads * daemons) + 1.0);
     }
