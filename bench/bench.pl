@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # Benchmarks of mod_cryptorefills against stock Apache references measured in
 # the same run.  See bench/README.md.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* bench/sse-client.c - N concurrent Server-Sent-Events subscribers plus a
  * latency probe, in one epoll loop (so the client is not the bottleneck).
  *

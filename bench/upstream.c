@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* bench/upstream.c - a fast fixed-answer HTTP/1.1 upstream for the benchmarks.
  *
  * One thread, epoll, keep-alive, non-blocking.  Answers the partner API

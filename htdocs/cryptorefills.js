@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // cryptorefills.js — dependency-free browser client for mod_cryptorefills.
 //
 // Talks to the module's same-origin routes (default base `/api`, see CONTRACT.md),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The country table: a generated, sorted array searched by bisection. */
 #include <string.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The 233 countries the upstream serves (its available-countries list). */
 #ifndef CR_COUNTRIES_H
 #define CR_COUNTRIES_H

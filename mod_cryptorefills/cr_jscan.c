@@ -1,37 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Strict JSON pre-scanner: see cr_jscan.h for what it refuses and why.
  *
  * One forward pass with an explicit stack (no recursion, so a 10,000-deep
- * body costs nothing but the first max_depth levels).  Nothing is
- * allocated: the container stack and a table of the keys of the objects
- * currently open live in automatic storage, about 12 KB, which fits the
- * smallest ThreadStackSize httpd allows.
+ * body costs nothing but the first max_depth levels).  For an ordinary body
+ * nothing is allocated: the container stack (8 KB) and a table of the keys
+ * of the objects currently open with its index (3.5 KB) live in automatic
+ * storage, under 12 KB in all (a thread's stack is 8 MB by default).
  *
  * Duplicate keys: each key's unescaped bytes are hashed (FNV-1a) while it
- * is scanned; a new key is compared with the keys already seen in its
- * object by hash and length first, then byte by byte through a decoding
- * iterator over both escaped forms.  Objects nest, so their keys form a
- * stack: a child's keys are dropped when it closes.  When the table is full
- * the object is marked and its earlier keys are found again by rescanning
- * it from its '{' (the part already scanned is known to be valid). */
+ * is scanned and pushed on a stack of key slots (objects nest, so their
+ * keys form a stack: a child's keys are popped when it closes).  A hash
+ * index over that stack finds a new key's candidates: bucket chains link
+ * slots newest first, so a chain walk meets the current object's keys
+ * before any ancestor's and stops at the first slot below the object's
+ * base.  Keys are popped in the reverse order of their pushing, so a popped
+ * key is always the head of its chain: popping is O(1).  Candidates with
+ * the same hash and length are compared byte by byte through a decoding
+ * iterator over both escaped forms.
+ *
+ * When more keys are open than the automatic table holds, the stack and the
+ * index move to a private unmanaged pool (own allocator, nothing shared
+ * between threads), destroyed before returning; both double as needed and
+ * the index is rebuilt at each doubling, keeping its load at most 1.  Open
+ * keys are at most one per 4 bytes of body, so memory stays linear in len
+ * and the whole check linear in len whatever the body's shape. */
 #include <string.h>
+
+#include <apr_pools.h>
 
 #include "cr_jscan.h"
 
-#define KEY_SLOTS 512
+#define KEY_SLOTS 128            /* in automatic storage; a power of two */
+#define NO_SLOT   0xFFFFFFFFu
 
 typedef struct {
     apr_size_t start;      /* offset of the key's opening quote */
     apr_size_t dlen;       /* unescaped length */
     apr_uint32_t hash;     /* FNV-1a of the unescaped bytes */
+    apr_uint32_t next;     /* older slot in the same bucket, or NO_SLOT */
 } key_slot;
+
+/* The key stack and its hash index. */
+typedef struct {
+    key_slot *slots;
+    apr_uint32_t *buckets;
+    apr_uint32_t n, cap;   /* slots in use / allocated; cap is also the bucket count */
+    apr_pool_t *pool;      /* NULL while the automatic arrays serve */
+    apr_size_t probes;     /* candidate keys looked at (work counter) */
+} key_table;
 
 typedef struct {
     apr_size_t start;      /* offset of '{' or '[' */
     apr_size_t members;
-    unsigned slot_base;    /* first key slot of this object */
+    apr_size_t probes;     /* candidate keys looked at for this object's keys */
+    apr_uint32_t slot_base; /* first key slot of this object */
     char type;             /* '{' or '[' */
-    char overflow;         /* some keys of this object are not in the table */
-} level;
+    char deferred;         /* probe budget spent: duplicates found by sorting at '}' */
+} level;                   /* 32 bytes */
 
 #define FNV_OFF   2166136261u
 #define FNV_PRIME 16777619u
@@ -286,71 +311,178 @@ static int keys_equal(const unsigned char *b, apr_size_t q1, apr_size_t q2)
     return 1;
 }
 
-/* Skipping over parts already validated (rescan of a large object). */
-static apr_size_t skip_ws(const unsigned char *b, apr_size_t i)
+/* Bucket of a key hash: murmur3's finaliser spreads every bit of the
+ * FNV-1a hash into the low bits the mask keeps. */
+static apr_uint32_t bucket_of(apr_uint32_t h, apr_uint32_t cap)
 {
-    while (is_ws(b[i])) {
-        i++;
-    }
-    return i;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h & (cap - 1);
 }
 
-static apr_size_t skip_str(const unsigned char *b, apr_size_t i)
+/* Make room for one more key; 0 when memory ran out. */
+static int keys_grow(key_table *kt)
 {
-    i++;
-    while (b[i] != '"') {
-        i += (b[i] == '\\') ? 2 : 1;
+    apr_uint32_t cap = kt->cap * 2, s;
+    key_slot *ns;
+    apr_uint32_t *nb;
+
+    if (cap < kt->cap) {
+        return 0;
     }
-    return i + 1;
+    if (!kt->pool && apr_pool_create_unmanaged_ex(&kt->pool, NULL, NULL) != APR_SUCCESS) {
+        kt->pool = NULL;
+        return 0;
+    }
+    /* The old arrays stay in the pool until it is destroyed: at most as
+     * much again as the final ones. */
+    ns = apr_palloc(kt->pool, sizeof(*ns) * cap);
+    nb = apr_palloc(kt->pool, sizeof(*nb) * cap);
+    if (!ns || !nb) {
+        return 0;
+    }
+    memcpy(ns, kt->slots, sizeof(*ns) * kt->n);
+    memset(nb, 0xFF, sizeof(*nb) * cap);
+    for (s = 0; s < kt->n; s++) {        /* oldest first: chains end up newest first */
+        apr_uint32_t b = bucket_of(ns[s].hash, cap);
+        ns[s].next = nb[b];
+        nb[b] = s;
+    }
+    kt->slots = ns;
+    kt->buckets = nb;
+    kt->cap = cap;
+    return 1;
 }
 
-static apr_size_t skip_value(const unsigned char *b, apr_size_t i)
+/* Most candidates looked at for the keys of one object before it is
+ * deferred: ordinary keys spread over the buckets cost about one probe
+ * each; only keys made to collide (the hash is not secret) spend this. */
+#define PROBE_BUDGET(keys) (8 * (apr_size_t)(keys) + 64)
+
+/* Is the key at kstart (hash h, unescaped length dl) already a key of the
+ * object lv, whose keys start at slot lv->slot_base?  Either way it is
+ * pushed.  A deferred object's keys are pushed unchecked. */
+static const char *keys_add(key_table *kt, level *lv, const unsigned char *b,
+                            apr_size_t kstart, apr_uint32_t h, apr_size_t dl)
 {
-    if (b[i] == '"') {
-        return skip_str(b, i);
-    }
-    if (b[i] == '{' || b[i] == '[') {
-        int d = 0;
-        for (;;) {
-            unsigned char c = b[i];
-            if (c == '"') {
-                i = skip_str(b, i);
-                continue;
+    apr_uint32_t s, bk, base = lv->slot_base;
+
+    if (!lv->deferred) {
+        apr_size_t budget = PROBE_BUDGET(kt->n - base + 1);
+        for (s = kt->buckets[bucket_of(h, kt->cap)]; s != NO_SLOT && s >= base;
+             s = kt->slots[s].next) {
+            kt->probes++;
+            if (++lv->probes > budget) {
+                lv->deferred = 1;
+                break;
             }
-            if (c == '{' || c == '[') d++;
-            else if (c == '}' || c == ']') d--;
-            i++;
-            if (d == 0) {
-                return i;
+            if (kt->slots[s].hash == h && kt->slots[s].dlen == dl
+                && keys_equal(b, kt->slots[s].start, kstart)) {
+                return "duplicate key";
             }
         }
     }
-    while (b[i] != ',' && b[i] != '}' && b[i] != ']' && !is_ws(b[i])) {
-        i++;
+    if (kt->n == kt->cap && !keys_grow(kt)) {
+        return "out of memory";
     }
-    return i;
+    s = kt->n++;
+    bk = bucket_of(h, kt->cap);
+    kt->slots[s].start = kstart;
+    kt->slots[s].dlen = dl;
+    kt->slots[s].hash = h;
+    kt->slots[s].next = kt->buckets[bk];
+    kt->buckets[bk] = s;
+    return NULL;
 }
 
-/* Is the key at quote offset cur equal to an earlier key of the object
- * opened at obj?  Only called when that object overflowed the table. */
-static int rescan_dup(const unsigned char *b, apr_size_t obj, apr_size_t cur)
+/* Order of two keys: hash, length, then the unescaped bytes. */
+static int key_cmp(const unsigned char *b, const key_slot *x, const key_slot *y)
 {
-    apr_size_t i = obj + 1;
+    kit a, c;
+    int p, q;
+    if (x->hash != y->hash) {
+        return x->hash < y->hash ? -1 : 1;
+    }
+    if (x->dlen != y->dlen) {
+        return x->dlen < y->dlen ? -1 : 1;
+    }
+    kit_init(&a, b, x->start);
+    kit_init(&c, b, y->start);
+    do {
+        p = kit_next(&a);
+        q = kit_next(&c);
+    } while (p == q && p >= 0);
+    return p < q ? -1 : p > q;
+}
+
+static void sift(const unsigned char *b, key_slot *k, apr_size_t root, apr_size_t n)
+{
     for (;;) {
-        i = skip_ws(b, i);
-        if (i >= cur) {
-            return 0;
+        apr_size_t c = 2 * root + 1;
+        key_slot t;
+        if (c >= n) {
+            return;
         }
-        if (keys_equal(b, i, cur)) {
-            return 1;
+        if (c + 1 < n && key_cmp(b, &k[c], &k[c + 1]) < 0) {
+            c++;
         }
-        i = skip_str(b, i);
-        i = skip_ws(b, i);
-        i++;                         /* ':' */
-        i = skip_ws(b, i);
-        i = skip_value(b, i);
-        i = skip_ws(b, i);
-        i++;                         /* ',' */
+        if (key_cmp(b, &k[root], &k[c]) >= 0) {
+            return;
+        }
+        t = k[root];
+        k[root] = k[c];
+        k[c] = t;
+        root = c;
+    }
+}
+
+/* The keys of a deferred object, k[0..n): heapsort them (in place, no
+ * recursion, O(n log n) comparisons whatever the keys) and return the
+ * offset of the earliest key that repeats an earlier one, or (apr_size_t)-1. */
+static apr_size_t sorted_dup(const unsigned char *b, key_slot *k, apr_size_t n)
+{
+    apr_size_t i, first = 0, lo, second, found = (apr_size_t)-1;
+    key_slot t;
+
+    for (i = n / 2; i-- > 0; ) {
+        sift(b, k, i, n);
+    }
+    for (i = n; i-- > 1; ) {
+        t = k[0];
+        k[0] = k[i];
+        k[i] = t;
+        sift(b, k, 0, i);
+    }
+    /* In each run of equal keys the second-earliest is the duplicate. */
+    while (first < n) {
+        lo = k[first].start;
+        second = (apr_size_t)-1;
+        for (i = first + 1; i < n && key_cmp(b, &k[first], &k[i]) == 0; i++) {
+            if (k[i].start < lo) {
+                second = lo;
+                lo = k[i].start;
+            }
+            else if (k[i].start < second) {
+                second = k[i].start;
+            }
+        }
+        if (second < found) {
+            found = second;
+        }
+        first = i;
+    }
+    return found;
+}
+
+/* Pop the keys of a closing object (slots base and up), newest first. */
+static void keys_pop(key_table *kt, apr_uint32_t base)
+{
+    while (kt->n > base) {
+        key_slot *k = &kt->slots[--kt->n];
+        kt->buckets[bucket_of(k->hash, kt->cap)] = k->next;
     }
 }
 
@@ -430,15 +562,13 @@ static const char *scan_literal(const unsigned char *b, apr_size_t n, apr_size_t
     return "invalid literal";
 }
 
-const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
-                           apr_size_t *err_offset)
+static const char *jscan(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
+                         apr_size_t *err_offset, key_table *kt)
 {
     const unsigned char *b = (const unsigned char *)buf;
     apr_size_t n = len, i = 0, max_string, max_members;
     int check_dups;
     level st[CR_JSCAN_DEPTH_CAP];
-    key_slot slots[KEY_SLOTS];
-    unsigned nslots = 0;
     int depth = 0, max_depth;
     const char *why = NULL;
 
@@ -478,9 +608,10 @@ value:
         }
         st[depth].start = i;
         st[depth].members = 0;
-        st[depth].slot_base = nslots;
+        st[depth].slot_base = kt->n;
+        st[depth].probes = 0;
         st[depth].type = (char)b[i];
-        st[depth].overflow = 0;
+        st[depth].deferred = 0;
         depth++;
         i++;
         while (i < n && is_ws(b[i])) i++;
@@ -550,7 +681,18 @@ after:
         if (b[i] == (top->type == '{' ? '}' : ']')) {
             i++;
             if (top->type == '{') {
-                nslots = top->slot_base;
+                apr_uint32_t end = kt->n;
+                keys_pop(kt, top->slot_base);
+                if (top->deferred) {
+                    /* The popped slots are still there to sort. */
+                    apr_size_t dup = sorted_dup(b, kt->slots + top->slot_base,
+                                                end - top->slot_base);
+                    if (dup != (apr_size_t)-1) {
+                        i = dup;
+                        why = "duplicate key";
+                        goto fail;
+                    }
+                }
             }
             depth--;
             goto after;
@@ -573,38 +715,12 @@ key:
         level *top = &st[depth - 1];
         apr_size_t kstart = i, dl;
         apr_uint32_t h;
-        unsigned s;
         if ((why = scan_string(b, n, &i, max_string, &h, &dl)) != NULL) {
             goto fail;
         }
-        if (!check_dups) {
-            /* syntax only */
-        }
-        else if (top->overflow) {
-            if (rescan_dup(b, top->start, kstart)) {
-                i = kstart;
-                why = "duplicate key";
-                goto fail;
-            }
-        }
-        else {
-            for (s = top->slot_base; s < nslots; s++) {
-                if (slots[s].hash == h && slots[s].dlen == dl
-                    && keys_equal(b, slots[s].start, kstart)) {
-                    i = kstart;
-                    why = "duplicate key";
-                    goto fail;
-                }
-            }
-            if (nslots < KEY_SLOTS) {
-                slots[nslots].start = kstart;
-                slots[nslots].dlen = dl;
-                slots[nslots].hash = h;
-                nslots++;
-            }
-            else {
-                top->overflow = 1;
-            }
+        if (check_dups && (why = keys_add(kt, top, b, kstart, h, dl)) != NULL) {
+            i = kstart;
+            goto fail;
         }
         while (i < n && is_ws(b[i])) i++;
         if (i >= n) {
@@ -624,6 +740,37 @@ fail:
         *err_offset = i > n ? n : i;
     }
     return why;
+}
+
+const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
+                                   apr_size_t *err_offset, apr_size_t *probes)
+{
+    key_slot slots[KEY_SLOTS];
+    apr_uint32_t buckets[KEY_SLOTS];
+    key_table kt;
+    const char *why;
+
+    memset(buckets, 0xFF, sizeof(buckets));
+    kt.slots = slots;
+    kt.buckets = buckets;
+    kt.n = 0;
+    kt.cap = KEY_SLOTS;
+    kt.pool = NULL;
+    kt.probes = 0;
+    why = jscan(buf, len, lim, err_offset, &kt);
+    if (kt.pool) {
+        apr_pool_destroy(kt.pool);
+    }
+    if (probes) {
+        *probes = kt.probes;
+    }
+    return why;
+}
+
+const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
+                           apr_size_t *err_offset)
+{
+    return cr_jscan_check_counted(buf, len, lim, err_offset, NULL);
 }
 
 int cr_jscan_is_json(const char *buf, apr_size_t len)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A single-pass, allocation-free strict JSON scanner, run over a request
  * body before json-c sees it.
  *
@@ -30,10 +31,15 @@ typedef struct cr_jscan_limits {
  * this, whatever the caller asks for. */
 #define CR_JSCAN_DEPTH_CAP        256
 
-/* Longest number token accepted (sign, digits, point, exponent).  No amount
- * or count in a checkout body comes near it; json-c clamps integers past
- * 2^64 silently, so overlong tokens are refused rather than misread. */
-#define CR_JSCAN_MAX_NUMBER       64
+/* Longest number token accepted (sign, digits, point, exponent).  RFC 8259
+ * sets no limit; JSONTestSuite's valid files go to 81 bytes
+ * (-0.000...0001).  No amount or count in a checkout body comes near 512:
+ * the cap bounds the text json-c keeps per number, not the scan (linear
+ * anyway).  Long tokens are safe to let through: amounts are read from the
+ * number's text by an exact decimal parser, and json-c clamps an integer
+ * past 2^64 (never wraps it), so a long token is never read as a small,
+ * valid value. */
+#define CR_JSCAN_MAX_NUMBER       512
 
 /* NULL when buf[0..len) is exactly one JSON value within limits: RFC 8259
  * syntax (white space around the value allowed, nothing else), valid UTF-8
@@ -49,11 +55,21 @@ typedef struct cr_jscan_limits {
  * ...) and, when err_offset is non-NULL, the offset of the offending byte
  * in *err_offset.
  *
- * Cost: linear in len, except duplicate detection in objects with more keys
- * open at once than an internal table holds (512), where each further key
- * costs a rescan of its object: max_members bounds that. */
+ * Cost: linear in len for every body shape.  Duplicate keys are found
+ * through a hash index; when keys of one object are made to collide in it,
+ * that object's keys are sorted when it closes instead (O(k log k) for its
+ * k keys).  Memory: under 12 KB of stack, plus, only when more than 128
+ * keys are open at once, a private pool of at most about 112 bytes per
+ * open key (arrays that double, the old ones kept until the end; every key
+ * takes 4 bytes of body or more), destroyed before returning.
+ * Returns "out of memory" if that pool can't be had. */
 const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
                            apr_size_t *err_offset);
+
+/* cr_jscan_check(), also counting in *probes the candidate keys looked at
+ * for duplicate detection (the work beyond one pass), for tests. */
+const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
+                                   apr_size_t *err_offset, apr_size_t *probes);
 
 /* Non-zero when buf[0..len) is one JSON value (syntax and UTF-8 only,
  * duplicate keys allowed, generous limits): the check an upstream answer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 #include <apr_strings.h>
 
@@ -131,4 +132,9 @@ const char *cr_json_get_string(json_object *obj, const char *key)
 {
     json_object *v = cr_json_get(obj, key);
     return (v && json_object_is_type(v, json_type_string)) ? json_object_get_string(v) : NULL;
+}
+
+const char *cr_json_scalar_text(json_object *v)
+{
+    return json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
 }

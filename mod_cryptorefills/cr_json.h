@@ -1,4 +1,7 @@
-/* The one place json-c is touched for parsing and serialising.
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The one place JSON text is parsed or printed through json-c (its
+ * tokenizer and its serialisers); the other core files only read and build
+ * json-c objects, and the glue only builds them (problem details).
  *
  * Objects handed out are owned by a pool: a cleanup drops the reference, so
  * no early return in a caller leaks.  Parsing is strict (RFC 8259 syntax,
@@ -26,6 +29,11 @@ json_object *cr_json_own(apr_pool_t *p, json_object *obj);
 
 /* Serialise compactly into p (no escaping of '/'). */
 const char *cr_json_str(apr_pool_t *p, json_object *obj, apr_size_t *len);
+
+/* json-c's own plain text for a scalar (number, boolean), e.g. to parse a
+ * number as written or to put it in a canonical form; NULL on failure.
+ * Valid while v lives. */
+const char *cr_json_scalar_text(json_object *v);
 
 /* Member lookups that return NULL for a missing member or a wrong type. */
 json_object *cr_json_get(json_object *obj, const char *key);

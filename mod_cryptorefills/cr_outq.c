@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A two-thread byte queue (see cr_outq.h). */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A byte queue between two threads: one appends, the other takes
  * everything at once by swapping buffers, so neither copies twice and the
  * taker writes without holding the producer's lock.

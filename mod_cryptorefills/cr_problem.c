@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "cr_problem.h"
 #include "cr_json.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Error bodies in the upstream's own shapes, so storefront code needs one
  * error path whether an answer came from the module or from the upstream. */
 #ifndef CR_PROBLEM_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 #include <apr_strings.h>
 #include <apr_lib.h>
@@ -31,6 +32,77 @@ static const cr_route_def routes[CR_ROUTE_MAX] = {
 const cr_route_def *cr_route_def_get(cr_route_id id)
 {
     return (id > CR_ROUTE_NONE && id < CR_ROUTE_MAX) ? &routes[id] : NULL;
+}
+
+const char *cr_path_below(const char *uri, const char *base)
+{
+    apr_size_t n = strlen(base);
+    while (n > 1 && base[n - 1] == '/') {
+        n--;
+    }
+    if (!n || strncmp(uri, base, n)
+        || (uri[n] != '/' && uri[n] != '\0' && base[n - 1] != '/')) {
+        return NULL;
+    }
+    return uri + n;
+}
+
+int cr_seconds_parse(const char *arg, apr_interval_time_t *out)
+{
+    apr_int64_t whole = 0, frac = 0, scale = 1000000;
+    const char *s = arg;
+    int digits = 0;
+
+    while (*s >= '0' && *s <= '9') {
+        whole = whole * 10 + (*s++ - '0');
+        if (++digits > 9) {
+            return 0;
+        }
+    }
+    if (*s == '.') {
+        int fd = 0;
+        s++;
+        while (*s >= '0' && *s <= '9') {
+            if (++fd > 6) {
+                return 0;
+            }
+            frac = frac * 10 + (*s++ - '0');
+            scale /= 10;
+        }
+        if (!fd) {
+            return 0;
+        }
+        frac *= scale;
+    }
+    if (*s || (!digits && s == arg)) {
+        return 0;
+    }
+    *out = (apr_interval_time_t)(whole * APR_USEC_PER_SEC + frac);
+    return 1;
+}
+
+const char *cr_seconds_fmt(apr_pool_t *p, apr_interval_time_t t)
+{
+    char *s = apr_psprintf(p, "%" APR_INT64_T_FMT ".%06" APR_INT64_T_FMT,
+                           (apr_int64_t)(t / APR_USEC_PER_SEC), (apr_int64_t)(t % APR_USEC_PER_SEC));
+    apr_size_t n = strlen(s);
+    while (s[n - 1] == '0') {
+        s[--n] = '\0';
+    }
+    if (s[n - 1] == '.') {
+        s[n - 1] = '\0';
+    }
+    return s;
+}
+
+int cr_has_ctl(const char *s, int allow_tab)
+{
+    for (; *s; s++) {
+        if (((unsigned char)*s < 0x20 && !(allow_tab && *s == '\t')) || *s == 0x7f) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int cr_order_id_ok(const char *s)
@@ -158,15 +230,33 @@ static int all_of(const char *s, const char *set, apr_size_t min, apr_size_t max
 #define LOWER "abcdefghijklmnopqrstuvwxyz"
 #define DIGIT "0123456789"
 
+/* A country code the request names: NULL when supported, else why not.  A
+ * supported code in the wrong case (`fr`) is a malformed request, reported as
+ * such with the code to use; anything else is an unsupported country. */
+static const char *country_problem(apr_pool_t *p, const char *v, int *unsupported)
+{
+    apr_size_t n = strlen(v);
+
+    *unsupported = 0;
+    if (cr_country_valid(v, n)) {
+        return NULL;
+    }
+    if (n == 2 && all_of(v, UPPER LOWER, 2, 2)) {
+        char up[3] = { (char)apr_toupper(v[0]), (char)apr_toupper(v[1]), 0 };
+        if (cr_country_valid(up, 2)) {
+            return apr_psprintf(p, "country codes are upper-case: %s", up);
+        }
+    }
+    *unsupported = 1;
+    return "not one of the supported countries";
+}
+
 /* Per-parameter value rules, beyond "printable UTF-8 of sane length". */
-static const char *check_param(const char *name, const char *v, int *unsupported)
+static const char *check_param(apr_pool_t *p, const char *name, const char *v, int *unsupported)
 {
     *unsupported = 0;
     if (!strcmp(name, "country_code")) {
-        if (!cr_country_valid(v, strlen(v))) {
-            *unsupported = 1;
-            return "not one of the supported countries";
-        }
+        return country_problem(p, v, unsupported);
     }
     else if (!strcmp(name, "coin")) {
         if (!all_of(v, UPPER LOWER DIGIT, 1, 16)) {
@@ -240,7 +330,7 @@ static void parse_query(apr_pool_t *p, const char *args, cr_route_req *rr)
                     fail(rr, 400, "INVALID_REQUEST", name, "parameter given more than once");
                     return;
                 }
-                why = check_param(name, value, &unsupported);
+                why = check_param(p, name, value, &unsupported);
                 if (why) {
                     fail(rr, 400, unsupported ? "UNSUPPORTED_COUNTRY" : "INVALID_REQUEST", name, why);
                     return;
@@ -291,8 +381,10 @@ void cr_route_parse(apr_pool_t *p, const char *rel, const char *method,
         return;
     }
     if (id == CR_ROUTE_PRODUCTS) {
-        if (!cr_country_valid(param, strlen(param))) {
-            fail(rr, 400, "UNSUPPORTED_COUNTRY", "country_code", "not one of the supported countries");
+        int unsupported;
+        const char *why = country_problem(p, param, &unsupported);
+        if (why) {
+            fail(rr, 400, unsupported ? "UNSUPPORTED_COUNTRY" : "INVALID_REQUEST", "country_code", why);
             return;
         }
         rr->country = param;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* SSE parser, canonical re-emitter and order-stream policy (see cr_sse.h).
  *
  * Memory: the parser's four growable buffers (carried partial line, data,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Server-Sent Events: an incremental parser of the upstream's order stream,
  * a canonical re-emitter, and the order-stream relay policy.
  *

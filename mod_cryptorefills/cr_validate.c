@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Local validation of checkout bodies: see cr_validate.h for the policy.
  *
  * Two passes over the parsed body.  The structural pass walks the fields in
@@ -14,6 +15,7 @@
 
 #include "cr_validate.h"
 #include "cr_json.h"
+#include "cr_buf.h"
 #include "cr_countries.h"
 
 /* ------------------------------------------------------------------------ */
@@ -132,7 +134,7 @@ int cr_decimal_from_json(json_object *v, apr_int64_t *units)
         /* json-c keeps a parsed double's text as written, and prints an
          * integer past 2^64 clamped to UINT64_MAX, which is out of range
          * here anyway: so the text is the safe thing to parse. */
-        s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+        s = cr_json_scalar_text(v);
         return s ? cr_decimal_parse(s, strlen(s), units) : CR_DEC_SYNTAX;
     }
     return CR_DEC_SYNTAX;
@@ -333,6 +335,9 @@ typedef struct {
     apr_array_header_t *deliveries;         /* of delivery */
     const char *via, *coin, *network;
     apr_hash_t *catalogs;
+    int ncatalogs;                          /* countries whose catalog was asked for */
+    int count_exceeded;                     /* PRODUCT_COUNT_EXCEEDED decided */
+    int unchecked;                          /* distinct countries not asked for */
 } vstate;
 
 static int fail(vstate *vs, const char *field, const char *reason)
@@ -916,6 +921,15 @@ static json_object *catalog_for(vstate *vs, const char *cc)
     if (v) {
         return v == &none ? NULL : v;
     }
+    if (vs->count_exceeded
+        || (vs->ctx->max_countries > 0 && vs->ncatalogs >= vs->ctx->max_countries)) {
+        /* Decided already (refused: nobody checks), or past the request's
+         * share of catalog work (this country's checks are the upstream's). */
+        vs->unchecked += !vs->count_exceeded;
+        apr_hash_set(vs->catalogs, cc, APR_HASH_KEY_STRING, &none);
+        return NULL;
+    }
+    vs->ncatalogs++;
     cat = vs->ctx->catalog(vs->ctx->baton, cc);
     if (!json_object_is_type(cat, json_type_object)) {
         cat = NULL;
@@ -1138,11 +1152,13 @@ void cr_validate_order(apr_pool_t *p, json_object *body, const cr_validate_ctx *
         json_object_object_add(m, "max", json_object_new_int(ctx->max_products));
         json_object_object_add(m, "count", json_object_new_int(vs.deliveries->nelts));
         add_problem(&vs, "PRODUCT_COUNT_EXCEEDED", m);
+        vs.count_exceeded = 1;
     }
     for (i = 0; i < vs.deliveries->nelts; i++) {
         check_delivery(&vs, &APR_ARRAY_IDX(vs.deliveries, i, delivery));
     }
     check_payment(&vs);
+    out->countries_unchecked = vs.unchecked;
 
     if (vs.susp) {
         out->rc = CR_SUSPENDED;
@@ -1194,30 +1210,11 @@ const char *cr_validate_response(apr_pool_t *p, const cr_validate_result *res, i
 /* Canonical form                                                            */
 /* ------------------------------------------------------------------------ */
 
-typedef struct {
-    apr_pool_t *p;
-    char *b;
-    apr_size_t n, cap;
-} cbuf;
+typedef cr_buf cbuf;
 
 static void cb_put(cbuf *c, const char *s, apr_size_t n)
 {
-    if (c->n + n + 1 > c->cap) {
-        apr_size_t cap = c->cap ? c->cap * 2 : 256;
-        char *nb;
-        while (cap < c->n + n + 1) {
-            cap *= 2;
-        }
-        nb = apr_palloc(c->p, cap);
-        if (c->n) {
-            memcpy(nb, c->b, c->n);
-        }
-        c->b = nb;
-        c->cap = cap;
-    }
-    memcpy(c->b + c->n, s, n);
-    c->n += n;
-    c->b[c->n] = '\0';
+    cr_buf_append(c, s, n);
 }
 
 static void cb_str(cbuf *c, const char *s, apr_size_t n)
@@ -1304,7 +1301,7 @@ static void canon(cbuf *c, json_object *v)
         return;
     }
     default:   /* boolean, int, double: json-c's own text */
-        s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+        s = cr_json_scalar_text(v);
         cb_put(c, s, strlen(s));
         return;
     }
@@ -1313,11 +1310,10 @@ static void canon(cbuf *c, json_object *v)
 const char *cr_validate_canonical(apr_pool_t *p, json_object *body, apr_size_t *len)
 {
     cbuf c;
-    memset(&c, 0, sizeof(c));
-    c.p = p;
+    cr_buf_init(&c, p, 256);
     canon(&c, body);
     if (len) {
-        *len = c.n;
+        *len = c.len;
     }
-    return c.b;
+    return cr_buf_str(&c);
 }

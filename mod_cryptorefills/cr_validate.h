@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Local validation of checkout bodies (POST orders/validations and POST
  * orders) before any upstream call.  Plain C + APR + json-c: no httpd
  * header, unit-tested on its own (t/unit/test_validate.c).
@@ -55,7 +56,9 @@
 
 /* Parsed /v2/brands?country_code=CC object, or NULL when unavailable (then
  * the catalog checks are skipped for that country).  Called at most once per
- * distinct country of a request.  The validator takes no reference: the
+ * distinct country of a request, for at most ctx->max_countries countries,
+ * and not at all once the delivery count is over ctx->max_products: the
+ * work of one request is bounded by the request, not by the catalogs.  The validator takes no reference: the
  * object must outlive the cr_validate_order() call.
  *
  * Catalogs and payment_vias are only read (member lookups; no reference
@@ -70,6 +73,10 @@ typedef struct cr_validate_ctx {
     json_object *payment_vias;   /* parsed /v3/payment_vias array, or NULL: payment checks skipped */
     cr_catalog_fn catalog;       /* NULL: every catalog check skipped */
     void *baton;
+    int max_countries;           /* catalogs asked for at most this many distinct countries
+                                    (the first ones in document order); the deliveries of
+                                    any further country skip their catalog checks (left to
+                                    the upstream); <= 0: no limit */
 } cr_validate_ctx;
 
 typedef enum {
@@ -88,6 +95,10 @@ typedef struct cr_validate_result {
                                 {"field":"deliveries[0].quantity","reason":"..."}, owned by the pool */
     int status;              /* 400 INVALID_REQUEST, 422 SUSPENDED; CR_PROBLEMS: 422 when
                                 is_create, else 200 (the caller may override); CR_VALID: 0 */
+    int countries_unchecked; /* distinct countries whose catalog was not asked for because
+                                they were over ctx->max_countries (left to the upstream);
+                                once PRODUCT_COUNT_EXCEEDED is decided no catalog is asked
+                                for and none counts here (the body is refused anyway) */
 } cr_validate_result;
 
 /* Build a brand-name index for a parsed catalog, attached to it (json-c

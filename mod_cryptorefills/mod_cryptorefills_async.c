@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Order streams without a thread each: the event-loop relay (see
  * mod_cryptorefills_async.h and docs/design streams-without-threads).
  *
@@ -59,7 +60,7 @@
 
 #include <curl/curl.h>
 
-#include "mod_cryptorefills.h"
+#include "mod_cryptorefills_int.h"
 #include "mod_cryptorefills_async.h"
 #include "cr_sse.h"
 #include "cr_outq.h"
@@ -431,7 +432,7 @@ static void end_stream(astream *st, int have_result, CURLcode res, const char *r
     if (st->in_multi) {
         curl_multi_remove_handle(L.multi, st->easy);
         st->in_multi = 0;
-        cr_upstream_xfer_finish(st->xf, have_result ? (int)res : (int)CURLE_ABORTED_BY_CALLBACK,
+        cr_upstream_finish(st->xf, have_result ? (int)res : (int)CURLE_ABORTED_BY_CALLBACK,
                                 &st->resp);
     }
     if (st->fd >= 0) {
@@ -507,7 +508,7 @@ static void loop_add(astream *st)
     if (mc != CURLM_OK) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, L.s, CRLOGNO(01505)
                      "order streams: curl_multi_add_handle: %s", curl_multi_strerror(mc));
-        cr_upstream_xfer_finish(st->xf, (int)CURLE_FAILED_INIT, &st->resp);
+        cr_upstream_finish(st->xf, (int)CURLE_FAILED_INIT, &st->resp);
         end_stream(st, 0, CURLE_OK, "libcurl refused the transfer", 0, 0);
         return;
     }
@@ -593,7 +594,7 @@ static void tick(apr_time_t now)
             end_stream(st, 0, CURLE_OK, "maximum lifetime", 0, 0);
         }
         else if (now - st->last_upstream_byte >= st->stall) {
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, st->s, CRLOGNO(01303)
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, st->s, CRLOGNO(01515)
                          "no byte from the upstream for %" APR_TIME_T_FMT "s on the stream of "
                          "order %s: ending it so the browser reconnects",
                          apr_time_sec(now - st->last_upstream_byte), st->order_id);
@@ -879,6 +880,11 @@ static astream *stream_create(request_rec *r, const cr_async_spec *spec)
     /* The request, copied: the transfer outlives nothing of the caller's. */
     st->req = *spec->req;
     st->req.url = apr_pstrdup(st->pool, spec->req->url);
+    /* The CA file and proxy pick the idle handles it may use (and reuse). */
+    st->req.ca_file = spec->req->ca_file ? apr_pstrdup(st->pool, spec->req->ca_file) : NULL;
+    st->req.proxy = spec->req->proxy ? apr_pstrdup(st->pool, spec->req->proxy) : NULL;
+    st->req.body = NULL;
+    st->req.body_len = 0;
     hdrs = apr_array_make(st->pool, 8, sizeof(const char *));
     for (hp = spec->req->headers; hp && *hp; hp++) {
         APR_ARRAY_PUSH(hdrs, const char *) = apr_pstrdup(st->pool, *hp);
@@ -912,10 +918,10 @@ void cr_async_start(request_rec *r, const cr_async_spec *spec, cr_async_result *
     memset(res, 0, sizeof(*res));
     res->resp.retry_after = -1;
     res->outcome = CR_ASYNC_UNAVAILABLE;
-    if (!cr_async_available(r) || !cr_proc.upstream || !(st = stream_create(r, spec))) {
+    if (!cr_async_available(r) || !cr_upstream_ready() || !(st = stream_create(r, spec))) {
         return;
     }
-    st->xf = cr_upstream_xfer_start(cr_proc.upstream, st->pool, &st->req, &st->resp);
+    st->xf = cr_upstream_start(st->pool, &st->req, &st->resp);
     if (!st->xf) {
         res->outcome = CR_ASYNC_UPSTREAM_FAILED;
         res->resp.rc = st->resp.rc;
@@ -1013,8 +1019,9 @@ apr_uint32_t cr_async_post_config(apr_pool_t *ptemp, server_rec *s, apr_uint32_t
 {
     int threads = 0, daemons = 0;
     struct rlimit rl;
-    apr_uint64_t by_fd, by_mem, pages = (apr_uint64_t)sysconf(_SC_PHYS_PAGES),
-                 page = (apr_uint64_t)sysconf(_SC_PAGESIZE), hold, cap;
+    apr_uint64_t by_fd, by_mem, by_mpm, accepts, cap,
+                 pages = (apr_uint64_t)sysconf(_SC_PHYS_PAGES),
+                 page = (apr_uint64_t)sysconf(_SC_PAGESIZE);
     double factor;
     (void)ptemp;
 
@@ -1040,29 +1047,50 @@ apr_uint32_t cr_async_post_config(apr_pool_t *ptemp, server_rec *s, apr_uint32_t
     by_fd *= (apr_uint64_t)daemons;
     /* A quarter of the memory for streams. */
     by_mem = pages && page ? pages * page / 4 / CR_ASYNC_STREAM_BYTES : by_fd;
-    cap = by_fd < by_mem ? by_fd : by_mem;
-    if (cap > 1000000) {
-        cap = 1000000;
-    }
-    if (!max_streams) {
-        max_streams = (apr_uint32_t)cap;
-    }
+    /* The event MPM stops accepting connections on a child that holds more
+     * than ThreadsPerChild + idle workers x AsyncRequestWorkerFactor of
+     * them, and suspended streams count: with every worker idle a child
+     * accepts ThreadsPerChild x (1 + factor).  Streams get the factor's
+     * share; ThreadsPerChild connections a child stay for everything else
+     * (catalogs, orders, keep-alive), so a full stream cap never makes
+     * other requests wait in the listen queue instead of getting a 503. */
     factor = worker_factor();
-    hold = (apr_uint64_t)((double)threads * (1.0 + factor)) * (apr_uint64_t)daemons;
+    accepts = (apr_uint64_t)((double)threads * (1.0 + factor)) * (apr_uint64_t)daemons;
+    by_mpm = (apr_uint64_t)((double)threads * factor) * (apr_uint64_t)daemons;
+    cap = by_fd < by_mem ? by_fd : by_mem;
+    if (by_mpm < cap) {
+        cap = by_mpm;
+    }
+    if (cap < 1) {
+        cap = 1;
+    }
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01510)
                  "order streams: suspended relay under the event MPM for HTTP/1.x (TLS "
                  "included), no worker held while a stream is idle; blocking relay for "
-                 "HTTP/2 and connections with clogging input filters; up to %u streams",
-                 max_streams);
-    if (hold < max_streams) {
+                 "HTTP/2 and connections with clogging input filters; up to %u streams "
+                 "(%s; the MPM holds %" APR_UINT64_T_FMT ", descriptors %" APR_UINT64_T_FMT
+                 ", memory %" APR_UINT64_T_FMT ")",
+                 max_streams ? max_streams : (unsigned)cap,
+                 max_streams ? "CryptorefillsMaxStreams" : "default", by_mpm, by_fd, by_mem);
+    if (max_streams && max_streams > by_mpm) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, CRLOGNO(01511)
-                     "order streams: the event MPM accepts about %" APR_UINT64_T_FMT
+                     "order streams: CryptorefillsMaxStreams %u is more than the event MPM "
+                     "holds beside other requests: it accepts about %" APR_UINT64_T_FMT
                      " connections (%d children x ThreadsPerChild %d x (1 + "
-                     "AsyncRequestWorkerFactor %.1f)), fewer than %u streams; past that it "
-                     "stops accepting connections (all requests wait): raise "
-                     "AsyncRequestWorkerFactor to %.0f or set CryptorefillsMaxStreams lower",
-                     hold, daemons, threads, factor, max_streams,
-                     (double)max_streams / ((double)threads * daemons) + 1.0);
+                     "AsyncRequestWorkerFactor %.1f)), of which %" APR_UINT64_T_FMT
+                     " for streams; past that new connections wait unanswered instead of "
+                     "getting 503: raise AsyncRequestWorkerFactor to %.0f or set "
+                     "CryptorefillsMaxStreams lower", max_streams, accepts, daemons, threads,
+                     factor, by_mpm,
+                     (double)((max_streams + (apr_uint64_t)threads * daemons - 1)
+                              / ((apr_uint64_t)threads * daemons)));
+    }
+    else if (max_streams && max_streams > (by_fd < by_mem ? by_fd : by_mem)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, CRLOGNO(01514)
+                     "order streams: CryptorefillsMaxStreams %u is more than the descriptors "
+                     "(%" APR_UINT64_T_FMT ", two a stream) or memory (%" APR_UINT64_T_FMT
+                     ") allow: raise the open-files limit (APACHE_ULIMIT_MAX_FILES) or set "
+                     "CryptorefillsMaxStreams lower", max_streams, by_fd, by_mem);
     }
     return (apr_uint32_t)cap;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Order streams without a thread each (issue #12): under the event MPM a
  * stream's handler hands the browser connection and the upstream transfer
  * to a per-child event loop and returns SUSPENDED; workers run only to write
@@ -15,16 +16,8 @@
 #include "apr_atomic.h"
 
 #include "cr_upstream.h"
+#include "mod_cryptorefills_shm.h"
 #include "cr_sse.h"
-
-/* Server-wide counters of the async relay; the caller places them in shared
- * memory (cr_async_set_stats).  Atomics, no lock. */
-typedef struct cr_async_stats_t {
-    volatile apr_uint32_t streams_open;          /* suspended streams now */
-    volatile apr_uint32_t streams_total;         /* streams handed to a loop */
-    volatile apr_uint32_t browsers_dropped_slow; /* over the buffer cap or the write wait */
-    volatile apr_uint32_t browsers_gone;         /* seen by the loop (EPOLLRDHUP) or a write */
-} cr_async_stats_t;
 
 /* A stream to hand over.  Everything is copied: the caller's memory may go
  * once cr_async_start() returns. */

@@ -1,4 +1,7 @@
-/* Functions shared by the handler, cache and stream parts of the module. */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The glue's internal interfaces, file by file, from the top layer down
+ * (see the layering in mod_cryptorefills.h: a file calls only the files
+ * declared below its own section). */
 #ifndef MOD_CRYPTOREFILLS_INT_H
 #define MOD_CRYPTOREFILLS_INT_H
 
@@ -6,9 +9,77 @@
 #include <json-c/json.h>
 
 #include "mod_cryptorefills.h"
+#include "mod_cryptorefills_config.h"
+#include "mod_cryptorefills_shm.h"
 #include "cr_route.h"
 #include "cr_upstream.h"
+#include "cr_record.h"
 
+/* ---- mod_cryptorefills_metrics.c: the Prometheus metrics handler ---------------- */
+int cr_metrics_handler(request_rec *r);
+
+/* ---- mod_cryptorefills_handler.c: route and dispatch ----------------------------- */
+int cr_handler(request_rec *r);
+
+/* ---- mod_cryptorefills_orders.c: orders/validations and orders ------------------- */
+int cr_orders_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+                      const char *country);
+
+/* ---- mod_cryptorefills_idem.c: idempotency of POST orders ------------------------ */
+typedef struct cr_idem_claim cr_idem_claim;
+/* Claim the order's key (Idempotency-Key, or visitor + canonical body for a
+ * short window).  Returns NULL with *answered set to the status already
+ * sent (a replay, a conflict, a bad key), or the claim to pass to
+ * cr_idem_settle once the upstream answered. */
+cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, json_object *order,
+                             int *answered);
+/* Record the outcome (kept for replay when definite) and answer. */
+int cr_idem_settle(request_rec *r, cr_idem_claim *cl, const cr_route_req *rr,
+                   const cr_upstream_resp *resp);
+
+/* ---- mod_cryptorefills_stream.c: the order stream relay -------------------------- */
+int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+                      const char *country);
+
+/* ---- mod_cryptorefills_catalog.c: catalog routes and parsed catalogs ------------- */
+int cr_catalog_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+                       const char *country);
+/* A catalog-like route's answer for country, parsed, from the cache only
+ * (never fetched: no upstream call); valid until r's pool is cleared; NULL
+ * when no copy within its stale window is cached.  *stale is set when the
+ * copy is past its freshness. */
+json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route,
+                             const char *country, int *stale);
+void cr_catalog_child_init(apr_pool_t *pchild);
+/* mod_status rows for this process's copies (parsed catalogs, variants). */
+void cr_catalog_register_hooks(void);
+
+/* ---- mod_cryptorefills_upstream.c: upstream calls -------------------------------- */
+apr_status_t cr_upstream_post_config(apr_pool_t *pconf);
+void cr_upstream_child_init(apr_pool_t *pchild, server_rec *s);
+int cr_upstream_ready(void);
+/* Build the upstream request for a parsed route: URL, headers (partner,
+ * country, Accept; on order routes the visitor's address and User-Agent),
+ * timeouts and limits.  Streams (CR_RF_STREAM) ask for text/event-stream
+ * with last_event_id, have no overall timeout and set no callbacks here. */
+void cr_upstream_build(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+                       const char *country, const char *body, apr_size_t blen,
+                       const char *last_event_id, cr_upstream_req *req);
+/* Run a built request (counts requests and connections, logs at debug). */
+void cr_upstream_run(request_rec *r, const cr_upstream_req *req, cr_upstream_resp *resp);
+/* The same run in steps, for a caller that drives the transfer itself (the
+ * suspended relay's event loop, any thread): start takes a handle from this
+ * process's pool and counts the request (NULL with resp set on failure;
+ * the transfer lives in p); finish gives it back and counts connections. */
+cr_upstream_xfer *cr_upstream_start(apr_pool_t *p, const cr_upstream_req *req,
+                                    cr_upstream_resp *resp);
+void cr_upstream_finish(cr_upstream_xfer *xf, int curl_result, cr_upstream_resp *resp);
+/* Build, run, and count the outcome: one collected exchange. */
+void cr_upstream_fetch(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+                       const char *country, const char *body, apr_size_t blen,
+                       cr_upstream_resp *resp);
+
+/* ---- mod_cryptorefills_respond.c: answers and errors ----------------------------- */
 /* Answer with a body (copied by reference: body must live as long as r). */
 int cr_send(request_rec *r, int status, const char *ctype, const char *body, apr_size_t len);
 /* Answer with the contract's error shape; more is consumed. */
@@ -17,50 +88,59 @@ int cr_send_problem_ex(request_rec *r, int status, const char *detail, json_obje
 int cr_send_problem(request_rec *r, int status, const char *detail,
                     const char *field, const char *reason);
 
-const char *cr_resolve_country(request_rec *r, const cr_dir_conf *c, const char *named);
+/* What an upstream exchange came to, before looking at its body. */
+typedef enum cr_outcome {
+    CR_OUT_ANSWER,          /* 2xx */
+    CR_OUT_OTHER_STATUS,    /* 1xx, 3xx */
+    CR_OUT_REFUSED,         /* 4xx other than 429 */
+    CR_OUT_RATE_LIMITED,    /* 429 */
+    CR_OUT_BUSY,            /* 503 */
+    CR_OUT_SERVER_ERROR,    /* other 5xx */
+    CR_OUT_UNREACHABLE,     /* could not connect */
+    CR_OUT_TIMEOUT,         /* connect, exchange or response-head timeout */
+    CR_OUT_TOO_LARGE,       /* answer over the limit */
+    CR_OUT_BROKEN,          /* connection broken, or aborted */
+    CR_OUT_INTERNAL,        /* libcurl refused an option, out of memory */
+    CR_OUT_COUNT
+} cr_outcome;
+cr_outcome cr_outcome_of(cr_upstream_rc rc, long status);
+/* Count an outcome in its mod_status counter (if it has one), and an
+ * upstream error in its route's counter too. */
+void cr_outcome_count(cr_outcome o, cr_route_id route);
 
-/* Upstream request headers: partner headers, country, Accept; on order
- * routes the visitor's address and User-Agent. */
-const char *const *cr_upstream_headers(request_rec *r, const cr_dir_conf *c, const char *country,
-                                       const char *accept, int order_route,
-                                       const char *last_event_id);
-
-/* One upstream exchange for a parsed route; the body is collected. */
-void cr_fetch(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr, const char *country,
-              const char *body, apr_size_t blen, cr_upstream_resp *resp);
-
-/* Relay a collected upstream answer (JSON passes with its status; anything
- * else becomes the contract's 502/504 bodies). */
+/* Relay a collected upstream answer: JSON passes with its status; anything
+ * else becomes the contract's error for its outcome. */
 int cr_relay(request_rec *r, const cr_route_req *rr, const cr_upstream_resp *resp);
-int cr_answer_failure(request_rec *r, const cr_route_req *rr, const cr_upstream_resp *resp);
+/* An order whose creation may or may not have happened upstream (a 5xx,
+ * 429 or non-JSON answer to POST orders). */
+int cr_answer_order_unknown(request_rec *r, const cr_upstream_resp *resp);
+/* An order stream that never opened: no head (status 0) or a non-2xx one. */
+int cr_answer_stream_failure(request_rec *r, cr_outcome o, long status,
+                             const cr_upstream_resp *resp);
 
-/* mod_cryptorefills_cache.c: catalog routes served from the socache. */
-int cr_cached_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
-                      const char *country);
-
-/* A catalog-like route's answer for country, parsed, from the cache (or
- * fetched through it); valid until r's pool is cleared; NULL when it can't
- * be had.  *stale is set when the copy is past its freshness. */
-json_object *cr_cache_json(request_rec *r, const cr_dir_conf *c, cr_route_id route,
-                           const char *country, int *stale);
-void cr_cache_child_init_parsed(apr_pool_t *pchild);
-
-/* Plain socache records (see cr_centry.h for ids). */
-#include "cr_centry.h"
-int cr_cache_get(request_rec *r, cr_cid_kind kind, const char *name, unsigned char *buf,
-                 apr_size_t cap, apr_size_t *len);
-apr_status_t cr_cache_put(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
-                          unsigned char *data, apr_size_t len);
-int cr_cache_claim(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
-                   unsigned char *data, apr_size_t dlen, unsigned char *buf, apr_size_t cap,
-                   apr_size_t *len);
-
-/* mod_cryptorefills_orders.c: orders/validations and orders. */
-int cr_orders_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
-                      const char *country);
-
-/* mod_cryptorefills_stream.c: the order stream relay. */
-int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
-                      const char *country);
+/* ---- mod_cryptorefills_socache.c: the shared store -------------------------------- */
+int cr_socache_pre_config(apr_pool_t *pconf);
+int cr_socache_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+void cr_socache_child_init(apr_pool_t *pchild, server_rec *s);
+const char *cr_socache_desc(void);
+/* The shmcb segment's size in bytes, 0 for another provider. */
+apr_int64_t cr_socache_shm_size(void);
+void cr_socache_status(request_rec *r, int flags);
+/* Plain records (see cr_record.h for ids). */
+int cr_socache_get(request_rec *r, cr_cid_kind kind, const char *name, unsigned char *buf,
+                   apr_size_t cap, apr_size_t *len);
+apr_status_t cr_socache_put(request_rec *r, cr_cid_kind kind, const char *name,
+                            apr_time_t expiry, unsigned char *data, apr_size_t len);
+/* Store data under (kind, name) unless a record is there: 1 stored, 0 with
+ * the existing record copied into buf (*len), -1 when the cache can't be
+ * used. */
+int cr_socache_claim(request_rec *r, cr_cid_kind kind, const char *name, apr_time_t expiry,
+                     unsigned char *data, apr_size_t dlen, unsigned char *buf, apr_size_t cap,
+                     apr_size_t *len);
+/* Take the refresh lease on name for `hold`: 1 when this request is now
+ * the one refresher.  Unlease gives it back now (backoff 0) or keeps it
+ * for backoff. */
+int cr_socache_lease(request_rec *r, const char *name, apr_interval_time_t hold);
+void cr_socache_unlease(request_rec *r, const char *name, apr_interval_time_t backoff);
 
 #endif

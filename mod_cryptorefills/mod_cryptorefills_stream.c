@@ -1,7 +1,11 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* GET orders/{id}/subscribe: relay the upstream's Server-Sent Events.
  *
- * One libcurl transfer per subscription, run on the request's thread (httpd
- * 2.4 pins a worker per open stream; the caps below keep that safe).  Bytes
+ * Under the event MPM over HTTP/1.x the stream is handed to the suspended
+ * relay (mod_cryptorefills_async.c) and holds no worker while idle.
+ * Otherwise (HTTP/2, worker, prefork) one libcurl transfer per subscription
+ * runs on the request's thread (a worker pinned per open stream; the caps
+ * below keep that safe).  Bytes
  * from the upstream go through the SSE parser; each complete event that
  * passes the order-stream policy is re-emitted in canonical form and
  * followed by a FLUSH bucket, so no filter (mod_deflate, mod_http2, a
@@ -24,8 +28,8 @@
 #include "apr_portable.h"
 
 #include "mod_cryptorefills_int.h"
+#include "mod_cryptorefills_async.h"
 #include "cr_sse.h"
-#include "cr_centry.h"
 #include "cr_problem.h"
 
 #define CR_STREAM_MAX_EVENT (256 * 1024)
@@ -33,7 +37,7 @@
 
 typedef struct stream_t {
     request_rec *r;
-    const cr_dir_conf *c;
+    const cr_conf *c;
     const char *order_id;
     apr_bucket_brigade *bb;
     cr_sse_relay *relay;
@@ -46,7 +50,6 @@ typedef struct stream_t {
     apr_interval_time_t heartbeat, lifetime, stall, head_timeout;
     int head_timed_out;     /* no response head from the upstream in time */
     const char *end_reason;
-    apr_uint32_t *client_slot;
 } stream_t;
 
 /* ---- writing to the browser ----------------------------------------------------- */
@@ -75,12 +78,17 @@ static int write_flush(stream_t *st, const char *data, apr_size_t len)
     return 0;
 }
 
-/* Has the browser closed its side?  A peek at the socket sees an orderly
- * close before any write would; anything readable (pipelined bytes, TLS
- * records, other HTTP/2 streams) is left alone and heartbeats decide. */
+/* Has the browser closed its side?  Over HTTP/1 a peek at the socket sees
+ * an orderly close before any write would; anything readable (pipelined
+ * bytes, TLS records) is left alone and heartbeats decide.  Under mod_http2
+ * the request runs on a secondary connection (c->master set) whose socket
+ * is mod_http2's one unconnected placeholder: a peek there fails with
+ * ENOTCONN whatever the browser does.  A reset stream or a lost connection
+ * shows instead as c->aborted (set by mod_http2 from the primary
+ * connection) and as a failed write. */
 static int client_closed(request_rec *r)
 {
-    apr_socket_t *sock = ap_get_conn_socket(r->connection);
+    apr_socket_t *sock;
     apr_os_sock_t fd;
     char b;
     ssize_t n;
@@ -88,6 +96,10 @@ static int client_closed(request_rec *r)
     if (r->connection->aborted) {
         return 1;
     }
+    if (r->connection->master) {
+        return 0;
+    }
+    sock = ap_get_conn_socket(r->connection);
     if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
         return 0;
     }
@@ -227,41 +239,6 @@ static int on_tick(void *baton)
     return 0;
 }
 
-/* ---- caps ---------------------------------------------------------------------------- */
-
-static apr_status_t release_slots(void *data)
-{
-    stream_t *st = data;
-    if (cr_stats) {
-        apr_atomic_dec32(&cr_stats->streams_open);
-        if (st->client_slot) {
-            apr_atomic_dec32(st->client_slot);
-        }
-    }
-    return APR_SUCCESS;
-}
-
-static int over_cap(request_rec *r, stream_t *st, int per_client)
-{
-    apr_uint32_t max = apr_atomic_read32(&cr_stats->max_streams);
-    const char *ip = r->useragent_ip ? r->useragent_ip : "";
-    apr_uint32_t *slot = (apr_uint32_t *)&cr_stats->client_streams[
-        cr_hash64(ip, strlen(ip)) % CR_CLIENT_SLOTS];
-
-    if (apr_atomic_inc32(&cr_stats->streams_open) >= max) {
-        apr_atomic_dec32(&cr_stats->streams_open);
-        return 1;
-    }
-    if (apr_atomic_inc32(slot) >= (apr_uint32_t)per_client) {
-        apr_atomic_dec32(slot);
-        apr_atomic_dec32(&cr_stats->streams_open);
-        return 2;
-    }
-    st->client_slot = slot;
-    apr_pool_cleanup_register(r->pool, st, release_slots, apr_pool_cleanup_null);
-    return 0;
-}
-
 /* ---- the suspended relay (event MPM) ----------------------------------------------------- */
 
 static int open_stream_cb(void *baton)
@@ -269,10 +246,12 @@ static int open_stream_cb(void *baton)
     return open_stream(baton);
 }
 
-/* Hand the stream to the child's event loop.  SUSPENDED when it runs there;
- * DECLINED when this request can't be suspended after all (blocking relay);
- * OK when it ended before the first byte, with st and resp set as the
- * blocking relay would have left them. */
+/* Hand the stream to the child's event loop (mod_cryptorefills_async.c),
+ * with the built request, the resolved limits and open_stream as the
+ * callback that writes the first bytes.  SUSPENDED when it runs there;
+ * DECLINED when this request can't be suspended after all (blocking
+ * relay); OK when it ended before the first byte, with st and resp set as
+ * the blocking relay would have left them, so the same answers follow. */
 static int stream_async(stream_t *st, const cr_upstream_req *req, cr_upstream_resp *resp)
 {
     cr_async_spec spec;
@@ -292,7 +271,6 @@ static int stream_async(stream_t *st, const cr_upstream_req *req, cr_upstream_re
     if (res.outcome == CR_ASYNC_UNAVAILABLE) {
         return DECLINED;
     }
-    CR_COUNT(upstream_requests);
     if (res.outcome == CR_ASYNC_SUSPENDED) {
         return SUSPENDED;
     }
@@ -305,29 +283,25 @@ static int stream_async(stream_t *st, const cr_upstream_req *req, cr_upstream_re
 
 /* ---- the handler ----------------------------------------------------------------------- */
 
-static int stream_error(request_rec *r, int status, const char *detail, const char *error)
-{
-    return cr_send_problem_ex(r, status, detail, NULL, error);
-}
-
-int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *rr,
+int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                       const char *country)
 {
     stream_t *st = apr_pcalloc(r->pool, sizeof(*st));
     const char *last_id = apr_table_get(r->headers_in, "Last-Event-ID");
     cr_upstream_req req;
     cr_upstream_resp resp;
+    cr_outcome o;
     int cap, relay;
 
     st->r = r;
     st->c = c;
     st->order_id = rr->path_param;
-    st->heartbeat = CR_CONF_TIME(c, heartbeat, CR_DEF_HEARTBEAT);
-    st->lifetime = CR_CONF_TIME(c, stream_lifetime, CR_DEF_STREAM_LIFETIME);
-    st->stall = CR_CONF_TIME(c, stream_stall, CR_DEF_STREAM_STALL);
+    st->heartbeat = c->heartbeat;
+    st->lifetime = c->stream_lifetime;
+    st->stall = c->stream_stall;
     /* The response head is an ordinary exchange: CryptorefillsTimeout, and
      * never longer than the stall timeout. */
-    st->head_timeout = CR_CONF_TIME(c, timeout, CR_DEF_TIMEOUT);
+    st->head_timeout = c->timeout;
     if (st->head_timeout > st->stall) {
         st->head_timeout = st->stall;
     }
@@ -337,7 +311,7 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
         last_id = NULL;
     }
     if (cr_stats) {
-        cap = over_cap(r, st, CR_CONF_INT(c, max_streams_per_client, CR_DEF_STREAMS_PER_CLIENT));
+        cap = cr_shm_stream_slot(r, c->max_streams_per_client);
         if (cap) {
             CR_COUNT(streams_rejected);
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, CRLOGNO(01304)
@@ -358,26 +332,19 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
         return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", NULL, NULL);
     }
 
-    memset(&req, 0, sizeof(req));
-    req.method = "GET";
-    req.url = apr_pstrcat(r->pool, c->upstream ? c->upstream : CR_DEFAULT_UPSTREAM,
-                          cr_route_upstream_path(r->pool, rr, country), NULL);
-    req.headers = cr_upstream_headers(r, c, country, "text/event-stream", 1, last_id);
-    req.connect_timeout_ms = (long)apr_time_as_msec(CR_CONF_TIME(c, connect_timeout,
-                                                                 CR_DEF_CONNECT_TIMEOUT));
-    req.timeout_ms = 0;
+    cr_upstream_build(r, c, rr, country, NULL, 0, last_id, &req);
     req.on_headers = on_headers;
     req.on_data = on_data;
     req.on_tick = on_tick;
     req.baton = st;
-
     relay = cr_async_available(r) ? stream_async(st, &req, &resp) : DECLINED;
     if (relay == SUSPENDED) {
+        /* r->pool (and the stream slot's cleanup on it) ends on the worker
+         * that finishes the stream. */
         return SUSPENDED;
     }
     if (relay == DECLINED) {
-        cr_upstream_perform(cr_proc.upstream, r->pool, &req, &resp);
-        CR_COUNT(upstream_requests);
+        cr_upstream_run(r, &req, &resp);
     }
 
     if (!st->opened) {
@@ -393,34 +360,22 @@ int cr_stream_handler(request_rec *r, const cr_dir_conf *c, const cr_route_req *
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01309)
                           "the upstream stream for order %s sent no response head in %"
                           APR_TIME_T_FMT " ms", st->order_id, apr_time_as_msec(st->head_timeout));
-            CR_COUNT(upstream_err_timeout);
-            return stream_error(r, HTTP_BAD_GATEWAY, "UPSTREAM_UNAVAILABLE",
-                                "Failed to connect to upstream stream");
+            o = CR_OUT_TIMEOUT;
         }
-        if (resp.rc == CR_UP_CONNECT || resp.rc == CR_UP_TIMEOUT || st->upstream_status == 0) {
+        else if (st->upstream_status == 0) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01305)
                           "cannot reach the upstream stream for order %s (%s): %s",
                           st->order_id, cr_upstream_rc_name(resp.rc),
                           resp.error ? resp.error : "-");
-            CR_COUNT(upstream_err_connect);
-            return stream_error(r, HTTP_BAD_GATEWAY, "UPSTREAM_UNAVAILABLE",
-                                "Failed to connect to upstream stream");
-        }
-        if (st->upstream_status >= 500) {
-            CR_COUNT(upstream_err_5xx);
+            o = cr_outcome_of(resp.rc == CR_UP_OK ? CR_UP_BROKEN : resp.rc, 0);
         }
         else {
-            CR_COUNT(upstream_err_4xx);
+            /* A head arrived but not a 2xx one (the transfer was stopped
+             * there): its status decides. */
+            o = cr_outcome_of(CR_UP_OK, st->upstream_status);
         }
-        if ((st->upstream_status == 429 || st->upstream_status == 503) && resp.retry_after >= 0) {
-            apr_table_setn(r->headers_out, "Retry-After",
-                           apr_psprintf(r->pool, "%ld", resp.retry_after));
-        }
-        /* A redirect or an interim status can't be relayed as an error
-         * answer (no Location, no body allowed): say 502. */
-        return stream_error(r, st->upstream_status >= 400 && st->upstream_status <= 599
-                            ? (int)st->upstream_status : HTTP_BAD_GATEWAY, "UPSTREAM_ERROR",
-                            "Upstream returned an error");
+        cr_outcome_count(o, rr->def->id);
+        return cr_answer_stream_failure(r, o, st->upstream_status, &resp);
     }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01306)
                   "stream of order %s ended after %" APR_TIME_T_FMT "s: %s", st->order_id,

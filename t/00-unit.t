@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The C unit tests of the pure core (Check), run inside the same harness.
 use strict;
 use warnings;

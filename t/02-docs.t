@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The documentation and the drop-in config follow the code.
 #
 #  1. docs/DIRECTIVES.md has a section for every directive of cr_cmds[] (and
@@ -9,11 +10,16 @@
 #     accepted or refused in <VirtualHost> and <Location> as its Context says.
 #  3. conf/cryptorefills.conf mentions every directive; no doc or conf names
 #     a Cryptorefills* directive the code lacks.
+#  5. docs/LOGTAGS.md lists every CRLOGNO tag of the code once, and only
+#     those; no tag is used by two log lines.
 #  4. A real httpd runs with conf/cryptorefills.load + conf/cryptorefills.conf
 #     (the required values from the environment, as an operator would set
 #     them in /etc/apache2/envvars): /api/countries answers, the Alias serves
 #     the browser client, mod_status prints exactly the documented keys, and
 #     the error log stays clean.
+#  5. The example order bodies of docs/ROUTES.md, posted as written to real
+#     Apache in front of the sandbox upstream, are accepted: the validation
+#     finds no problem, the order is created.
 use strict;
 use warnings;
 use FindBin;
@@ -159,6 +165,27 @@ for my $f (@files) {
     ok(!@unknown, "$rel names no directive the code lacks") or diag "unknown: @unknown";
 }
 
+# ---- 5. log tags ------------------------------------------------------------------------
+
+{
+    my %code;
+    for my $f (glob("$ROOT/mod_cryptorefills/*.c")) {
+        (my $src = slurp($f)) =~ s{/\*.*?\*/}{}gs;
+        $code{"CR$1"}++ while $src =~ /\bCRLOGNO\((\d+)\)/g;
+    }
+    my @twice = grep { $code{$_} > 1 } sort keys %code;
+    ok(!@twice, 'no log tag is used by two log lines') or diag "used twice: @twice";
+    my %doc;
+    my $tags = slurp("$ROOT/docs/LOGTAGS.md");
+    $doc{$1}++ while $tags =~ /^\|\s*`(CR\d+)`\s*\|/mg;
+    cmp_ok(scalar keys %code, '>=', 30, 'the code has its log tags');
+    my @missing = grep { !$doc{$_} } sort keys %code;
+    ok(!@missing, 'docs/LOGTAGS.md lists every log tag of the code') or diag "missing: @missing";
+    my @stale = grep { !$code{$_} || $doc{$_} > 1 } sort keys %doc;
+    ok(!@stale, 'docs/LOGTAGS.md lists no tag twice and none the code lacks')
+        or diag "stale or twice: @stale";
+}
+
 # ---- 2. examples and contexts under apache2 -t ---------------------------------------
 
 {
@@ -271,5 +298,38 @@ cmp_ok(scalar @live, '>', 10, "... with the module's counters");
 is_deeply(\@documented, \@live, 'docs/DIRECTIVES.md lists exactly the ?auto keys the module prints');
 
 $srv->stop;     # checks the error log
+
+# ---- the example bodies of docs/ROUTES.md work ----------------------------------
+
+{
+    require CrSandbox;
+    my $routes = slurp("$ROOT/docs/ROUTES.md");
+    my %example = $routes =~ /<!-- example: POST (\S+) -->\s*```json\n(.*?)```/sg;
+    is_deeply([ sort keys %example ], [ 'orders', 'orders/validations' ],
+              'docs/ROUTES.md shows an example body for both order routes');
+    my $sb = CrSandbox->start();
+    my $ap = CrTest->start(sandbox => $sb);
+    my $post = sub {
+        my ($route, $body, %h) = @_;
+        my $r = $http->post($ap->url("/api/$route"),
+            { headers => { 'Content-Type' => 'application/json', %h }, content => $body });
+        return ($r, eval { decode_json($r->{content}) } || {});
+    };
+    my ($r, $j) = $post->('orders/validations', $example{'orders/validations'} // '{}');
+    is($r->{status}, 200, 'the orders/validations example: 200') or diag $r->{content};
+    is_deeply($j->{problems} // [], [], '... with no problem');
+    ok($j->{coin_amount}, "... priced ($j->{coin_amount} $j->{coin})");
+    ($r, $j) = $post->('orders', $example{orders} // '{}', 'Idempotency-Key' => "docs-example-$$");
+    is($r->{status}, 200, 'the orders example: 200') or diag $r->{content};
+    is($j->{order_state}, 'WaitingForPayment', '... a new order waiting for payment');
+    ok($j->{order_id} && $j->{wallet_address} && $j->{qr_text}, '... with its id, address and QR payload');
+    # The two shapes differ: each route refuses the other's body.
+    ($r, $j) = $post->('orders', $example{'orders/validations'} // '{}', 'Idempotency-Key' => "docs-swap-$$");
+    is($r->{status}, 400, 'the validation body on orders: 400');
+    ($r, $j) = $post->('orders/validations', $example{orders} // '{}');
+    is($r->{status}, 400, 'the order body on orders/validations: 400');
+    $ap->stop;
+    $sb->stop;
+}
 
 done_testing;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Configuration errors fail `apache2 -t` with a message naming the directive;
 # a handler without a partner id fails it naming the file and line.
 use strict;

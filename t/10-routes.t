@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Every partner API route of CONTRACT.md (the stream has its own suite), against
 # a real httpd and the sandbox upstream: what the browser gets (status and body
 # as the upstream answered them, or the module's own JSON errors) and what the
@@ -216,18 +217,29 @@ is((price_country("/api2/$P", 'X-Geo' => 'DE'))[0], 'US', 'no CountryEnv, no def
 # Unsupported countries: 400, nothing upstream.
 for my $c (
     [ '/api/brands?country_code=XX', 'brands XX' ],
-    [ '/api/brands?country_code=us', 'brands lowercase us' ],
     [ '/api/brands?country_code=', 'brands empty country' ],
     [ '/api/homepage?country_code=USA', 'homepage USA' ],
     [ '/api/products/country/XX?family_name=Airbnb', 'products XX' ],
-    [ '/api/products/country/us?family_name=Airbnb', 'products lowercase us' ],
     [ "/api/$P&country_code=XX", 'price XX' ],
-    [ "/api/$P&country_code=de", 'price lowercase de' ],
 ) {
     $sb->clear_requests;
     is_problem(get($c->[0]), 400, 'UNSUPPORTED_COUNTRY', $c->[1]);
     is($sb->request_count, 0, "$c->[1]: no upstream request");
 }
+
+# A supported country in lower case: a malformed request that names the code to use.
+for my $c (
+    [ '/api/brands?country_code=us', 'brands lowercase us', 'US' ],
+    [ '/api/products/country/us?family_name=Airbnb', 'products lowercase us', 'US' ],
+    [ "/api/$P&country_code=de", 'price lowercase de', 'DE' ],
+) {
+    $sb->clear_requests;
+    my $j = is_problem(get($c->[0]), 400, 'INVALID_REQUEST', $c->[1]);
+    is($j && $j->{moreDetails}{field}, 'country_code', "$c->[1]: field");
+    is($j && $j->{moreDetails}{reason}, "country codes are upper-case: $c->[2]", "$c->[1]: reason names the code");
+    is($sb->request_count, 0, "$c->[1]: no upstream request");
+}
+is_problem(get('/api/brands?country_code=zz'), 400, 'UNSUPPORTED_COUNTRY', 'brands lowercase unknown zz');
 
 # ---------------------------------------------------------------- orders/{id}
 {

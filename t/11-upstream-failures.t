@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Upstream failures, route by route, against a real httpd and the sandbox's
 # fault injection: unreachable, slow, hanging, 5xx JSON, non-JSON, oversized,
 # dropped, truncated.  The browser always gets JSON with a status that says

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Upstream connections and the MPMs.
 #
 # - Under each MPM (event, worker, prefork) the core routes answer, and N

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # API routes map to no file: the module claims them in map_to_storage, so
 # core's directory walk (stat of every path component, .htaccess lookups)
 # never runs for them, as with mod_proxy.  Shown with an .htaccess that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The catalog cache (issue #3) against a real httpd (mpm_event, several
 # children) and the sandbox upstream: miss/hit, headers, 304, gzip next to
 # mod_deflate, one upstream call for a burst of 60 concurrent cold requests

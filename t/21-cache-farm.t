@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # A farm of two Apache servers sharing one catalog cache in a real Redis and
 # in a real memcached (issue #3): a catalog fetched through one server is a
 # hit on the other (same body, ETag, gzip variant, 304), the single-flight

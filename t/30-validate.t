@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Local validation of checkout bodies (issue #4): every problem the module can
 # decide from the cached catalogs and payment methods is reported in the
 # upstream's own shape, without an upstream call; a body that passes goes
@@ -32,6 +33,13 @@ my $httpd = CrTest->start(sandbox => $sb, conf => <<'C');
 </Location>
 C
 my $ua = HTTP::Tiny->new(timeout => 30);
+
+# Validation never fetches a catalog (issue #13: one body could name every
+# country): it judges against the copies the shop's browsing cached.  Browse
+# first, as a shopper would.
+for my $p ('/api2/payment_vias', map { "/api2/brands?country_code=$_" } qw(US GB)) {
+    is($ua->get($httpd->url($p))->{status}, 200, "warm the cache: GET $p");
+}
 
 sub post_raw {
     my ($path, $bytes, %h) = @_;
@@ -219,12 +227,21 @@ expect_problems('five kinds of problem at once',
       [ 'No Such Brand', '10 USD', 'buyer@example.com' ],
       [ 'AT&T', '10 USD', 'buyer@example.com', kind => 'mobile_recharge' ],
       [ 'USA eSIM', '1 GB 7 days', '+14155551234', kind => 'mobile_recharge' ],
-      map { [ 'Airbnb', '25 USD', 'buyer@example.com' ] } 1 .. 7 ],
-    [ [ 'PRODUCT_COUNT_EXCEEDED', { max => 10, count => 11 }, 'deliveries' ],
-      [ 'OUT_OF_STOCK', { brand_name => 'GameStop' }, 'D0.brand_name' ],
+      map { [ 'Airbnb', '25 USD', 'buyer@example.com' ] } 1 .. 6 ],
+    [ [ 'OUT_OF_STOCK', { brand_name => 'GameStop' }, 'D0.brand_name' ],
       [ 'NOT_AVAILABLE_PRODUCT', { brand_name => 'No Such Brand' }, 'D1.brand_name' ],
       [ 'INVALID_BENEFICIARY_ACCOUNT', { expected => 'phone', brand_name => 'AT&T' }, 'D2.beneficiary_account' ],
       [ 'INVALID_BENEFICIARY_ACCOUNT', { expected => 'email', brand_name => 'USA eSIM' }, 'D3.beneficiary_account' ],
+      [ 'NOT_ALLOWED_PAYMENT_VIA', { allowed => ['USER_WALLET'] }, 'payment.payment_via' ] ],
+    payment => payment(payment_via => 'BINANCE_PAY'));
+
+# Over the count the body is refused whatever its catalogs say: none is
+# looked at (issue #13), the payment still is (it costs nothing).
+expect_problems('over the count: decided without the catalogs',
+    [ [ 'GameStop', '10 USD', 'buyer@example.com' ],
+      [ 'No Such Brand', '10 USD', 'buyer@example.com' ],
+      map { [ 'Airbnb', '25 USD', 'buyer@example.com' ] } 1 .. 9 ],
+    [ [ 'PRODUCT_COUNT_EXCEEDED', { max => 10, count => 11 }, 'deliveries' ],
       [ 'NOT_ALLOWED_PAYMENT_VIA', { allowed => ['USER_WALLET'] }, 'payment.payment_via' ] ],
     payment => payment(payment_via => 'BINANCE_PAY'));
 

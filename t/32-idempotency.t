@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Orders are never created twice (issue #4): Idempotency-Key replay, a derived
 # key (visitor + canonical body) for double clicks, concurrent submits with one
 # key, key reuse with another body, records shared across children and across a

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # GET orders/{orderId}/subscribe: the SSE relay, happy paths (issue #5).
 #
 # Every stream is read by a raw socket client (IO::Socket + select) that

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # GET orders/{orderId}/subscribe: failures (issue #5).  An unreachable,
 # failing, hanging, stalling, closing or misbehaving upstream; odd order ids;
 # malformed upstream events dropped (and counted) while the good ones around

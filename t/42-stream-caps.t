@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # GET orders/{orderId}/subscribe: caps and limits (issue #5).
 # CryptorefillsMaxStreams (server-wide, counted across prefork processes),
 # CryptorefillsMaxStreamsPerClient, slots released however a stream ends,

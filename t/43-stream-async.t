@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # Order streams without a thread each (issue #12): under the event MPM a
 # stream is a suspended request relayed by the child's event loop.
 #

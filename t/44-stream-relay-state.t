@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # The order-stream relay keeps a browser's reconnection state (issue #12,
 # part A; found by relaying the web-platform-tests EventSource suite): an
 # id-only block, the id of a dropped event and a retry block reach the

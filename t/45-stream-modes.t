@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: Apache-2.0
 # Which relay an order stream gets (issue #12): under the event MPM an
 # HTTP/1.1 stream is suspended, TLS included; an HTTP/2 stream (h2 over TLS,
 # h2c) keeps the blocking relay (a secondary connection must not be
@@ -62,8 +63,8 @@ sub curl_stream {
     if (!$pid) {
         open STDOUT, '>', $out or POSIX::_exit(127);
         open STDERR, '>', "$out.err";
-        exec 'curl', '-sS', '-N', '-k', '--max-time', '20', '-w', '\n[curl exit: %{http_version}]\n',
-            @opt, $url;
+        { exec 'curl', '-sS', '-N', '-k', '--max-time', '20', '-w', '\n[curl exit: %{http_version}]\n',
+              @opt, $url; }
         POSIX::_exit(127);
     }
     return ($pid, $out);

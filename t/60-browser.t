@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The browser side in a real browser: headless Chromium (Debian) driven by
 # playwright-core runs t/browser/*.test.mjs against this httpd (serving
 # htdocs/ with the module at /api) and the sandbox upstream.  Under CI a
@@ -11,18 +12,7 @@ use CrTest;
 use CrSandbox;
 
 my $root = CrTest::repo_root();
-my @missing;
-push @missing, '/usr/bin/chromium' unless -x '/usr/bin/chromium';
-push @missing, 'node' unless grep { -x "$_/node" } split /:/, $ENV{PATH};
-push @missing, 'node_modules/playwright-core (npm ci)' unless -d "$root/node_modules/playwright-core";
-if (@missing) {
-    if ($ENV{CI}) {
-        fail("browser tests need: @missing");
-        done_testing;
-        exit;
-    }
-    plan skip_all => "browser tests need: @missing";
-}
+CrTest::need_browser();
 
 my $sb = CrSandbox->start();
 my $ap = CrTest->start(

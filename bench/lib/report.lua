@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- wrk script for the benchmarks: optional POST body from a file, and one
 -- machine-readable result line (WRKJSON {...}) at the end.
 --   WRK_METHOD=POST WRK_BODY_FILE=bench/data/order.json wrk -s bench/lib/report.lua ...

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of htdocs/cryptorefills.js in Node, with a scripted EventSource and fetch:
 // the parts of watchOrder a live stream can't provoke on cue (timings, bad payloads).
 // Needs neither the browser nor the servers.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The whole purchase in a real browser: country → brand → amount and price → beneficiary →
 // coin and network → order → address, amount and QR → live status until `Done`.
 import { test, before, after } from 'node:test';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Order streams that fail: the client reconnects on its own and loses no state; a stream that
 // answers 503 (the stream cap) makes it poll orders/{id} instead.
 import { test, before, after, beforeEach } from 'node:test';

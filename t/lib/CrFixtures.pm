@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrFixtures;
 # Order bodies the route tests share: a valid orders/validations body and a
 # valid orders body for the sandbox's US catalog (Airbnb $100, USDC on Solana).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrTest;
 # Test driver: starts a real Apache httpd with the freshly built module on a
 # free 127.0.0.1 port, with a config made for the test, and stops it again,
@@ -77,6 +78,9 @@ our @BASE_MODULES = qw(
 #   mpm_conf => "...",          # MPM sizing
 #   partner  => 'partner-secret-id', version => '1.0.0',
 #   location => 1,              # add the standard <Location /api>
+#   tls      => $pki,           # CrPki: the listener speaks TLS (mod_ssl) with its server cert
+#   h2       => 1,              # mod_http2: Protocols h2 (TLS) or h2c (cleartext) + http/1.1
+#   env      => { https_proxy => ... },  # httpd's real process environment
 # )
 sub start {
     my ($class, %o) = @_;
@@ -94,9 +98,21 @@ sub start {
     return $self;
 }
 
+# start() that records a failed test instead of dying (a subtest then
+# returns and the file goes on): my $h = CrTest->try_start(...) or return;
+sub try_start {
+    my ($class, %o) = @_;
+    my $self = eval { $class->start(%o) };
+    return $self if $self;
+    my $err = $@;
+    fail('httpd starts with the test config');
+    diag(length $err > 2000 ? substr($err, 0, 2000) : $err);
+    return undef;
+}
+
 sub port { $_[0]{port} }
 sub dir  { $_[0]{dir} }
-sub base { "http://127.0.0.1:$_[0]{port}" }
+sub base { ($_[0]{tls} ? 'https' : 'http') . "://127.0.0.1:$_[0]{port}" }
 sub url  { my ($s, $p) = @_; $s->base . $p }
 sub error_log { "$_[0]{dir}/error.log" }
 # mod_status ?auto as a hash (needs a <Location /server-status> in conf).
@@ -128,6 +144,8 @@ sub _htdocs {
     make_path($h);
     # Workers run as nobody: serve a copy from a traversable directory.
     system('cp', '-a', "$ROOT/htdocs/.", $h) if -d "$ROOT/htdocs";
+    # The demo's QR library, from node_modules (npm ci), with its licence.
+    system("$ROOT/scripts/vendor-js", $h) if -x "$ROOT/scripts/vendor-js";
     system('chmod', '-R', 'a+rX', $h);
     return $h;
 }
@@ -139,8 +157,21 @@ sub conf_text {
     my $upstream = $self->{upstream} // ($sb ? $sb->url : 'http://127.0.0.1:9');
     my $mpm = $self->{mpm};
     my $user = $> == 0 ? "User nobody\nGroup nogroup\n" : '';
+    my @extra_mods = @{ $self->{modules} || [] };
+    push @extra_mods, 'ssl' if $self->{tls};
+    push @extra_mods, 'http2' if $self->{h2};
+    my %seen;
     my $mods = join '', map { "LoadModule ${_}_module $MODDIR/mod_$_.so\n" }
-        (@BASE_MODULES, @{ $self->{modules} || [] });
+        grep { !$seen{$_}++ } (@BASE_MODULES, @extra_mods);
+    my $proto = '';
+    if ($self->{tls}) {
+        my ($cert, $key) = $self->{tls}->cert('server');
+        $proto .= "SSLEngine on\nSSLCertificateFile \"$cert\"\nSSLCertificateKeyFile \"$key\"\n"
+            . "SSLSessionCache \"shmcb:$d/ssl_scache(512000)\"\n";
+    }
+    if ($self->{h2}) {
+        $proto .= 'Protocols ' . ($self->{tls} ? 'h2' : 'h2c') . " http/1.1\n";
+    }
     my $mpm_conf = $self->{mpm_conf} // ($mpm eq 'prefork'
         ? "StartServers 2\nMinSpareServers 2\nMaxSpareServers 4\nMaxRequestWorkers 20\n"
         : "StartServers 2\nServerLimit 4\nThreadsPerChild 16\nMaxRequestWorkers 64\n"
@@ -164,7 +195,7 @@ ServerRoot "$d"
 DefaultRuntimeDir "$d"
 PidFile "$d/httpd.pid"
 Listen 127.0.0.1:$self->{port}
-ServerName 127.0.0.1:$self->{port}
+ServerName ${\ ($self->{tls} ? "localhost" : "127.0.0.1")}:$self->{port}
 LoadModule mpm_${mpm}_module $MODDIR/mod_mpm_${mpm}.so
 $mods
 LoadModule cryptorefills_module $module
@@ -182,6 +213,7 @@ Timeout 30
 KeepAlive On
 MaxKeepAliveRequests 0
 $mpm_conf
+$proto
 $loc
 $extra
 CONF
@@ -254,10 +286,14 @@ sub slurp {
 }
 
 # Graceful restart (SIGUSR1 to the parent), waiting for the new generation.
-sub graceful {
-    my ($self) = @_;
+sub graceful { $_[0]->restart('USR1') }
+
+# Restart by signal (HUP: restart, USR1: graceful), waiting for the new
+# generation.
+sub restart {
+    my ($self, $sig) = @_;
     my $before = () = $self->slurp('error.log') =~ /resuming normal operations/g;
-    kill 'USR1', $self->{pid};
+    kill $sig, $self->{pid};
     my $deadline = time + 15;
     while (time < $deadline) {
         my $n = () = $self->slurp('error.log') =~ /resuming normal operations/g;
@@ -303,6 +339,22 @@ sub check_error_log {
     my @bad = $self->unexpected_log_lines;
     ok(!@bad, "error log of httpd on port $self->{port} has no unexpected error, crash or sanitizer line")
         or diag(join "\n", @bad[0 .. ($#bad > 20 ? 20 : $#bad)]);
+}
+
+# The browser tests' prerequisites: skips the file (fails it under CI) when
+# Chromium, node or playwright-core is missing.
+sub need_browser {
+    my @missing;
+    push @missing, '/usr/bin/chromium' unless -x '/usr/bin/chromium';
+    push @missing, 'node' unless grep { -x "$_/node" } split /:/, $ENV{PATH};
+    push @missing, 'node_modules/playwright-core (npm ci)' unless -d "$ROOT/node_modules/playwright-core";
+    return unless @missing;
+    if ($ENV{CI}) {
+        fail("browser tests need: @missing");
+        done_testing;
+        exit;
+    }
+    plan skip_all => "browser tests need: @missing";
 }
 
 # `apache2 -t` on a config: returns (exit status, output).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package SseClient;
 # A raw HTTP/1.1 client for one event stream, shared by the stream tests:
 # it decodes the chunked framing itself and time-stamps every read, so a

@@ -1,4 +1,5 @@
 #!/usr/bin/env perl
+# SPDX-License-Identifier: Apache-2.0
 # Self-check of the sandbox upstream and its launcher: perl t/sandbox/selftest.pl
 # (a TAP script; about 5 s). Not part of the module's suite: it tests the test tool.
 use strict;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of the core: country table, routing and query handling, error
  * bodies, the JSON wrapper.  Links the same objects the module ships. */
 #include <string.h>
@@ -10,8 +11,10 @@
 #include "cr_route.h"
 #include "cr_problem.h"
 #include "cr_json.h"
-#include "cr_centry.h"
+#include "cr_record.h"
 #include "cr_jscan.h"
+#include "cr_ptable.h"
+#include "cr_buf.h"
 #include <zlib.h>
 
 static apr_pool_t *pool;
@@ -108,12 +111,15 @@ START_TEST(route_errors)
         { "orders/0123456789012345678901234567890123456789012345678901234567890123456789", "GET", NULL, 400, "INVALID_ORDER_ID" },
         { "orders/x'y/subscribe", "GET", NULL, 400, "INVALID_ORDER_ID" },
         { "products/country/XX", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
-        { "products/country/us", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
+        { "products/country/us", "GET", "family_name=a", 400, "INVALID_REQUEST" },
+        { "products/country/zz", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
         { "products/country/USA", "GET", "family_name=a", 400, "UNSUPPORTED_COUNTRY" },
         { "products/country/US", "GET", NULL, 400, "INVALID_REQUEST" },
         { "products/country/US", "GET", "coin=USDC", 400, "INVALID_REQUEST" },
         { "brands", "GET", "country_code=ZZ", 400, "UNSUPPORTED_COUNTRY" },
-        { "brands", "GET", "country_code=us", 400, "UNSUPPORTED_COUNTRY" },
+        { "brands", "GET", "country_code=us", 400, "INVALID_REQUEST" },
+        { "brands", "GET", "country_code=Fr", 400, "INVALID_REQUEST" },
+        { "brands", "GET", "country_code=xx", 400, "UNSUPPORTED_COUNTRY" },
         { "brands", "GET", "country_code=US&country_code=GB", 400, "INVALID_REQUEST" },
         { "brands", "GET", "country_code=%ZZ", 400, "INVALID_REQUEST" },
         { "brands", "GET", "country_code=U%00", 400, "INVALID_REQUEST" },
@@ -131,6 +137,32 @@ START_TEST(route_errors)
                       bad[i].args ? bad[i].args : "", rr.status);
         ck_assert_str_eq(rr.detail, bad[i].detail);
     }
+}
+END_TEST
+
+/* A supported country in the wrong case is a malformed request that names the
+ * code to use; an unknown one, whatever its case, is unsupported. */
+START_TEST(route_country_case)
+{
+    cr_route_req rr = parse("brands", "GET", "country_code=fr");
+    ck_assert_int_eq(rr.status, 400);
+    ck_assert_str_eq(rr.detail, "INVALID_REQUEST");
+    ck_assert_str_eq(rr.field, "country_code");
+    ck_assert_str_eq(rr.reason, "country codes are upper-case: FR");
+
+    rr = parse("products/country/de", "GET", "family_name=a");
+    ck_assert_str_eq(rr.detail, "INVALID_REQUEST");
+    ck_assert_str_eq(rr.field, "country_code");
+    ck_assert_str_eq(rr.reason, "country codes are upper-case: DE");
+
+    rr = parse("products/price", "GET", "brand_name=A&face_value=10&coin=USDC&country_code=gB");
+    ck_assert_str_eq(rr.reason, "country codes are upper-case: GB");
+
+    rr = parse("brands", "GET", "country_code=zz");
+    ck_assert_str_eq(rr.detail, "UNSUPPORTED_COUNTRY");
+    ck_assert_str_eq(rr.reason, "not one of the supported countries");
+    rr = parse("brands", "GET", "country_code=f1");
+    ck_assert_str_eq(rr.detail, "UNSUPPORTED_COUNTRY");
 }
 END_TEST
 
@@ -245,7 +277,7 @@ END_TEST
 /* ---- cache entries ---- */
 START_TEST(centry_ids_spread)
 {
-    unsigned char id[CR_CENTRY_ID_MAX];
+    unsigned char id[CR_RECORD_ID_MAX];
     int seen[256] = { 0 }, distinct = 0, i;
     apr_size_t n;
     /* Every country's brands entry: the first byte (shmcb's subcache
@@ -253,7 +285,7 @@ START_TEST(centry_ids_spread)
     for (i = 0; i < cr_country_count(); i++) {
         const char *name = apr_psprintf(pool, "brands:%s:https://api.cryptorefills.com",
                                         cr_country_at(i)->iso);
-        n = cr_centry_id(id, CR_CID_META, name);
+        n = cr_record_id(id, CR_CID_META, name);
         ck_assert_uint_eq(n, strlen(name) + 3);
         ck_assert_int_eq(id[1], 'M');
         if (!seen[id[0]]++) {
@@ -263,24 +295,24 @@ START_TEST(centry_ids_spread)
     ck_assert_msg(distinct > 100, "only %d distinct first bytes", distinct);
     /* Long names that share a long prefix keep distinct ids. */
     {
-        unsigned char a[CR_CENTRY_ID_MAX], b[CR_CENTRY_ID_MAX];
+        unsigned char a[CR_RECORD_ID_MAX], b[CR_RECORD_ID_MAX];
         char la[300], lb[300];
         apr_size_t na, nb;
         memset(la, 'k', sizeof(la) - 1);
         la[sizeof(la) - 1] = '\0';
         memcpy(lb, la, sizeof(la));
         lb[250] = 'z';
-        na = cr_centry_id(a, CR_CID_IDEM, la);
-        nb = cr_centry_id(b, CR_CID_IDEM, lb);
-        ck_assert_uint_eq(na, CR_CENTRY_ID_MAX);
-        ck_assert_uint_eq(nb, CR_CENTRY_ID_MAX);
+        na = cr_record_id(a, CR_CID_IDEM, la);
+        nb = cr_record_id(b, CR_CID_IDEM, lb);
+        ck_assert_uint_eq(na, CR_RECORD_ID_MAX);
+        ck_assert_uint_eq(nb, CR_RECORD_ID_MAX);
         ck_assert(memcmp(a, b, na) != 0);
     }
     /* Same name, different kinds: same subcache, different ids. */
     {
-        unsigned char a[CR_CENTRY_ID_MAX], b[CR_CENTRY_ID_MAX];
-        cr_centry_id(a, CR_CID_BODY, "x");
-        cr_centry_id(b, CR_CID_GZIP, "x");
+        unsigned char a[CR_RECORD_ID_MAX], b[CR_RECORD_ID_MAX];
+        cr_record_id(a, CR_CID_BODY, "x");
+        cr_record_id(b, CR_CID_GZIP, "x");
         ck_assert_int_eq(a[0], b[0]);
         ck_assert_int_ne(a[1], b[1]);
     }
@@ -289,26 +321,26 @@ END_TEST
 
 START_TEST(centry_meta_roundtrip)
 {
-    cr_centry_meta m = { APR_UINT64_C(0x0123456789abcdef), APR_INT64_C(1795497427000000), 172548, 21572 }, d;
-    unsigned char buf[CR_CENTRY_META_LEN];
-    cr_centry_meta_encode(&m, buf);
-    ck_assert(cr_centry_meta_decode(buf, sizeof(buf), &d));
+    cr_record_meta m = { APR_UINT64_C(0x0123456789abcdef), APR_INT64_C(1795497427000000), 172548, 21572 }, d;
+    unsigned char buf[CR_RECORD_META_LEN];
+    cr_record_meta_encode(&m, buf);
+    ck_assert(cr_record_meta_decode(buf, sizeof(buf), &d));
     ck_assert(d.version == m.version && d.fetched == m.fetched);
     ck_assert_uint_eq(d.body_len, m.body_len);
     ck_assert_uint_eq(d.gz_len, m.gz_len);
-    ck_assert(!cr_centry_meta_decode(buf, sizeof(buf) - 1, &d));
+    ck_assert(!cr_record_meta_decode(buf, sizeof(buf) - 1, &d));
     buf[20] ^= 1;   /* a flipped bit fails the checksum */
-    ck_assert(!cr_centry_meta_decode(buf, sizeof(buf), &d));
+    ck_assert(!cr_record_meta_decode(buf, sizeof(buf), &d));
 }
 END_TEST
 
 START_TEST(centry_vhdr)
 {
-    unsigned char h[CR_CENTRY_VHDR_LEN];
-    cr_centry_vhdr_encode(42, h);
-    ck_assert(cr_centry_vhdr_check(h, sizeof(h), 42));
-    ck_assert(!cr_centry_vhdr_check(h, sizeof(h), 43));
-    ck_assert(!cr_centry_vhdr_check(h, sizeof(h) - 1, 42));
+    unsigned char h[CR_RECORD_VHDR_LEN];
+    cr_record_vhdr_encode(42, h);
+    ck_assert(cr_record_vhdr_check(h, sizeof(h), 42));
+    ck_assert(!cr_record_vhdr_check(h, sizeof(h), 43));
+    ck_assert(!cr_record_vhdr_check(h, sizeof(h) - 1, 42));
 }
 END_TEST
 
@@ -342,20 +374,20 @@ END_TEST
 START_TEST(centry_etags)
 {
     apr_uint64_t v = APR_UINT64_C(0x00ab00cd00ef0012);
-    const char *e = cr_centry_etag(pool, v, 0), *g = cr_centry_etag(pool, v, 1);
+    const char *e = cr_record_etag(pool, v, 0), *g = cr_record_etag(pool, v, 1);
     ck_assert_str_eq(e, "\"00ab00cd00ef0012\"");
     ck_assert_str_eq(g, "\"00ab00cd00ef0012-gz\"");
-    ck_assert(cr_centry_etag_match(e, v));
-    ck_assert(cr_centry_etag_match(g, v));
-    ck_assert(cr_centry_etag_match("W/\"00ab00cd00ef0012\"", v));
-    ck_assert(cr_centry_etag_match("\"zzz\", \"00ab00cd00ef0012-gz\"", v));
-    ck_assert(cr_centry_etag_match("*", v));
-    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0013\"", v));
-    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0012-br\"", v));
-    ck_assert(!cr_centry_etag_match("00ab00cd00ef0012", v));
-    ck_assert(!cr_centry_etag_match("\"00ab00cd00ef0012", v));
-    ck_assert(!cr_centry_etag_match("", v));
-    ck_assert(!cr_centry_etag_match(NULL, v));
+    ck_assert(cr_record_etag_match(e, v));
+    ck_assert(cr_record_etag_match(g, v));
+    ck_assert(cr_record_etag_match("W/\"00ab00cd00ef0012\"", v));
+    ck_assert(cr_record_etag_match("\"zzz\", \"00ab00cd00ef0012-gz\"", v));
+    ck_assert(cr_record_etag_match("*", v));
+    ck_assert(!cr_record_etag_match("\"00ab00cd00ef0013\"", v));
+    ck_assert(!cr_record_etag_match("\"00ab00cd00ef0012-br\"", v));
+    ck_assert(!cr_record_etag_match("00ab00cd00ef0012", v));
+    ck_assert(!cr_record_etag_match("\"00ab00cd00ef0012", v));
+    ck_assert(!cr_record_etag_match("", v));
+    ck_assert(!cr_record_etag_match(NULL, v));
 }
 END_TEST
 
@@ -381,6 +413,203 @@ START_TEST(idem_records)
 }
 END_TEST
 
+START_TEST(path_below)
+{
+    ck_assert_str_eq(cr_path_below("/api/brands", "/api"), "/brands");
+    ck_assert_str_eq(cr_path_below("/api/brands", "/api/"), "/brands");
+    ck_assert_str_eq(cr_path_below("/api", "/api/"), "");
+    ck_assert_ptr_null(cr_path_below("/apix/brands", "/api"));
+    ck_assert_ptr_null(cr_path_below("/other", "/api"));
+    ck_assert_str_eq(cr_path_below("/brands", "/"), "brands");
+    ck_assert_ptr_null(cr_path_below("/brands", ""));
+}
+END_TEST
+
+START_TEST(seconds)
+{
+    apr_interval_time_t t = 0;
+    ck_assert(cr_seconds_parse("3", &t));
+    ck_assert_int_eq(t, 3000000);
+    ck_assert(cr_seconds_parse("0.5", &t));
+    ck_assert_int_eq(t, 500000);
+    ck_assert(cr_seconds_parse("1.000001", &t));
+    ck_assert_int_eq(t, 1000001);
+    ck_assert(cr_seconds_parse(".25", &t));
+    ck_assert_int_eq(t, 250000);
+    ck_assert(!cr_seconds_parse("", &t));
+    ck_assert(!cr_seconds_parse(".", &t));
+    ck_assert(!cr_seconds_parse("1.", &t));
+    ck_assert(!cr_seconds_parse("-1", &t));
+    ck_assert(!cr_seconds_parse("1e3", &t));
+    ck_assert(!cr_seconds_parse("0.0000001", &t));
+    ck_assert(!cr_seconds_parse("1234567890", &t));
+    ck_assert_str_eq(cr_seconds_fmt(pool, 1000000), "1");
+    ck_assert_str_eq(cr_seconds_fmt(pool, 1000), "0.001");
+    ck_assert_str_eq(cr_seconds_fmt(pool, 0), "0");
+    ck_assert_str_eq(cr_seconds_fmt(pool, 2500000), "2.5");
+}
+END_TEST
+
+START_TEST(buf_grows)
+{
+    cr_buf b;
+    int i;
+    cr_buf_init(&b, pool, 4);
+    ck_assert_str_eq(cr_buf_str(&b), "");
+    ck_assert_uint_eq(b.len, 0);
+    for (i = 0; i < 1000; i++) {
+        cr_buf_append(&b, "abc", 3);
+    }
+    ck_assert_uint_eq(b.len, 3000);
+    ck_assert_uint_eq(strlen(cr_buf_str(&b)), 3000);
+    ck_assert(!strncmp(b.data + 2997, "abc", 3));
+    ck_assert_uint_ge(b.cap, 3001);
+    cr_buf_append(&b, "\0x", 2);        /* NULs are data */
+    ck_assert_uint_eq(b.len, 3002);
+    ck_assert_int_eq(b.data[3001], 'x');
+    ck_assert_int_eq(b.data[3002], '\0');
+}
+END_TEST
+
+static int freed;
+static void count_free(void *v)
+{
+    freed++;
+    free(v);
+}
+
+static char *dup_s(const char *s)
+{
+    char *d = malloc(strlen(s) + 1);
+    strcpy(d, s);
+    return d;
+}
+
+START_TEST(ptable_refs)
+{
+    cr_ptable *t;
+    cr_ptable_info info, got;
+    apr_pool_t *req1, *req2;
+    apr_uint64_t v1 = 1, v2 = 2;
+    apr_size_t bytes;
+    char *a;
+
+    freed = 0;
+    ck_assert_int_eq(cr_ptable_create(&t, pool, 100, count_free), APR_SUCCESS);
+    apr_pool_create(&req1, pool);
+    apr_pool_create(&req2, pool);
+    memset(&info, 0, sizeof(info));
+    info.version = v1;
+    info.size = 40;
+    info.stamp = 7;
+    ck_assert_int_eq(cr_ptable_put(t, "k", dup_s("one"), &info, NULL), 1);
+    ck_assert_ptr_null(cr_ptable_get(t, "k", &v2, req1, NULL));    /* other version */
+    ck_assert_ptr_null(cr_ptable_get(t, "nope", NULL, req1, NULL));
+    a = cr_ptable_get(t, "k", &v1, req1, &got);                    /* req1 holds "one" */
+    ck_assert_str_eq(a, "one");
+    ck_assert_uint_eq(got.size, 40);
+    ck_assert_int_eq(got.stamp, 7);
+    cr_ptable_restamp(t, "k", v1, 9, 1);
+    ck_assert_ptr_nonnull(cr_ptable_get(t, "k", NULL, req2, &got));
+    ck_assert_int_eq(got.stamp, 9);
+    ck_assert_int_eq(got.flag, 1);
+    cr_ptable_restamp(t, "k", v2, 11, 0);                          /* not that version */
+    ck_assert_ptr_nonnull(cr_ptable_get(t, "k", NULL, req2, &got));
+    ck_assert_int_eq(got.stamp, 9);
+
+    /* Replaced while req1 and req2 use it: freed after both let go. */
+    info.version = v2;
+    info.size = 50;
+    ck_assert_int_eq(cr_ptable_put(t, "k", dup_s("two"), &info, NULL), 1);
+    ck_assert_int_eq(freed, 0);
+    ck_assert_str_eq(a, "one");
+    apr_pool_clear(req1);
+    ck_assert_int_eq(freed, 0);
+    apr_pool_clear(req2);
+    ck_assert_int_eq(freed, 1);
+    ck_assert_str_eq(cr_ptable_get(t, "k", &v2, req1, NULL), "two");
+    ck_assert_uint_eq(cr_ptable_count(t, &bytes), 1);
+    ck_assert_uint_eq(bytes, 50);
+
+    /* Alone over the budget: not kept; the caller's reference still holds
+     * it until its pool is cleared; the table keeps what it had. */
+    info.size = 101;
+    ck_assert_int_eq(cr_ptable_put(t, "big", dup_s("big"), &info, req2), 0);
+    ck_assert_ptr_null(cr_ptable_get(t, "big", NULL, req1, NULL));
+    ck_assert_int_eq(freed, 1);
+    apr_pool_clear(req2);
+    ck_assert_int_eq(freed, 2);
+    ck_assert_int_eq(cr_ptable_put(t, "big2", dup_s("x"), &info, NULL), 0);
+    ck_assert_int_eq(freed, 3);                                     /* released at once */
+    ck_assert_uint_eq(cr_ptable_count(t, &bytes), 1);
+
+    /* Put with a user: table and user both hold it. */
+    info.size = 10;
+    ck_assert_int_eq(cr_ptable_put(t, "s", dup_s("s"), &info, req2), 1);
+    ck_assert_uint_eq(cr_ptable_count(t, &bytes), 2);
+    ck_assert_uint_eq(bytes, 60);
+    apr_pool_clear(req2);
+    ck_assert_int_eq(freed, 3);
+    apr_pool_clear(req1);
+    apr_pool_destroy(req1);
+    apr_pool_destroy(req2);
+}
+END_TEST
+
+/* The budget evicts the least recently used entries; an evicted value a
+ * request holds lives until that request lets go; churn does not grow the
+ * table's pool. */
+START_TEST(ptable_lru)
+{
+    cr_ptable *t;
+    cr_ptable_info info;
+    apr_pool_t *req;
+    apr_size_t bytes, max;
+    apr_uint64_t ev;
+    char *held;
+    int i;
+
+    freed = 0;
+    ck_assert_int_eq(cr_ptable_create(&t, pool, 100, count_free), APR_SUCCESS);
+    apr_pool_create(&req, pool);
+    memset(&info, 0, sizeof(info));
+    info.size = 30;
+    ck_assert_int_eq(cr_ptable_put(t, "a", dup_s("a"), &info, NULL), 1);
+    ck_assert_int_eq(cr_ptable_put(t, "b", dup_s("b"), &info, NULL), 1);
+    ck_assert_int_eq(cr_ptable_put(t, "c", dup_s("c"), &info, NULL), 1);
+    held = cr_ptable_get(t, "a", NULL, req, NULL);      /* a: most recent, held */
+    ck_assert_str_eq(held, "a");
+    ck_assert_int_eq(cr_ptable_put(t, "d", dup_s("d"), &info, NULL), 1);  /* evicts b */
+    ck_assert_ptr_null(cr_ptable_get(t, "b", NULL, req, NULL));
+    ck_assert_int_eq(freed, 1);
+    ck_assert_uint_eq(cr_ptable_stats(t, &bytes, &max, &ev), 3);
+    ck_assert_uint_eq(bytes, 90);
+    ck_assert_uint_eq(max, 100);
+    ck_assert_uint_eq(ev, 1);
+    /* order now c (oldest), a, d: 70 bytes more evicts c and a */
+    info.size = 70;
+    ck_assert_int_eq(cr_ptable_put(t, "e", dup_s("e"), &info, NULL), 1);
+    ck_assert_uint_eq(cr_ptable_stats(t, &bytes, NULL, &ev), 2);
+    ck_assert_uint_eq(bytes, 100);
+    ck_assert_uint_eq(ev, 3);
+    ck_assert_int_eq(freed, 2);                 /* c freed; a still held */
+    ck_assert_str_eq(held, "a");
+    apr_pool_clear(req);
+    ck_assert_int_eq(freed, 3);
+    /* Churn over a few keys: bytes stay within the budget. */
+    info.size = 40;
+    for (i = 0; i < 1000; i++) {
+        char key[8];
+        key[0] = (char)('p' + i % 5);
+        key[1] = '\0';
+        ck_assert_int_eq(cr_ptable_put(t, key, dup_s(key), &info, NULL), 1);
+        ck_assert_uint_le(cr_ptable_count(t, &bytes), 2);
+        ck_assert_uint_le(bytes, 100);
+    }
+    apr_pool_destroy(req);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("core");
@@ -394,6 +623,7 @@ int main(void)
     tcase_add_test(tc, countries_json);
     tcase_add_test(tc, route_table);
     tcase_add_test(tc, route_errors);
+    tcase_add_test(tc, route_country_case);
     tcase_add_test(tc, route_upstream_paths);
     tcase_add_test(tc, order_ids);
     tcase_add_test(tc, url_encode);
@@ -406,6 +636,11 @@ int main(void)
     tcase_add_test(tc, centry_gzip_roundtrip);
     tcase_add_test(tc, centry_etags);
     tcase_add_test(tc, idem_records);
+    tcase_add_test(tc, path_below);
+    tcase_add_test(tc, seconds);
+    tcase_add_test(tc, buf_grows);
+    tcase_add_test(tc, ptable_refs);
+    tcase_add_test(tc, ptable_lru);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of the two-thread byte queue (cr_outq), including a real
  * producer thread against a taker, as the async stream engine uses it. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of the SSE parser, re-emitter and order-stream policy. */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Steps of the demo's purchase flow, shared by the tests.
 import assert from 'node:assert/strict';
 import { apiJson, demoUrl, waitReady } from './harness.mjs';
@@ -57,4 +58,31 @@ export async function placeOrder(page, { beneficiary, email } = {}) {
 export async function waitForState(page, state, timeout = 60000) {
   await page.waitForSelector(`#order-status[data-state="${state}"]`, { timeout });
   return page.$$eval('#timeline li', (lis) => lis.map((li) => li.dataset.state));
+}
+
+/** A brand of `country` with a range product (any amount between min and max). */
+export async function pickRangeBrand(country) {
+  const cat = await apiJson(`brands?country_code=${country}`);
+  for (const b of cat.body.all_brands || []) {
+    if (b.is_out_of_stock || b.kind !== 'giftcard' || ['prepaid-cards', 'e-money'].includes(b.category)) continue;
+    const p = await apiJson(`products/country/${country}?family_name=${encodeURIComponent(b.family || b.brand)}&coin=USDC&lang=en`);
+    const fam = Array.isArray(p.body) ? p.body.find((f) => f.brand === b.brand) : null;
+    const range = fam && (fam.products || []).find((x) => x.is_dynamic || x.face_value?.amount?.type === 'range');
+    if (range) return { brand: b, range };
+  }
+  throw new Error(`no brand with a range product in the ${country} catalog of the sandbox`);
+}
+
+/** The first in-stock brand of a category (`e-sim`, `prepaid-cards` …) in `country`. */
+export async function pickCategoryBrand(country, category) {
+  const cat = await apiJson(`brands?country_code=${country}`);
+  const c = (cat.body.categories || []).find((x) => x.category === category);
+  const b = c && (c.brands || []).find((x) => !x.is_out_of_stock);
+  if (!b) throw new Error(`no ${category} brand in the ${country} catalog of the sandbox`);
+  return b;
+}
+
+/** The order id the page shows (from its address). */
+export async function orderIdOf(page) {
+  return new URL(page.url()).searchParams.get('order');
 }

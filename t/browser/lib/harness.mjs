@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared set-up for the browser tests: environment, Chromium, sandbox control, artifacts.
 //
 // Environment:
@@ -40,8 +41,11 @@ export async function browserUnavailable() {
   return reason;
 }
 
-/** Launch headless Chromium with the flags that keep it quiet on a closed network. */
-export async function launch() {
+/**
+ * Launch headless Chromium with the flags that keep it quiet on a closed network.
+ * ignoreHTTPSErrors: accept the test CA's certificate on an https CR_BASE_URL.
+ */
+export async function launch({ ignoreHTTPSErrors = false } = {}) {
   const { chromium } = await import('playwright-core');
   const { base } = env();
   const host = new URL(base).hostname;
@@ -49,6 +53,7 @@ export async function launch() {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
+    ignoreHTTPSErrors,
     viewport: { width: 1200, height: 900 },
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -111,4 +116,20 @@ export async function saveScreenshot(page, name) {
 /** Wait until the demo finished its start-up (catalog, countries, payment methods). */
 export async function waitReady(page) {
   await page.waitForSelector('body[data-ready="true"]');
+}
+
+/**
+ * A test file's browser: launched before its tests (unless unavailable: `skip` says why), closed
+ * after them.  Returns {browser, skip}, filled in once the file's `before` hooks ran.
+ */
+export async function useBrowser() {
+  const { before, after } = await import('node:test');
+  const ctx = { browser: null, skip: null };
+  before(async () => {
+    env();
+    ctx.skip = await browserUnavailable();
+    if (!ctx.skip) ctx.browser = await launch();
+  });
+  after(async () => { if (ctx.browser) await ctx.browser.close(); });
+  return ctx;
 }

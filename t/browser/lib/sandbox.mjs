@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Control calls to the sandbox upstream (t/sandbox/cr-sandbox.pl, its `/_sandbox/` API; see
 // t/sandbox/README.md). Every call the browser tests make to it lives here.
 import { env } from './harness.mjs';
@@ -32,3 +33,10 @@ export const streamStatus = (status, times) =>
 
 /** The sandbox's view of an order: {order, seq (events emitted: one per state), subscribers}. */
 export const order = (orderId) => call('GET', `orders/${encodeURIComponent(orderId)}`);
+
+/** Move an order one state on (WaitingForPayment → WaitingForDelivery → Done), streams notified. */
+export const advance = (orderId) => call('POST', `orders/${encodeURIComponent(orderId)}/advance`, {});
+
+/** Put an order in `order_state` (a terminal one ends its streams), `fields` merged into it. */
+export const setState = (orderId, orderState, fields) =>
+  call('POST', `orders/${encodeURIComponent(orderId)}/state`, { order_state: orderState, notify: true, ...(fields ? { fields } : {}) });

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 package CrSandbox::Data;
 
 # Deterministic catalog data for the sandbox upstream (t/sandbox/cr-sandbox.pl).

@@ -1,9 +1,10 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 #include <stdio.h>
 #include <zlib.h>
 #include <apr_strings.h>
 
-#include "cr_centry.h"
+#include "cr_record.h"
 
 #define META_MAGIC "CRM1"
 #define VHDR_MAGIC "CRV1"
@@ -20,7 +21,7 @@ apr_uint64_t cr_hash64(const void *data, apr_size_t len)
     return h;
 }
 
-apr_size_t cr_centry_id(unsigned char *out, cr_cid_kind kind, const char *name)
+apr_size_t cr_record_id(unsigned char *out, cr_cid_kind kind, const char *name)
 {
     apr_size_t n = strlen(name);
     apr_uint64_t h = cr_hash64(name, n);
@@ -30,18 +31,18 @@ apr_size_t cr_centry_id(unsigned char *out, cr_cid_kind kind, const char *name)
                              ^ (h >> 48) ^ (h >> 56));
     out[1] = (unsigned char)kind;
     out[2] = ':';
-    if (n <= CR_CENTRY_ID_MAX - 3) {
+    if (n <= CR_RECORD_ID_MAX - 3) {
         memcpy(out + 3, name, n);
         return n + 3;
     }
     /* Too long: a prefix and the whole 64-bit hash, so two long names that
      * share a prefix (idempotency keys, upstream URLs) stay apart. */
-    n = CR_CENTRY_ID_MAX - 3 - 8;
+    n = CR_RECORD_ID_MAX - 3 - 8;
     memcpy(out + 3, name, n);
     for (i = 0; i < 8; i++) {
         out[3 + n + i] = (unsigned char)(h >> (8 * i));
     }
-    return CR_CENTRY_ID_MAX;
+    return CR_RECORD_ID_MAX;
 }
 
 static void put64(unsigned char *p, apr_uint64_t v)
@@ -62,9 +63,9 @@ static apr_uint64_t get64(const unsigned char *p)
     return v;
 }
 
-void cr_centry_meta_encode(const cr_centry_meta *m, unsigned char out[CR_CENTRY_META_LEN])
+void cr_record_meta_encode(const cr_record_meta *m, unsigned char out[CR_RECORD_META_LEN])
 {
-    memset(out, 0, CR_CENTRY_META_LEN);
+    memset(out, 0, CR_RECORD_META_LEN);
     memcpy(out, META_MAGIC, 4);
     put64(out + 8, m->version);
     put64(out + 16, (apr_uint64_t)m->fetched);
@@ -73,9 +74,9 @@ void cr_centry_meta_encode(const cr_centry_meta *m, unsigned char out[CR_CENTRY_
     put64(out + 56, cr_hash64(out, 56));
 }
 
-int cr_centry_meta_decode(const unsigned char *in, apr_size_t len, cr_centry_meta *m)
+int cr_record_meta_decode(const unsigned char *in, apr_size_t len, cr_record_meta *m)
 {
-    if (len != CR_CENTRY_META_LEN || memcmp(in, META_MAGIC, 4)
+    if (len != CR_RECORD_META_LEN || memcmp(in, META_MAGIC, 4)
         || get64(in + 56) != cr_hash64(in, 56)) {
         return 0;
     }
@@ -86,16 +87,16 @@ int cr_centry_meta_decode(const unsigned char *in, apr_size_t len, cr_centry_met
     return m->body_len > 0;
 }
 
-void cr_centry_vhdr_encode(apr_uint64_t version, unsigned char out[CR_CENTRY_VHDR_LEN])
+void cr_record_vhdr_encode(apr_uint64_t version, unsigned char out[CR_RECORD_VHDR_LEN])
 {
-    memset(out, 0, CR_CENTRY_VHDR_LEN);
+    memset(out, 0, CR_RECORD_VHDR_LEN);
     memcpy(out, VHDR_MAGIC, 4);
     put64(out + 8, version);
 }
 
-int cr_centry_vhdr_check(const unsigned char *in, apr_size_t len, apr_uint64_t version)
+int cr_record_vhdr_check(const unsigned char *in, apr_size_t len, apr_uint64_t version)
 {
-    return len >= CR_CENTRY_VHDR_LEN && !memcmp(in, VHDR_MAGIC, 4) && get64(in + 8) == version;
+    return len >= CR_RECORD_VHDR_LEN && !memcmp(in, VHDR_MAGIC, 4) && get64(in + 8) == version;
 }
 
 unsigned char *cr_gzip(apr_pool_t *p, const char *in, apr_size_t len, apr_size_t *outlen)
@@ -123,12 +124,12 @@ unsigned char *cr_gzip(apr_pool_t *p, const char *in, apr_size_t len, apr_size_t
     return rc == Z_STREAM_END ? out : NULL;
 }
 
-const char *cr_centry_etag(apr_pool_t *p, apr_uint64_t version, int gz)
+const char *cr_record_etag(apr_pool_t *p, apr_uint64_t version, int gz)
 {
     return apr_psprintf(p, "\"%016" APR_UINT64_T_HEX_FMT "%s\"", version, gz ? "-gz" : "");
 }
 
-int cr_centry_etag_match(const char *inm, apr_uint64_t version)
+int cr_record_etag_match(const char *inm, apr_uint64_t version)
 {
     char hex[17];
     const char *s;
@@ -164,10 +165,10 @@ int cr_centry_etag_match(const char *inm, apr_uint64_t version)
     return 0;
 }
 
-unsigned char *cr_centry_fail_encode(apr_pool_t *p, const cr_centry_fail *f, apr_size_t *len)
+unsigned char *cr_record_fail_encode(apr_pool_t *p, const cr_record_fail *f, apr_size_t *len)
 {
-    apr_size_t blen = f->body && f->len <= CR_CENTRY_FAIL_BODY_MAX ? f->len : 0;
-    unsigned char *b = apr_pcalloc(p, CR_CENTRY_FAIL_HDR_LEN + blen);
+    apr_size_t blen = f->body && f->len <= CR_RECORD_FAIL_BODY_MAX ? f->len : 0;
+    unsigned char *b = apr_pcalloc(p, CR_RECORD_FAIL_HDR_LEN + blen);
     memcpy(b, "CRF1", 4);
     b[4] = (unsigned char)f->rc;
     b[5] = (unsigned char)(f->status & 0xff);
@@ -176,24 +177,24 @@ unsigned char *cr_centry_fail_encode(apr_pool_t *p, const cr_centry_fail *f, apr
     put64(b + 16, (apr_uint64_t)(apr_int64_t)f->retry_after);
     put64(b + 24, blen);
     if (blen) {
-        memcpy(b + CR_CENTRY_FAIL_HDR_LEN, f->body, blen);
+        memcpy(b + CR_RECORD_FAIL_HDR_LEN, f->body, blen);
     }
-    *len = CR_CENTRY_FAIL_HDR_LEN + blen;
+    *len = CR_RECORD_FAIL_HDR_LEN + blen;
     return b;
 }
 
-int cr_centry_fail_decode(const unsigned char *buf, apr_size_t len, cr_centry_fail *f)
+int cr_record_fail_decode(const unsigned char *buf, apr_size_t len, cr_record_fail *f)
 {
-    if (len < CR_CENTRY_FAIL_HDR_LEN || memcmp(buf, "CRF1", 4)
-        || get64(buf + 24) != len - CR_CENTRY_FAIL_HDR_LEN) {
+    if (len < CR_RECORD_FAIL_HDR_LEN || memcmp(buf, "CRF1", 4)
+        || get64(buf + 24) != len - CR_RECORD_FAIL_HDR_LEN) {
         return 0;
     }
     f->rc = buf[4];
     f->status = buf[5] | (buf[6] << 8);
     f->ended = (apr_time_t)get64(buf + 8);
     f->retry_after = (long)(apr_int64_t)get64(buf + 16);
-    f->len = len - CR_CENTRY_FAIL_HDR_LEN;
-    f->body = (const char *)buf + CR_CENTRY_FAIL_HDR_LEN;
+    f->len = len - CR_RECORD_FAIL_HDR_LEN;
+    f->body = (const char *)buf + CR_RECORD_FAIL_HDR_LEN;
     return 1;
 }
 

@@ -1,0 +1,531 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Catalog routes (brands, homepage, payment_vias) served from the shared
+ * store, and parsed catalogs for the validator.
+ *
+ * One refresher per name at a time, chosen by a lease (see
+ * cr_socache_lease) with an expiry, so a refresher that dies (killed child)
+ * frees the name when its lease runs out; the others serve the stale copy
+ * or, with none, wait a bounded time.  Each process keeps a copy of the
+ * variants and parsed catalogs it used last (cr_ptable), so a hit copies
+ * 64 bytes of meta out of the shared store rather than the catalog. */
+#include <string.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "apr_strings.h"
+#include "apr_date.h"
+#include <stdlib.h>
+#include <unistd.h>
+#include "mod_status.h"
+#include "apr_optional_hooks.h"
+
+#include "mod_cryptorefills_int.h"
+#include "cr_json.h"
+#include "cr_validate.h"
+#include "cr_ptable.h"
+
+/* After a failed refresh, the next attempt waits this long (stale is served). */
+#define CR_REFRESH_BACKOFF      apr_time_from_sec(5)
+#define CR_WAIT_STEP            apr_time_from_msec(20)
+
+/* ---- catalog entries --------------------------------------------------------------- */
+
+static int get_meta(request_rec *r, const char *name, cr_record_meta *m)
+{
+    unsigned char buf[CR_RECORD_META_LEN];
+    apr_size_t n;
+    return cr_socache_get(r, CR_CID_META, name, buf, sizeof(buf), &n)
+        && cr_record_meta_decode(buf, n, m);
+}
+
+/* Each process keeps the variants it served last, per name and version, so
+ * a hit copies 64 bytes of meta out of the shared cache instead of the
+ * whole catalog: the cross-process mutex is then held for a moment, not
+ * for a 170 KB copy (which serialised all children under load).  Memory is
+ * bounded per process; a copy in use by a request lives until that request
+ * ends. */
+#define CR_LOCAL_COPIES_MAX (32 * 1024 * 1024)
+static cr_ptable *local_copies;
+
+/* Each process also keeps the last parsed copy of each catalog it validated
+ * against, keyed by name and version, so a checkout costs a lookup instead
+ * of parsing a few hundred KB of JSON.  The validator only reads catalogs,
+ * so threads share a copy.  A json-c tree takes several times its text's
+ * size (objects, hash tables, strings, the brand index): it is counted as
+ * CR_PARSED_COST times the text, and the table holds at most
+ * CR_PARSED_CATALOGS_MAX of that per process, least recently used out
+ * first (a copy in use by a request lives until that request ends). */
+#define CR_PARSED_CATALOGS_MAX (32 * 1024 * 1024)
+#define CR_PARSED_COST 8
+static cr_ptable *parsed_catalogs;
+
+static void free_json(void *obj)
+{
+    json_object_put(obj);
+}
+
+void cr_catalog_child_init(apr_pool_t *pchild)
+{
+    /* Without them every request goes to the shared store: slower, correct. */
+    if (cr_ptable_create(&local_copies, pchild, CR_LOCAL_COPIES_MAX, free) != APR_SUCCESS) {
+        local_copies = NULL;
+    }
+    if (cr_ptable_create(&parsed_catalogs, pchild, CR_PARSED_CATALOGS_MAX, free_json)
+        != APR_SUCCESS) {
+        parsed_catalogs = NULL;
+    }
+}
+
+/* The variant's bytes (without header) for meta m, or NULL when evicted or
+ * replaced by another generation meanwhile. */
+static const char *get_variant(request_rec *r, const char *name, const cr_record_meta *m,
+                               int gz, apr_size_t *len)
+{
+    apr_size_t want = (gz ? m->gz_len : m->body_len) + CR_RECORD_VHDR_LEN, n;
+    const char *key = apr_pstrcat(r->pool, name, gz ? "#z" : "#b", NULL);
+    cr_ptable_info info;
+    const char *local = local_copies ? cr_ptable_get(local_copies, key, &m->version, r->pool,
+                                                     &info) : NULL;
+    unsigned char *buf;
+    char *copy;
+
+    if (local) {
+        *len = info.size;
+        return local;
+    }
+    buf = apr_palloc(r->pool, want);
+    if (!cr_socache_get(r, gz ? CR_CID_GZIP : CR_CID_BODY, name, buf, want, &n)
+        || n != want || !cr_record_vhdr_check(buf, n, m->version)) {
+        return NULL;
+    }
+    *len = n - CR_RECORD_VHDR_LEN;
+    if (local_copies && *len <= CR_LOCAL_COPIES_MAX / 4 && (copy = malloc(*len ? *len : 1))) {
+        memset(&info, 0, sizeof(info));
+        info.version = m->version;
+        info.size = *len;
+        memcpy(copy, buf + CR_RECORD_VHDR_LEN, *len);
+        cr_ptable_put(local_copies, key, copy, &info, NULL);
+    }
+    return (const char *)buf + CR_RECORD_VHDR_LEN;
+}
+
+/* Store a fresh answer: variants first, meta last, so a reader that finds
+ * the new meta finds its variants too (or notices a mismatch). */
+static int store_entry(request_rec *r, const char *name, const char *body, apr_size_t len,
+                       apr_time_t fetched, apr_time_t expiry, cr_record_meta *m)
+{
+    unsigned char *rec, *gz, meta[CR_RECORD_META_LEN];
+    apr_size_t gzlen = 0;
+    apr_status_t rv;
+
+    m->version = cr_hash64(body, len) ^ (apr_uint64_t)len;
+    m->fetched = fetched;
+    m->body_len = (apr_uint32_t)len;
+    gz = cr_gzip(r->pool, body, len, &gzlen);
+    m->gz_len = gz && gzlen < len ? (apr_uint32_t)gzlen : 0;
+
+    rec = apr_palloc(r->pool, len + CR_RECORD_VHDR_LEN);
+    cr_record_vhdr_encode(m->version, rec);
+    memcpy(rec + CR_RECORD_VHDR_LEN, body, len);
+    rv = cr_socache_put(r, CR_CID_BODY, name, expiry, rec, len + CR_RECORD_VHDR_LEN);
+    if (rv == APR_SUCCESS && m->gz_len) {
+        rec = apr_palloc(r->pool, m->gz_len + CR_RECORD_VHDR_LEN);
+        cr_record_vhdr_encode(m->version, rec);
+        memcpy(rec + CR_RECORD_VHDR_LEN, gz, m->gz_len);
+        rv = cr_socache_put(r, CR_CID_GZIP, name, expiry, rec, m->gz_len + CR_RECORD_VHDR_LEN);
+    }
+    if (rv == APR_SUCCESS) {
+        cr_record_meta_encode(m, meta);
+        rv = cr_socache_put(r, CR_CID_META, name, expiry, meta, sizeof(meta));
+    }
+    if (rv != APR_SUCCESS) {
+        apr_uint32_t before = apr_atomic_inc32(&cr_stats->cache_store_failures);
+        /* Logged once (per server generation) at warn; mod_status counts
+         * every failure, and the debug level names each one. */
+        ap_log_rerror(APLOG_MARK, before == 0 ? APLOG_WARNING : APLOG_DEBUG, rv, r,
+                      CRLOGNO(01209) "cannot store %s (%" APR_SIZE_T_FMT " bytes) in the "
+                      "cache %s: answering from the upstream copy%s", name, len, cr_socache_desc(),
+                      before == 0 ? " (logged once: Cryptorefillscache_store_failures in "
+                      "mod_status counts them)" : "");
+        return 0;
+    }
+    return 1;
+}
+
+static int accepts_gzip(request_rec *r)
+{
+    const char *ae = apr_table_get(r->headers_in, "Accept-Encoding");
+    while (ae && *ae) {
+        const char *end = ae + strcspn(ae, ",");
+        const char *semi = memchr(ae, ';', (apr_size_t)(end - ae));
+        const char *tok_end = semi ? semi : end;
+        while (*ae == ' ' || *ae == '\t') {
+            ae++;
+        }
+        while (tok_end > ae && (tok_end[-1] == ' ' || tok_end[-1] == '\t')) {
+            tok_end--;
+        }
+        if ((tok_end - ae == 4 && !strncasecmp(ae, "gzip", 4))
+            || (tok_end - ae == 6 && !strncasecmp(ae, "x-gzip", 6))
+            || (tok_end - ae == 1 && *ae == '*')) {
+            const char *q = semi ? strstr(semi, "q=") : NULL;
+            if (!q || q > end) {
+                return 1;
+            }
+            q += 2;
+            /* q=0, q=0.0, q=0.000 refuse; anything else accepts */
+            while (*q == '0' || *q == '.') {
+                q++;
+            }
+            return !(q >= end || *q == ' ' || *q == ',' || *q == ';' || *q == '\0');
+        }
+        ae = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* Answer from the cached entry.  Returns -1 when a variant is gone (the
+ * caller then treats it as a miss). */
+static int send_cached(request_rec *r, const char *name, const cr_record_meta *m,
+                       const char *how, apr_interval_time_t ttl)
+{
+    apr_time_t now = apr_time_now();
+    apr_interval_time_t left = m->fetched + ttl - now;
+    int gz = m->gz_len && accepts_gzip(r);
+    const char *body = NULL;
+    apr_size_t len = 0;
+
+    int not_modified = cr_record_etag_match(apr_table_get(r->headers_in, "If-None-Match"),
+                                            m->version);
+
+    /* The variant first: if it was evicted meanwhile, the caller answers
+     * another way and must not inherit this version's validators. */
+    if (!not_modified) {
+        body = get_variant(r, name, m, gz, &len);
+        if (!body) {
+            return -1;
+        }
+    }
+    apr_table_setn(r->headers_out, "Vary", "Accept-Encoding");
+    apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", how);
+    apr_table_setn(r->headers_out, "ETag", cr_record_etag(r->pool, m->version, gz));
+    apr_table_setn(r->headers_out, "Cache-Control",
+                   apr_psprintf(r->pool, "public, max-age=%" APR_TIME_T_FMT,
+                                left > 0 ? apr_time_sec(left) : (apr_time_t)0));
+    {
+        char *lm = apr_palloc(r->pool, APR_RFC822_DATE_LEN);
+        apr_rfc822_date(lm, m->fetched);
+        apr_table_setn(r->headers_out, "Last-Modified", lm);
+    }
+    if (not_modified) {
+        CR_COUNT(cache_not_modified);
+        return HTTP_NOT_MODIFIED;
+    }
+    if (gz) {
+        apr_table_setn(r->headers_out, "Content-Encoding", "gzip");
+    }
+    /* Already compressed, or deliberately not: mod_deflate stays out. */
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    return cr_send(r, HTTP_OK, "application/json", body, len);
+}
+
+/* Is this upstream answer one to keep? */
+static int cacheable(request_rec *r, const cr_upstream_resp *resp)
+{
+    json_object *o;
+    return resp->rc == CR_UP_OK && resp->status == 200 && resp->len > 0
+        && !cr_json_parse(r->pool, resp->body, resp->len, CR_JSON_MAX_DEPTH, &o);
+}
+
+/* A failure worth hiding behind a stale copy: the upstream is down or sick,
+ * not answering a definite "no" (4xx other than 429). */
+static int serve_stale_after(const cr_upstream_resp *resp)
+{
+    return resp->rc != CR_UP_OK || resp->status >= 500 || resp->status == 429
+        || resp->status == 200 /* 200 that isn't JSON */;
+}
+
+typedef enum {
+    OBTAIN_ENTRY,           /* *m describes a cached entry (how: hit, stale, miss) */
+    OBTAIN_UNSTORED,        /* resp holds a good answer the cache could not keep */
+    OBTAIN_FAILED           /* resp holds the failed upstream exchange */
+} obtain_rc;
+
+static const char *entry_name(request_rec *r, const cr_conf *c, const char *route,
+                              const char *country)
+{
+    /* The upstream URL is part of the name, so two vhosts fronting two
+     * upstreams (say sandbox and production) never share an entry. */
+    return apr_psprintf(r->pool, "%s:%s:%s", route, country, c->upstream);
+}
+
+/* A failed exchange for name that ended at or after `since` (so after this
+ * request began waiting): its outcome in resp.  *buf is allocated once per
+ * request and reused across polls. */
+static int shared_failure(request_rec *r, const char *name, apr_time_t since,
+                          unsigned char **buf, cr_upstream_resp *resp)
+{
+    apr_size_t cap = CR_RECORD_FAIL_HDR_LEN + CR_RECORD_FAIL_BODY_MAX, n;
+    cr_record_fail f;
+
+    if (!*buf) {
+        *buf = apr_palloc(r->pool, cap);
+    }
+    if (!cr_socache_get(r, CR_CID_FAIL, name, *buf, cap, &n) || !cr_record_fail_decode(*buf, n, &f)
+        || f.ended < since) {
+        return 0;
+    }
+    memset(resp, 0, sizeof(*resp));
+    resp->rc = (cr_upstream_rc)f.rc;
+    resp->status = f.status;
+    resp->retry_after = f.retry_after;
+    resp->body = apr_pstrmemdup(r->pool, f.body, f.len);
+    resp->len = f.len;
+    resp->error = "the exchange of a concurrent request for the same catalog failed";
+    return 1;
+}
+
+/* Find or make the cached answer for name: fresh entries are used as they
+ * are; otherwise one request server-wide (the lease holder) refreshes while
+ * the others serve the stale copy or, with none, wait a bounded time. */
+static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+                        const char *country, const char *name, cr_record_meta *m,
+                        const char **how, cr_upstream_resp *resp)
+{
+    apr_interval_time_t ttl = c->cache_ttl, stale = c->cache_stale;
+    apr_time_t started = apr_time_now();
+    apr_time_t deadline = started + c->timeout + apr_time_from_sec(1);
+    apr_time_t now;
+    unsigned char *fbuf = NULL;
+    int have;
+
+    for (;;) {
+        now = apr_time_now();
+        have = get_meta(r, name, m);
+        if (have && now < m->fetched + ttl) {
+            *how = "hit";
+            return OBTAIN_ENTRY;
+        }
+        if (!have && shared_failure(r, name, started, &fbuf, resp)) {
+            /* The exchange this request waited for failed: its answer is
+             * this request's too (single flight, failures included). */
+            return OBTAIN_FAILED;
+        }
+        if (cr_socache_lease(r, name, c->exchange_hold)) {
+            /* Look again: the refresher before us may have stored the entry
+             * and let the lease go between our look and our lease. */
+            if (get_meta(r, name, m) && apr_time_now() < m->fetched + ttl) {
+                cr_socache_unlease(r, name, 0);
+                *how = "hit";
+                return OBTAIN_ENTRY;
+            }
+            break;          /* this request refreshes */
+        }
+        if (have) {
+            *how = "stale"; /* someone else refreshes: serve what we have */
+            return OBTAIN_ENTRY;
+        }
+        if (now >= deadline) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01210)
+                          "gave up waiting for the refresh of %s:%s", rr->def->name, country);
+            memset(resp, 0, sizeof(*resp));
+            resp->rc = CR_UP_TIMEOUT;
+            resp->error = "waiting for another request's refresh";
+            return OBTAIN_FAILED;
+        }
+        CR_COUNT(cache_waits);
+        apr_sleep(CR_WAIT_STEP);
+    }
+
+    cr_upstream_fetch(r, c, rr, country, NULL, 0, resp);
+    CR_COUNT(cache_refreshes);
+    if (cacheable(r, resp)) {
+        int stored;
+        now = apr_time_now();
+        stored = store_entry(r, name, resp->body, resp->len, now, now + ttl + stale, m);
+        cr_socache_unlease(r, name, 0);
+        *how = "miss";
+        return stored ? OBTAIN_ENTRY : OBTAIN_UNSTORED;
+    }
+    if (!have) {
+        /* No copy to hide the failure behind: tell the requests waiting for
+         * this exchange how it ended (they answer with it rather than queue
+         * for exchanges of their own), and free the name at once, so the
+         * next request tries the upstream instead of waiting out a back-off
+         * with nothing to serve meanwhile. */
+        cr_record_fail f;
+        unsigned char *rec;
+        apr_size_t rlen;
+        f.ended = apr_time_now();
+        f.rc = (int)resp->rc;
+        f.status = resp->status;
+        f.retry_after = resp->retry_after;
+        f.body = resp->body;
+        f.len = resp->len;
+        rec = cr_record_fail_encode(r->pool, &f, &rlen);
+        cr_socache_put(r, CR_CID_FAIL, name, f.ended + CR_REFRESH_BACKOFF, rec, rlen);
+        cr_socache_unlease(r, name, 0);
+        return OBTAIN_FAILED;
+    }
+    /* The refresh failed: keep the lease for a while (one try per backoff),
+     * and hide the failure behind the stale copy while it may be served. */
+    cr_socache_unlease(r, name, CR_REFRESH_BACKOFF);
+    if (have && serve_stale_after(resp) && apr_time_now() < m->fetched + ttl + stale) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01211)
+                      "refresh of %s:%s failed (%s, status %ld): serving the copy of %"
+                      APR_TIME_T_FMT "s ago", rr->def->name, country,
+                      cr_upstream_rc_name(resp->rc), resp->status,
+                      apr_time_sec(apr_time_now() - m->fetched));
+        *how = "stale";
+        return OBTAIN_ENTRY;
+    }
+    return OBTAIN_FAILED;
+}
+
+int cr_catalog_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+                       const char *country)
+{
+    apr_interval_time_t ttl = c->cache_ttl;
+    const char *name = entry_name(r, c, rr->def->name, country);
+    cr_upstream_resp resp;
+    cr_record_meta m;
+    const char *how = NULL;
+    int attempt, st;
+
+    /* Twice at most: a variant may be evicted between meta and body. */
+    for (attempt = 0; attempt < 2; attempt++) {
+        switch (obtain(r, c, rr, country, name, &m, &how, &resp)) {
+        case OBTAIN_ENTRY:
+            st = send_cached(r, name, &m, how, ttl);
+            if (st == -1) {
+                continue;
+            }
+            if (!strcmp(how, "hit")) CR_COUNT(cache_hits);
+            else if (!strcmp(how, "stale")) CR_COUNT(cache_stale);
+            else CR_COUNT(cache_misses);
+            return st;
+        case OBTAIN_UNSTORED:
+            CR_COUNT(cache_misses);
+            apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", "miss");
+            apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+            return cr_send(r, HTTP_OK, "application/json", resp.body, resp.len);
+        case OBTAIN_FAILED:
+            CR_COUNT(cache_misses);
+            apr_table_setn(r->headers_out, "X-Cryptorefills-Cache", "miss");
+            return cr_relay(r, rr, &resp);
+        }
+    }
+    return cr_send_problem(r, HTTP_BAD_GATEWAY, "UPSTREAM_UNAVAILABLE", NULL,
+                           "catalog evicted while being served");
+}
+
+/* ---- parsed catalogs for the validator ------------------------------------------------ */
+
+/* A parsed copy confirmed against the shared cache this recently is used
+ * without asking again: a checkout then takes no cross-process lock at all
+ * for its catalog and payment methods.  Catalogs stay fresh for minutes. */
+#define CR_PARSED_RECHECK apr_time_from_msec(1000)
+
+json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route,
+                             const char *country, int *stale)
+{
+    const cr_route_def *def = cr_route_def_get(route);
+    const char *name = entry_name(r, c, def->name, country);
+    cr_record_meta m;
+    cr_ptable_info info;
+    const char *body;
+    apr_size_t len = 0;
+    apr_time_t now;
+    json_object *obj;
+
+    *stale = 0;
+    if (parsed_catalogs) {
+        obj = cr_ptable_get(parsed_catalogs, name, NULL, r->pool, &info);
+        if (obj && apr_time_now() - info.stamp < CR_PARSED_RECHECK) {
+            *stale = info.flag;
+            return obj;
+        }
+    }
+    /* Never a refresh here: the request that validates waits for no
+     * upstream exchange (a body naming many countries would make one per
+     * country).  A copy past its stale window, or none, skips the checks
+     * that need it; the upstream decides. */
+    if (!get_meta(r, name, &m)) {
+        return NULL;
+    }
+    now = apr_time_now();
+    if (now >= m.fetched + c->cache_ttl + c->cache_stale) {
+        return NULL;
+    }
+    *stale = now >= m.fetched + c->cache_ttl;
+    if (parsed_catalogs) {
+        obj = cr_ptable_get(parsed_catalogs, name, &m.version, r->pool, NULL);
+        if (obj) {
+            cr_ptable_restamp(parsed_catalogs, name, m.version, apr_time_now(), *stale);
+            return obj;
+        }
+    }
+    body = get_variant(r, name, &m, 0, &len);
+    if (!body || cr_json_parse_unowned(body, len, CR_JSON_MAX_DEPTH, &obj)) {
+        return NULL;
+    }
+    if (route == CR_ROUTE_BRANDS) {
+        /* Before it is shared: readers only read. */
+        cr_validate_index_catalog(obj);
+    }
+    if (!parsed_catalogs) {
+        return cr_json_own(r->pool, obj);
+    }
+    memset(&info, 0, sizeof(info));
+    info.version = m.version;
+    info.size = len * CR_PARSED_COST;
+    info.stamp = apr_time_now();
+    info.flag = *stale;
+    cr_ptable_put(parsed_catalogs, name, obj, &info, r->pool);
+    return obj;
+}
+
+/* ---- mod_status: this process's copies ------------------------------------------------ */
+
+static void table_status(request_rec *r, int flags, const char *what, cr_ptable *t)
+{
+    apr_size_t n, bytes = 0, max = 0;
+    apr_uint64_t ev = 0;
+    if (!t) {
+        return;
+    }
+    n = cr_ptable_stats(t, &bytes, &max, &ev);
+    if (flags & AP_STATUS_SHORT) {
+        ap_rprintf(r, "Cryptorefills%s_entries: %" APR_SIZE_T_FMT "\n"
+                   "Cryptorefills%s_bytes: %" APR_SIZE_T_FMT "\n"
+                   "Cryptorefills%s_max_bytes: %" APR_SIZE_T_FMT "\n"
+                   "Cryptorefills%s_evictions: %" APR_UINT64_T_FMT "\n",
+                   what, n, what, bytes, what, max, what, ev);
+        return;
+    }
+    ap_rprintf(r, "<tr><th>%s (process %" APR_PID_T_FMT ")</th><td>%" APR_SIZE_T_FMT
+               " entries, %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT " bytes, %"
+               APR_UINT64_T_FMT " evictions</td></tr>\n", what, getpid(), n, bytes, max, ev);
+}
+
+static int status_hook(request_rec *r, int flags)
+{
+    if (!(flags & AP_STATUS_SHORT)) {
+        ap_rputs("<table>\n", r);
+    }
+    table_status(r, flags, "parsed_catalogs", parsed_catalogs);
+    table_status(r, flags, "local_copies", local_copies);
+    if (!(flags & AP_STATUS_SHORT)) {
+        ap_rputs("</table>\n", r);
+    }
+    return OK;
+}
+
+void cr_catalog_register_hooks(void)
+{
+    APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_LAST);
+}

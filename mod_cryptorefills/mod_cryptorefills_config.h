@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Directives, the per-directory and per-server records, and the effective
+ * configuration of a request: every default applied in one place
+ * (cr_conf_get), so the rest of the glue reads plain values. */
+#ifndef MOD_CRYPTOREFILLS_CONFIG_H
+#define MOD_CRYPTOREFILLS_CONFIG_H
+
+#include "httpd.h"
+#include "http_config.h"
+#include "ap_socache.h"
+
+#include "mod_cryptorefills.h"
+
+#define CR_DEFAULT_UPSTREAM "https://api.cryptorefills.com"
+
+/* Per-directory configuration as written.  The server-level settings live
+ * in the server's lookup defaults, so one merge covers server, vhost and
+ * <Location>/<Directory>.  Every member has an unset value. */
+#define CR_UNSET_INT   (-1)
+#define CR_UNSET_TIME  ((apr_interval_time_t)-1)
+
+/* The members a directive sets, shared by the record as written and the
+ * effective values. */
+#define CR_CONF_MEMBERS                                                          \
+    const char *base;               /* the <Location> path (routes are below it) */ \
+    const char *upstream;           /* base URL, no trailing slash */          \
+    const char *partner_id;                                                    \
+    const char *app_version;                                                   \
+    const char *default_country;                                               \
+    const char *country_env;                                                   \
+    apr_interval_time_t connect_timeout;                                       \
+    apr_interval_time_t timeout;                                               \
+    apr_off_t max_body;                                                        \
+    apr_interval_time_t cache_ttl;                                             \
+    apr_interval_time_t cache_stale;                                           \
+    int max_products;                                                          \
+    apr_interval_time_t heartbeat;                                             \
+    apr_interval_time_t idem_window;                                           \
+    int max_streams_per_client;                                                \
+    apr_interval_time_t stream_lifetime;                                       \
+    apr_interval_time_t stream_stall;                                          \
+    const char *ca_file;            /* PEM CAs for an https upstream; NULL: system store */ \
+    const char *proxy;              /* as written: NULL unset, "" none; effective: NULL direct */
+
+typedef struct cr_dir_conf {
+    CR_CONF_MEMBERS
+    int country_env_set;            /* "none" unsets an inherited one */
+} cr_dir_conf;
+
+/* The effective values for a request: nothing unset but partner_id,
+ * app_version (required: checked at start-up and by the handler),
+ * country_env (optional) and base. */
+typedef struct cr_conf {
+    CR_CONF_MEMBERS
+    /* Derived: the longest one upstream exchange may take (connect + whole
+     * exchange + slack), which bounds refresh leases and order claims. */
+    apr_interval_time_t exchange_hold;
+} cr_conf;
+
+typedef struct cr_srv_conf {
+    const char *cache_spec;         /* "PROVIDER[:ARGS]" as written, or NULL */
+    const ap_socache_provider_t *cache_provider;
+    const char *cache_args;
+    int max_streams;                /* CR_UNSET_INT: sized from the MPM */
+    apr_array_header_t *bases;      /* <Location> paths that set the handler */
+} cr_srv_conf;
+
+extern const command_rec cr_cmds[];
+void *cr_create_dir_conf(apr_pool_t *p, char *dir);
+void *cr_merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
+void *cr_create_srv_conf(apr_pool_t *p, server_rec *s);
+void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv);
+
+/* The request's effective configuration, resolved once per request. */
+const cr_conf *cr_conf_get(request_rec *r);
+cr_srv_conf *cr_srv_conf_get(server_rec *s);
+
+/* The name of the first required directive without a value (partner id,
+ * app version), or NULL when both are set. */
+const char *cr_config_missing(const char *partner_id, const char *app_version);
+
+/* check_config: refuse a section that routes requests to the handler
+ * without a partner id or app version (logs which, returns !OK). */
+int cr_config_check(apr_pool_t *ptemp, server_rec *s);
+/* check_config, after the check: remember, per server, the <Location>
+ * prefixes that set the handler (the routes are relative to them). */
+void cr_config_collect_bases(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+/* Does uri lie below one of the server's <Location> prefixes that set the
+ * handler?  The one rule by which the module claims a request before
+ * mod_proxy, mod_rewrite and core's file walks see it. */
+int cr_config_claims(const server_rec *s, const char *uri);
+/* After the location walk: is the handler the request's sections set ours?
+ * (A <Location "/api/static"> SetHandler none inside the module's.) */
+int cr_config_handler_is_ours(request_rec *r);
+/* post_config, second pass: a notice for every ProxyPass or RewriteRule
+ * [P] that covers a <Location> of the handler (the module answers there,
+ * the proxy rule only elsewhere), unless an earlier `ProxyPass PATH !` of
+ * the same server already excludes it. */
+void cr_config_notice_shadowing(apr_pool_t *ptemp, server_rec *s);
+
+#endif

