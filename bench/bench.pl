@@ -34,7 +34,8 @@ my $ROOT = abs_path("$BENCH/..");
 my $DATA = "$BENCH/data";
 my %opt = (duration => 10, rounds => 3, warmup => 2);
 GetOptions(\%opt, 'duration=f', 'rounds=i', 'conns=s', 'streams=s', 'hold=f', 'quick',
-           'warmup=f', 'no-wait', 'baseline-module=s', 'baseline-rev=s') or die "bad options\n";
+           'warmup=f', 'no-wait', 'baseline-module=s', 'baseline-rev=s',
+           'small-mpm') or die "bad options\n";
 if ($opt{quick}) { $opt{duration} = 2; $opt{rounds} = 1; $opt{warmup} = 1; $opt{hold} //= 3;
                    $opt{streams} //= '100'; }
 $opt{hold} //= 10;
@@ -638,15 +639,24 @@ sub bench_idempotency {
 sub stream_run {
     my ($kind, $n) = @_;
     my $up = start_upstream(interval_ms => 1000);
+    # --small-mpm: 4 x 25 threads for both, AsyncRequestWorkerFactor sized so
+    # the event MPM accepts N suspended streams (issue #12): what a stream
+    # costs when it does not hold a worker, against a relay that needs one.
+    my ($mpm, $children) = ($MPM_BIG, 24);
+    if ($opt{'small-mpm'}) {
+        ($mpm, $children) = ($MPM_SMALL . "AsyncRequestWorkerFactor " . (int($n / 100) + 2)
+                             . "\nListenBacklog 4096\n", 4);
+    }
     my $srv = $kind eq 'module'
-        ? start_module_server($up, mpm => $MPM_BIG,
-              conf => "CryptorefillsMaxStreams 1500\nCryptorefillsMaxStreamsPerClient 100000\n")
-        : start_stock_server($up, mpm => $MPM_BIG);
+        ? start_module_server($up, mpm => $mpm,
+              conf => "CryptorefillsMaxStreams " . ($n > 1500 ? $n : 1500)
+                    . "\nCryptorefillsMaxStreamsPerClient 100000\n")
+        : start_stock_server($up, mpm => $mpm);
     my ($prefix, $probe) = $kind eq 'module'
         ? ('/api/orders/', '/api/brands?country_code=US')
         : ('/sse/', '/cache/brands?country_code=US');
-    # all 24 children up, catalog warm
-    for (1 .. 100) { last if children_of($srv->{pid}) >= 24; sleep 0.1 }
+    # all children up, catalog warm
+    for (1 .. 100) { last if children_of($srv->{pid}) >= $children; sleep 0.1 }
     get($srv->url($probe)) for 1 .. 3;
     my $pr = get($srv->url($probe));
     die "probe $probe: $pr->{status}\n" unless $pr->{status} == 200;

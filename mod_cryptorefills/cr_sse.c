@@ -5,7 +5,7 @@
  * event type, last-event-id) are malloc'd and freed by a cleanup of the
  * parser's pool, not allocated from it: growing a pool buffer by doubling
  * would leave every old copy in the pool.  Each buffer's capacity is capped
- * at max_event + 2, and it only grows when a line needs it, so a stream of
+ * at max_event + 8, and it only grows when a line needs it, so a stream of
  * small events never allocates after the first few.  Per-event allocations
  * (by the callback) go to ev->pool, cleared after every callback. */
 #include <assert.h>
@@ -23,6 +23,20 @@ typedef struct {
     apr_size_t cap;
 } sse_buf;
 
+/* What a line is, from its first bytes: a line's field name is at most
+ * "retry" long, so six bytes (or the whole line) decide it. */
+typedef enum {
+    LK_UNDECIDED,   /* a partial line too short to tell */
+    LK_IGNORE,      /* an unknown field */
+    LK_COMMENT,
+    LK_DATA,
+    LK_EVENT,
+    LK_ID,
+    LK_RETRY
+} line_kind_t;
+
+#define LK_HEAD 7   /* field name (<= 5), colon, and the optional space */
+
 struct cr_sse_parser {
     apr_pool_t *pool;
     apr_pool_t *evpool;          /* cleared after each callback */
@@ -37,7 +51,8 @@ struct cr_sse_parser {
     sse_buf type;                /* event type buffer */
     sse_buf lastid;              /* last-event-id buffer: outlives blocks */
 
-    apr_size_t block_bytes;      /* bytes of the current block's complete lines */
+    int discard;                 /* the current (partial) line is dropped unbuffered */
+    int block_seen;              /* the current block has had a line */
     int block_id;                /* this block set the id */
     long block_retry;            /* this block's retry, -1 if none */
     long retry;                  /* stream's reconnection time, -1 if none */
@@ -46,8 +61,8 @@ struct cr_sse_parser {
     apr_size_t events;
 
     int skip_oversize;           /* discard oversized blocks instead of failing */
-    int skipping;                /* inside a discarded block: up to its blank line */
-    int skip_partial;            /* skipping, and the current line is not empty */
+    int report_state;            /* call back for blocks that dispatch nothing */
+    int block_oversize;          /* this block's data is being dropped (skip mode) */
     apr_size_t oversize;         /* blocks discarded */
 };
 
@@ -64,11 +79,12 @@ static apr_status_t parser_free(void *data)
     return APR_SUCCESS;
 }
 
-/* Make room for need bytes plus a NUL.  need never exceeds max_event + 1
- * (the caller checked the block bound first), so the cap is max_event + 2. */
+/* Make room for need bytes plus a NUL.  The callers check the bounds
+ * first: a value never exceeds max_event, a carried line never exceeds
+ * max_event + LK_HEAD, so the cap is max_event + LK_HEAD + 1. */
 static apr_status_t buf_reserve(cr_sse_parser *ps, sse_buf *sb, apr_size_t need)
 {
-    apr_size_t limit = ps->max_event + 2, ncap;
+    apr_size_t limit = ps->max_event + LK_HEAD + 1, ncap;
     char *nb;
 
     if (need + 1 <= sb->cap) {
@@ -119,7 +135,7 @@ cr_sse_parser *cr_sse_parser_create(apr_pool_t *p, apr_size_t max_event)
 
     ps->pool = p;
     ps->max_event = max_event ? max_event : CR_SSE_DEFAULT_MAX_EVENT;
-    /* Keep max_event + 2 and the doubling from overflowing. */
+    /* Keep max_event + LK_HEAD + 1 and the doubling from overflowing. */
     if (ps->max_event > APR_SIZE_MAX / 4) {
         ps->max_event = APR_SIZE_MAX / 4;
     }
@@ -163,24 +179,68 @@ static void block_reset(cr_sse_parser *ps)
 {
     ps->data.len = 0;
     ps->type.len = 0;
-    ps->block_bytes = 0;
+    ps->block_seen = 0;
     ps->block_id = 0;
     ps->block_retry = -1;
+    ps->block_oversize = 0;
+}
+
+/* Classify a line from its first n bytes (head holds min(n, LK_HEAD) of
+ * them); complete: n is the whole line.  *nlen gets the field name's
+ * length (the colon follows it, if any). */
+static line_kind_t line_kind(const char *head, apr_size_t n, int complete, apr_size_t *nlen)
+{
+    apr_size_t k, lim = n < 6 ? n : 6;
+
+    if (n == 0) {
+        return LK_UNDECIDED;
+    }
+    if (head[0] == ':') {
+        return LK_COMMENT;
+    }
+    for (k = 0; k < lim && head[k] != ':'; k++)
+        ;
+    if (k == lim) {
+        if (n >= 6) {
+            return LK_IGNORE;        /* a name longer than any field's */
+        }
+        if (!complete) {
+            return LK_UNDECIDED;
+        }
+    }
+    *nlen = k;
+    if (k == 4 && memcmp(head, "data", 4) == 0) {
+        return LK_DATA;
+    }
+    if (k == 5 && memcmp(head, "event", 5) == 0) {
+        return LK_EVENT;
+    }
+    if (k == 2 && memcmp(head, "id", 2) == 0) {
+        return LK_ID;
+    }
+    if (k == 5 && memcmp(head, "retry", 5) == 0) {
+        return LK_RETRY;
+    }
+    return LK_IGNORE;
 }
 
 /* The current block went over max_event: APR_ENOSPC, or in skip mode drop
- * what it buffered and skip to its end.  in_line: the bytes that crossed the
- * bound are part of a line that has not ended yet. */
+ * its data (now and up to its blank line) and go on.  in_line: the line
+ * that crossed the bound has not ended yet; the rest of it is dropped. */
 static apr_status_t oversize(cr_sse_parser *ps, int in_line)
 {
     if (!ps->skip_oversize) {
         return APR_ENOSPC;
     }
-    block_reset(ps);
-    ps->line.len = 0;
-    ps->skipping = 1;
-    ps->skip_partial = in_line;
-    ps->oversize++;
+    if (!ps->block_oversize) {
+        ps->block_oversize = 1;
+        ps->oversize++;
+        ps->data.len = 0;
+    }
+    if (in_line) {
+        ps->line.len = 0;
+        ps->discard = 1;
+    }
     return APR_SUCCESS;
 }
 
@@ -189,16 +249,15 @@ static apr_status_t dispatch(cr_sse_parser *ps, cr_sse_event_fn cb, void *baton)
 {
     cr_sse_event ev;
     apr_status_t rv = APR_SUCCESS;
+    int state_only = ps->block_oversize || ps->data.len == 0;
 
-    if (ps->data.len == 0) {
+    if (state_only && !(ps->report_state
+                        && (ps->block_oversize || ps->block_id || ps->block_retry >= 0))) {
         /* Nothing to dispatch; the id already went to the last-event-id
          * buffer when its line was read. */
         block_reset(ps);
         return APR_SUCCESS;
     }
-    /* The data buffer always ends with the LF appended after its last line. */
-    ps->data.len--;
-    ps->data.b[ps->data.len] = '\0';
 
     memset(&ev, 0, sizeof(ev));
     if (ps->type.len) {
@@ -209,13 +268,19 @@ static apr_status_t dispatch(cr_sse_parser *ps, cr_sse_event_fn cb, void *baton)
         ev.type = "message";
         ev.type_len = sizeof("message") - 1;
     }
-    ev.data = ps->data.b;
-    ev.data_len = ps->data.len;
+    if (!state_only) {
+        /* The data buffer always ends with the LF appended after its last line. */
+        ps->data.len--;
+        ps->data.b[ps->data.len] = '\0';
+        ev.data = ps->data.b;
+        ev.data_len = ps->data.len;
+        ps->events++;
+    }
     ev.id = ps->block_id ? (ps->lastid.b ? ps->lastid.b : "") : NULL;
     ev.retry = ps->block_retry;
     ev.pool = ps->evpool;
+    ev.oversize = ps->block_oversize;
 
-    ps->events++;
     if (cb) {
         rv = cb(baton, &ev);
     }
@@ -224,50 +289,61 @@ static apr_status_t dispatch(cr_sse_parser *ps, cr_sse_event_fn cb, void *baton)
     return rv;
 }
 
+/* A value's bytes so far, from the raw bytes after the colon (one leading
+ * space is not part of it). */
+static apr_size_t value_len(const char *head, apr_size_t hn, apr_size_t n, apr_size_t nlen)
+{
+    apr_size_t raw = n > nlen ? n - nlen - 1 : 0;
+    if (raw && nlen + 1 < hn && head[nlen + 1] == ' ') {
+        raw--;
+    }
+    return raw;
+}
+
+/* Would a value of vlen bytes (at least) break the bound?  Only data
+ * counts toward max_event (the joined data lines, one LF each); an id,
+ * event or retry value is bounded by max_event on its own. */
+static int over_bound(cr_sse_parser *ps, line_kind_t kind, apr_size_t vlen)
+{
+    apr_size_t used = kind == LK_DATA ? ps->data.len : 0;
+    return used > ps->max_event || vlen + 1 > ps->max_event - used;
+}
+
 /* One complete line (no CR/LF in it), from the caller's buffer or the carry. */
 static apr_status_t process_line(cr_sse_parser *ps, const char *l, apr_size_t n,
                                  cr_sse_event_fn cb, void *baton)
 {
-    const char *colon, *v;
-    apr_size_t nlen, vlen;
+    apr_size_t nlen = 0, vlen;
+    line_kind_t kind;
+    const char *v;
 
     if (n == 0) {
         return dispatch(ps, cb, baton);
     }
-    /* The bound counts the line and its line end. */
-    if (ps->block_bytes > ps->max_event || n + 1 > ps->max_event - ps->block_bytes) {
-        return oversize(ps, 0);
-    }
-    ps->block_bytes += n + 1;
-
-    if (l[0] == ':') {
+    ps->block_seen = 1;
+    kind = line_kind(l, n, 1, &nlen);
+    if (kind == LK_COMMENT) {
         ps->comments++;
         return APR_SUCCESS;
     }
-    colon = memchr(l, ':', n);
-    if (colon) {
-        nlen = (apr_size_t)(colon - l);
-        v = colon + 1;
-        vlen = n - nlen - 1;
-        if (vlen && v[0] == ' ') {
-            v++;
-            vlen--;
-        }
+    if (kind == LK_IGNORE || (kind == LK_DATA && ps->block_oversize)) {
+        return APR_SUCCESS;
     }
-    else {
-        nlen = n;
-        v = "";
-        vlen = 0;
+    vlen = value_len(l, n < LK_HEAD ? n : LK_HEAD, n, nlen);
+    v = l + (n - vlen);
+    if (over_bound(ps, kind, vlen)) {
+        /* The line is dropped; in skip mode, so is the block's event. */
+        return oversize(ps, 0);
     }
 
-    if (nlen == 4 && memcmp(l, "data", 4) == 0) {
+    switch (kind) {
+    case LK_DATA: {
         apr_status_t rv = buf_append(ps, &ps->data, v, vlen);
         return rv == APR_SUCCESS ? buf_append(ps, &ps->data, "\n", 1) : rv;
     }
-    if (nlen == 5 && memcmp(l, "event", 5) == 0) {
+    case LK_EVENT:
         return buf_set(ps, &ps->type, v, vlen);
-    }
-    if (nlen == 2 && memcmp(l, "id", 2) == 0) {
+    case LK_ID: {
         apr_status_t rv;
         if (memchr(v, '\0', vlen)) {
             return APR_SUCCESS;
@@ -278,7 +354,7 @@ static apr_status_t process_line(cr_sse_parser *ps, const char *l, apr_size_t n,
         }
         return rv;
     }
-    if (nlen == 5 && memcmp(l, "retry", 5) == 0) {
+    case LK_RETRY: {
         long r;
         if (parse_retry(v, vlen, &r)) {
             ps->block_retry = r;
@@ -286,18 +362,51 @@ static apr_status_t process_line(cr_sse_parser *ps, const char *l, apr_size_t n,
         }
         return APR_SUCCESS;
     }
-    /* Any other field is ignored. */
-    return APR_SUCCESS;
+    default:
+        return APR_SUCCESS;
+    }
 }
 
-/* Carry part of a line over to the next feed, enforcing the block bound
- * now (the line will cost its bytes plus a line end) so the carry never
- * outgrows max_event. */
+/* Carry part of a line over to the next feed.  Comments and unknown fields
+ * are never buffered (they are dropped as they stream by, whatever their
+ * length), and the bound is enforced now (a known field's value can only
+ * grow) so the carry never outgrows max_event + LK_HEAD. */
 static apr_status_t carry(cr_sse_parser *ps, const char *s, apr_size_t n)
 {
-    if (ps->block_bytes > ps->max_event
-        || ps->line.len + n + 1 > ps->max_event - ps->block_bytes) {
-        return oversize(ps, 1);
+    char head[LK_HEAD];
+    apr_size_t hn = ps->line.len < LK_HEAD ? ps->line.len : LK_HEAD, total, nlen = 0;
+    line_kind_t kind;
+
+    memcpy(head, ps->line.b ? ps->line.b : "", hn);
+    if (hn < LK_HEAD) {
+        apr_size_t more = n < LK_HEAD - hn ? n : LK_HEAD - hn;
+        memcpy(head + hn, s, more);
+        hn += more;
+    }
+    total = ps->line.len + n;
+    kind = line_kind(head, total, 0, &nlen);
+    if (total) {
+        ps->block_seen = 1;
+    }
+    switch (kind) {
+    case LK_COMMENT:
+        ps->comments++;
+        /* fall through */
+    case LK_IGNORE:
+        ps->line.len = 0;
+        ps->discard = 1;
+        return APR_SUCCESS;
+    case LK_UNDECIDED:
+        break;
+    default:
+        if (kind == LK_DATA && ps->block_oversize) {
+            ps->line.len = 0;
+            ps->discard = 1;
+            return APR_SUCCESS;
+        }
+        if (over_bound(ps, kind, value_len(head, hn, total, nlen))) {
+            return oversize(ps, 1);
+        }
     }
     return buf_append(ps, &ps->line, s, n);
 }
@@ -341,47 +450,36 @@ static apr_status_t feed(cr_sse_parser *ps, const char *buf, apr_size_t len,
         /* Only the new bytes are scanned: the carry holds no line end. */
         for (j = i; j < len && buf[j] != '\n' && buf[j] != '\r'; j++)
             ;
-        if (ps->skipping) {
-            /* Discarding an oversized block: only look for its blank line. */
+        if (ps->discard) {
+            /* Dropping the rest of a line: only look for its end. */
             if (j == len) {
-                ps->skip_partial |= j > i;
                 return APR_SUCCESS;
             }
-            if (buf[j] == '\r') {
-                ps->skip_lf = 1;
-            }
-            if (!ps->skip_partial && j == i) {
-                ps->skipping = 0;
-                block_reset(ps);
-            }
-            ps->skip_partial = 0;
-            i = j + 1;
-            continue;
+            ps->discard = 0;
         }
-        if (j == len) {
+        else if (j == len) {
             return carry(ps, buf + i, len - i);
         }
-        if (buf[j] == '\r') {
-            ps->skip_lf = 1;
-        }
-        if (ps->line.len) {
+        else if (ps->line.len) {
             if ((rv = carry(ps, buf + i, j - i)) != APR_SUCCESS) {
                 return rv;
             }
-            if (ps->skipping) {
-                /* This line made the block too large: it ends here. */
-                ps->skip_partial = 0;
-                i = j + 1;
-                continue;
+            if (ps->discard) {
+                ps->discard = 0;          /* the line turned out to be dropped */
             }
-            rv = process_line(ps, ps->line.b, ps->line.len, cb, baton);
-            ps->line.len = 0;
+            else {
+                rv = process_line(ps, ps->line.b, ps->line.len, cb, baton);
+                ps->line.len = 0;
+                if (rv != APR_SUCCESS) {
+                    return rv;
+                }
+            }
         }
-        else {
-            rv = process_line(ps, buf + i, j - i, cb, baton);
-        }
-        if (rv != APR_SUCCESS) {
+        else if ((rv = process_line(ps, buf + i, j - i, cb, baton)) != APR_SUCCESS) {
             return rv;
+        }
+        if (buf[j] == '\r') {
+            ps->skip_lf = 1;
         }
         i = j + 1;
     }
@@ -423,12 +521,17 @@ apr_size_t cr_sse_events_seen(cr_sse_parser *ps)
 
 int cr_sse_in_event(cr_sse_parser *ps)
 {
-    return ps->line.len != 0 || ps->block_bytes != 0 || (ps->bom > 0) || ps->skipping;
+    return ps->line.len != 0 || ps->block_seen || ps->discard || (ps->bom > 0);
 }
 
 void cr_sse_parser_skip_oversize(cr_sse_parser *ps, int on)
 {
     ps->skip_oversize = on != 0;
+}
+
+void cr_sse_parser_report_state(cr_sse_parser *ps, int on)
+{
+    ps->report_state = on != 0;
 }
 
 apr_size_t cr_sse_oversize_skipped(cr_sse_parser *ps)
@@ -657,4 +760,76 @@ cr_sse_verdict cr_sse_classify(apr_pool_t *p, const cr_sse_event *ev,
         return CR_SSE_RELAY_STOP;
     }
     return CR_SSE_DROP_UNKNOWN;
+}
+
+/* ---------------------------------------------------------------------- */
+
+struct cr_sse_relay {
+    cr_sse_parser *ps;
+    const char *order_id;
+    cr_sse_relay_fn fn;
+    void *baton;
+};
+
+cr_sse_relay *cr_sse_relay_create(apr_pool_t *p, apr_size_t max_event, const char *order_id)
+{
+    cr_sse_relay *rl = apr_pcalloc(p, sizeof(*rl));
+
+    rl->ps = cr_sse_parser_create(p, max_event);
+    if (!rl->ps) {
+        return NULL;
+    }
+    cr_sse_parser_skip_oversize(rl->ps, 1);
+    cr_sse_parser_report_state(rl->ps, 1);
+    rl->order_id = order_id ? apr_pstrdup(p, order_id) : NULL;
+    return rl;
+}
+
+cr_sse_parser *cr_sse_relay_parser(cr_sse_relay *rl)
+{
+    return rl->ps;
+}
+
+static apr_status_t relay_event(void *baton, const cr_sse_event *ev)
+{
+    cr_sse_relay *rl = baton;
+    cr_sse_out_kind k;
+    cr_sse_event st;
+    const char *out = NULL;
+    apr_size_t len = 0;
+
+    if (ev->oversize) {
+        k = CR_SSE_OUT_DROP_OVERSIZE;
+    }
+    else if (!ev->data) {
+        k = CR_SSE_OUT_STATE;
+    }
+    else {
+        switch (cr_sse_classify(ev->pool, ev, rl->order_id, NULL)) {
+        case CR_SSE_RELAY_ORDER:    k = CR_SSE_OUT_ORDER; break;
+        case CR_SSE_RELAY_STOP:     k = CR_SSE_OUT_STOP; break;
+        case CR_SSE_DROP_UNKNOWN:   k = CR_SSE_OUT_DROP_UNKNOWN; break;
+        default:                    k = CR_SSE_OUT_DROP_MALFORMED; break;
+        }
+    }
+    if (k == CR_SSE_OUT_ORDER || k == CR_SSE_OUT_STOP) {
+        out = cr_sse_format(ev->pool, ev, &len);
+    }
+    else if (ev->id || ev->retry >= 0) {
+        /* Dropped (or never an event): its id and retry still reach the
+         * browser, as they would have without the relay in between. */
+        memset(&st, 0, sizeof(st));
+        st.id = ev->id;
+        st.retry = ev->retry;
+        out = cr_sse_format(ev->pool, &st, &len);
+    }
+    return rl->fn(rl->baton, k, ev, out, len);
+}
+
+apr_status_t cr_sse_relay_feed(cr_sse_relay *rl, const char *buf, apr_size_t len,
+                               cr_sse_relay_fn fn, void *baton)
+{
+    rl->fn = fn;
+    rl->baton = baton;
+    return cr_sse_feed(rl->ps, buf, len, relay_event, rl);
 }

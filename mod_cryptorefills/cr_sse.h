@@ -13,7 +13,7 @@
  * Cost: O(n) in the bytes fed.  Complete lines are read in place from the
  * caller's buffer; only a line split across reads is carried over, and the
  * carried bytes are never scanned again.  Buffers grow by doubling and never
- * beyond max_event, so one parser holds at most a small multiple of
+ * beyond max_event + 8, so one parser holds at most a small multiple of
  * max_event however long the stream runs. */
 #ifndef CR_SSE_H
 #define CR_SSE_H
@@ -38,16 +38,20 @@ typedef struct cr_sse_event {
                             * 0 in a hand-built event means strlen(type) */
     apr_pool_t *pool;      /* scratch pool for the callback (classify, format),
                             * cleared after it returns; NULL outside a callback */
+    int oversize;          /* report_state mode: this block's data went over
+                            * max_event and was dropped (data is NULL) */
 } cr_sse_event;
 
 typedef struct cr_sse_parser cr_sse_parser;
 
-/* max_event caps the bytes of one event block: the bytes of all its lines
- * (comments and unknown fields included) plus one per line end, not counting
- * the blank line that dispatches it.  A larger block is an error and the
- * stream is then broken: the caller ends it.  0 means
- * CR_SSE_DEFAULT_MAX_EVENT.  The parser lives in p; its buffers are freed by
- * a cleanup of p. */
+/* max_event caps the data of one event: the bytes of its data values plus
+ * one per data line (the LFs that join them), as a browser's data buffer
+ * holds them.  Comments and unknown fields never count and are never
+ * buffered, however long (they are dropped as they stream by); an id, event
+ * or retry value is bounded by max_event on its own.  A larger event is an
+ * error and the stream is then broken: the caller ends it (but see skip
+ * mode).  0 means CR_SSE_DEFAULT_MAX_EVENT.  The parser lives in p; its
+ * buffers are freed by a cleanup of p. */
 cr_sse_parser *cr_sse_parser_create(apr_pool_t *p, apr_size_t max_event);
 
 /* Called for every dispatched event.  ev and everything it points to are
@@ -64,14 +68,22 @@ apr_status_t cr_sse_feed(cr_sse_parser *ps, const char *buf, apr_size_t len,
                          cr_sse_event_fn cb, void *baton);
 
 /* Oversized blocks.  By default a block over max_event is an error
- * (APR_ENOSPC, sticky) and the stream is broken.  With skip on, such a block
- * is discarded instead: it and every line up to the blank line that ends it
- * are dropped without being buffered (memory stays bounded), nothing is
- * dispatched for it, and parsing resumes after that blank line, so one
+ * (APR_ENOSPC, sticky) and the stream is broken.  With skip on, such a
+ * block's event is discarded instead: its data and every data line up to
+ * the blank line that ends it are dropped without being buffered (memory
+ * stays bounded), nothing is dispatched for it, and parsing goes on, so one
  * oversized event does not end a long-lived stream (which a reconnecting
- * client would otherwise be sent again and again).  An id or retry field
- * read before the block grew too large still took effect. */
+ * client would otherwise be sent again and again).  Its id and retry fields,
+ * before or after the data, still take effect. */
 void cr_sse_parser_skip_oversize(cr_sse_parser *ps, int on);
+
+/* State blocks.  Off by default: cb sees dispatched events only (data
+ * non-NULL).  With report on, cb is also called, with data NULL, for a
+ * block that dispatches nothing but set the id or a retry (an id-only block
+ * is legal SSE and a browser keeps its id as lastEventId), and for every
+ * block discarded in skip mode (ev->oversize set; id and retry as read).
+ * A relay needs these to keep a browser's reconnection state. */
+void cr_sse_parser_report_state(cr_sse_parser *ps, int on);
 
 /* Oversized blocks discarded so far (skip mode only). */
 apr_size_t cr_sse_oversize_skipped(cr_sse_parser *ps);
@@ -128,9 +140,39 @@ typedef enum {
  * order with another order_id is malformed.  If terminal is non-NULL it is
  * set to 1 for a relayed order in a terminal state, else 0.
  * stop: relayed whatever its data (*terminal = 0: it carries no state).
- * Other event types: DROP_UNKNOWN. */
+ * Other event types: DROP_UNKNOWN.  An event without data (a state block,
+ * see cr_sse_parser_report_state) is DROP_MALFORMED here: the relay below
+ * sends its id and retry. */
 cr_sse_verdict cr_sse_classify(apr_pool_t *p, const cr_sse_event *ev,
                                const char *expect_order_id, int *terminal);
+
+/* The order-stream relay both relay modes share: a parser (skip and report
+ * modes on) plus the policy above.  For every block, fn gets what became of
+ * it, the event (ev->pool is scratch) and the bytes to send the browser:
+ * - ORDER, STOP: the event in canonical form;
+ * - STATE (a block without data) and every DROP_*: "id: ..\n" and/or
+ *   "retry: ..\n" and a blank line when the block set an id or retry (so
+ *   the browser's lastEventId and reconnection time stay what they would be
+ *   without the relay), else out is NULL.  A data-less "stop" block is
+ *   STATE: a browser dispatches nothing for it.
+ * out is valid until fn returns.  fn's non-success return stops the feed
+ * and is returned (sticky, as cr_sse_feed).  Allocated in p. */
+typedef enum {
+    CR_SSE_OUT_ORDER,
+    CR_SSE_OUT_STOP,
+    CR_SSE_OUT_STATE,
+    CR_SSE_OUT_DROP_MALFORMED,
+    CR_SSE_OUT_DROP_UNKNOWN,
+    CR_SSE_OUT_DROP_OVERSIZE    /* data over max_event */
+} cr_sse_out_kind;
+
+typedef struct cr_sse_relay cr_sse_relay;
+typedef apr_status_t (*cr_sse_relay_fn)(void *baton, cr_sse_out_kind k, const cr_sse_event *ev,
+                                        const char *out, apr_size_t len);
+cr_sse_relay *cr_sse_relay_create(apr_pool_t *p, apr_size_t max_event, const char *order_id);
+apr_status_t cr_sse_relay_feed(cr_sse_relay *rl, const char *buf, apr_size_t len,
+                               cr_sse_relay_fn fn, void *baton);
+cr_sse_parser *cr_sse_relay_parser(cr_sse_relay *rl);
 
 /* Order states of shapes.md (case-sensitive; NULL is neither). */
 int cr_order_state_known(const char *s);

@@ -212,50 +212,50 @@ const char *cr_upstream_rc_name(cr_upstream_rc rc)
 
 #define SETOPT(h, o, v) do { if (curl_easy_setopt((h), (o), (v)) != CURLE_OK) goto setopt_failed; } while (0)
 
-void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
-                         const cr_upstream_req *req, cr_upstream_resp *resp)
-{
+struct cr_upstream_xfer {
     xfer_t x;
-    CURL *h;
-    CURLcode cc;
-    struct curl_slist *hl = NULL, *nl;
-    const char *const *hp;
+    cr_upstream_pool *up;
+    const char *key;             /* the idle-handle key (CA file, proxy) */
+    struct curl_slist *hl;
     char errbuf[CURL_ERROR_SIZE];
-    long num_connects = 0, request_size = 0;
-    curl_off_t retry_after = -1;
-    char *ct = NULL;
-    const char *key;
+};
+
+cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
+                                         const cr_upstream_req *req, cr_upstream_resp *resp)
+{
+    cr_upstream_xfer *xf = apr_pcalloc(p, sizeof(*xf));
+    CURL *h;
+    struct curl_slist *nl;
+    const char *const *hp;
 
     memset(resp, 0, sizeof(*resp));
     resp->retry_after = -1;
-    memset(&x, 0, sizeof(x));
-    x.p = p;
-    x.req = req;
-    cr_buf_init(&x.body, p, 16384);
-    errbuf[0] = '\0';
+    xf->up = up;
+    xf->x.p = p;
+    xf->x.req = req;
+    cr_buf_init(&xf->x.body, p, 16384);
 
-    key = handle_key(p, req);
-    h = handle_get(up, key);
+    xf->key = handle_key(p, req);
+    h = handle_get(up, xf->key);
     if (!h) {
         resp->rc = CR_UP_INTERNAL;
         resp->error = "curl_easy_init failed";
-        return;
+        return NULL;
     }
-    x.h = h;
-
+    xf->x.h = h;
     for (hp = req->headers; hp && *hp; hp++) {
-        nl = curl_slist_append(hl, *hp);
+        nl = curl_slist_append(xf->hl, *hp);
         if (!nl) {
             goto setopt_failed;
         }
-        hl = nl;
+        xf->hl = nl;
     }
     /* No "Expect: 100-continue" round trip on larger POSTs. */
-    nl = curl_slist_append(hl, "Expect:");
+    nl = curl_slist_append(xf->hl, "Expect:");
     if (!nl) {
         goto setopt_failed;
     }
-    hl = nl;
+    xf->hl = nl;
 
     SETOPT(h, CURLOPT_URL, req->url);
     SETOPT(h, CURLOPT_NOSIGNAL, 1L);
@@ -294,11 +294,11 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     SETOPT(h, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 0L);
     SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
     SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
-    SETOPT(h, CURLOPT_HTTPHEADER, hl);
+    SETOPT(h, CURLOPT_HTTPHEADER, xf->hl);
     SETOPT(h, CURLOPT_USERAGENT, up->user_agent);
-    SETOPT(h, CURLOPT_ERRORBUFFER, errbuf);
+    SETOPT(h, CURLOPT_ERRORBUFFER, xf->errbuf);
     SETOPT(h, CURLOPT_WRITEFUNCTION, on_write);
-    SETOPT(h, CURLOPT_WRITEDATA, &x);
+    SETOPT(h, CURLOPT_WRITEDATA, &xf->x);
     if (req->on_data) {
         /* A stream sits mostly idle for minutes: a small receive buffer
          * (events are a few KB) keeps a thousand of them cheap. */
@@ -314,11 +314,11 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     }
     if (req->on_headers) {
         SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
-        SETOPT(h, CURLOPT_HEADERDATA, &x);
+        SETOPT(h, CURLOPT_HEADERDATA, &xf->x);
     }
     if (req->on_tick) {
         SETOPT(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
-        SETOPT(h, CURLOPT_XFERINFODATA, &x);
+        SETOPT(h, CURLOPT_XFERINFODATA, &xf->x);
         SETOPT(h, CURLOPT_NOPROGRESS, 0L);
     }
     if (!strcmp(req->method, "POST")) {
@@ -333,7 +333,29 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
         SETOPT(h, CURLOPT_FRESH_CONNECT, 1L);
     }
 
-    cc = curl_easy_perform(h);
+    return xf;
+
+setopt_failed:
+    curl_slist_free_all(xf->hl);
+    curl_easy_cleanup(h);
+    resp->rc = CR_UP_INTERNAL;
+    resp->error = "libcurl refused an option";
+    return NULL;
+}
+
+void *cr_upstream_xfer_easy(cr_upstream_xfer *xf)
+{
+    return xf->x.h;
+}
+
+void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp *resp)
+{
+    CURL *h = xf->x.h;
+    CURLcode cc = (CURLcode)result;
+    apr_pool_t *p = xf->x.p;
+    long num_connects = 0, request_size = 0;
+    curl_off_t retry_after = -1;
+    char *ct = NULL;
 
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
     curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &num_connects);
@@ -351,7 +373,7 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     resp->reused = num_connects == 0 && request_size > 0;
     resp->connects = num_connects;
     if (num_connects > 0) {
-        apr_atomic_add32(&up->connects, (apr_uint32_t)num_connects);
+        apr_atomic_add32(&xf->up->connects, (apr_uint32_t)num_connects);
     }
 
     switch (cc) {
@@ -377,7 +399,7 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
         resp->rc = CR_UP_TOO_LARGE;
         break;
     case CURLE_WRITE_ERROR:
-        resp->rc = x.too_large ? CR_UP_TOO_LARGE : x.aborted ? CR_UP_ABORTED : CR_UP_BROKEN;
+        resp->rc = xf->x.too_large ? CR_UP_TOO_LARGE : xf->x.aborted ? CR_UP_ABORTED : CR_UP_BROKEN;
         break;
     case CURLE_ABORTED_BY_CALLBACK:
         resp->rc = CR_UP_ABORTED;
@@ -392,30 +414,35 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
         break;
     }
     if (cc != CURLE_OK) {
-        resp->error = apr_pstrdup(p, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        resp->error = apr_pstrdup(p, xf->errbuf[0] ? xf->errbuf : curl_easy_strerror(cc));
     }
-    if (!req->on_data) {
-        resp->body = cr_buf_str(&x.body);
-        resp->len = x.body.len;
+    if (!xf->x.req->on_data) {
+        resp->body = cr_buf_str(&xf->x.body);
+        resp->len = xf->x.body.len;
     }
     /* The handle must not keep pointers into this request's memory. */
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
-    curl_slist_free_all(hl);
+    curl_slist_free_all(xf->hl);
+    xf->hl = NULL;
     if (resp->rc == CR_UP_INTERNAL || resp->rc == CR_UP_ABORTED) {
         /* A transfer stopped half-way leaves a connection nobody wants. */
         curl_easy_cleanup(h);
     }
     else {
-        handle_put(up, h, key);
+        handle_put(xf->up, h, xf->key);
     }
-    return;
+    xf->x.h = NULL;
+}
 
-setopt_failed:
-    curl_slist_free_all(hl);
-    curl_easy_cleanup(h);
-    resp->rc = CR_UP_INTERNAL;
-    resp->error = "libcurl refused an option";
+void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
+                         const cr_upstream_req *req, cr_upstream_resp *resp)
+{
+    cr_upstream_xfer *xf = cr_upstream_xfer_start(up, p, req, resp);
+
+    if (xf) {
+        cr_upstream_xfer_finish(xf, (int)curl_easy_perform(xf->x.h), resp);
+    }
 }
 
 const char *cr_upstream_ca_check(apr_pool_t *p, const char *path)

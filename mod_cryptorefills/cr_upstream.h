@@ -84,6 +84,20 @@ apr_status_t cr_upstream_pool_create(apr_pool_t *p, int max_idle, const char *us
 void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
                          const cr_upstream_req *req, cr_upstream_resp *resp);
 
+/* The same exchange in three steps, for a caller that drives the transfer
+ * itself (a curl multi handle in an event loop): start prepares a handle
+ * from the pool with every option perform would set (NULL and resp->rc
+ * set on failure); easy gives the CURL * to add to a multi handle
+ * (CURLOPT_PRIVATE is left to the caller); finish takes libcurl's CURLcode for it
+ * (after the caller removed it from its multi handle), fills resp like
+ * perform, and gives the handle back to the pool.  The xfer lives in p;
+ * callbacks run on whichever thread drives the transfer, one at a time. */
+typedef struct cr_upstream_xfer cr_upstream_xfer;
+cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
+                                         const cr_upstream_req *req, cr_upstream_resp *resp);
+void *cr_upstream_xfer_easy(cr_upstream_xfer *xf);
+void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int curl_result, cr_upstream_resp *resp);
+
 /* Connections opened by this pool's handles so far (for tests and status). */
 apr_uint64_t cr_upstream_connects(cr_upstream_pool *up);
 

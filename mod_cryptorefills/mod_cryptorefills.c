@@ -13,7 +13,8 @@
  *                  Notes proxy rules that cover the handler's <Location>s.
  *   child_init   - per process: re-open the mutex, the idempotency store's
  *                  locks and connections, create the pool of curl
- *                  handles (so nothing curl owns crosses a fork).
+ *                  handles (so nothing curl owns crosses a fork), start the
+ *                  suspended relay's loop thread (event MPM).
  */
 #define CR_MODULE_MAIN
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "apr_strings.h"
 
 #include "mod_cryptorefills_int.h"
+#include "mod_cryptorefills_async.h"
 #include "cr_countries.h"
 #include "cr_route.h"
 
@@ -61,9 +63,18 @@ static int cr_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;  /* first pass: the config is read again before children start */
     }
-    if (cr_shm_post_config(pconf, s) != OK || cr_socache_post_config(pconf, ptemp, s) != OK
-        || cr_idem_post_config(pconf, s) != OK) {
-        return HTTP_INTERNAL_SERVER_ERROR;
+    {
+        /* Which relay streams use; under the event MPM the default cap is
+         * what the suspended relay can hold (MPM accept limit, descriptors,
+         * memory), not half the workers. */
+        cr_srv_conf *sc = cr_srv_conf_get(s);
+        apr_uint32_t suspended_cap = cr_async_post_config(
+            ptemp, s, sc->max_streams == CR_UNSET_INT ? 0 : (apr_uint32_t)sc->max_streams);
+        if (cr_shm_post_config(pconf, s, suspended_cap) != OK
+            || cr_socache_post_config(pconf, ptemp, s) != OK
+            || cr_idem_post_config(pconf, s) != OK) {
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
     cr_config_notice_shadowing(ptemp, s);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, CRLOGNO(01003)
@@ -77,6 +88,7 @@ static void cr_child_init(apr_pool_t *pchild, server_rec *s)
     cr_idem_child_init(pchild, s);
     cr_catalog_child_init(pchild);
     cr_upstream_child_init(pchild, s);
+    cr_async_child_init(pchild, s, cr_stats ? &cr_stats->async : NULL);
 }
 
 /* Claiming the module's URIs.  A storefront often runs this Apache as the
@@ -161,6 +173,7 @@ static void cr_register_hooks(apr_pool_t *p)
     cr_shm_register_hooks();
     cr_idem_register_hooks();
     cr_catalog_register_hooks();
+    cr_async_register_hooks();
 }
 
 AP_DECLARE_MODULE(cryptorefills) = {

@@ -10,6 +10,9 @@
  *          -> _orders.c                orders/validations, orders
  *               -> _idem.c             idempotency claims of POST orders
  *          -> _stream.c                the order stream relay
+ *               -> _async.c            the suspended relay (event MPM): a
+ *                                      per-child event loop; stream.c passes
+ *                                      it the built request and callbacks
  *          -> _catalog.c               catalog routes, parsed catalogs
  *     -> _upstream.c               one builder and runner for upstream calls
  *     -> _respond.c                answers, errors, the upstream-outcome table
@@ -23,7 +26,8 @@
  * socache, upstream; orders -> catalog, idem, respond, upstream; idem ->
  * respond, shm (counters), config, and the core's idempotency store
  * (cr_idstore, not the socache); metrics -> idem (its gauges), socache;
- * stream -> respond, shm, upstream; upstream -> respond;
+ * stream -> async, respond, shm, upstream; async -> shm, upstream;
+ * upstream -> respond;
  * respond -> (shm's counters, by macro); shm -> socache, config; socache ->
  * config; config -> nothing.  The pure core
  * (cr_*.c) is below all of them and includes no httpd header.  The log tags

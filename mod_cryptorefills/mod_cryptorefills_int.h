@@ -78,6 +78,13 @@ void cr_upstream_build(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                        const char *last_event_id, cr_upstream_req *req);
 /* Run a built request (counts requests and connections, logs at debug). */
 void cr_upstream_run(request_rec *r, const cr_upstream_req *req, cr_upstream_resp *resp);
+/* The same run in steps, for a caller that drives the transfer itself (the
+ * suspended relay's event loop, any thread): start takes a handle from this
+ * process's pool and counts the request (NULL with resp set on failure;
+ * the transfer lives in p); finish gives it back and counts connections. */
+cr_upstream_xfer *cr_upstream_start(apr_pool_t *p, const cr_upstream_req *req,
+                                    cr_upstream_resp *resp);
+void cr_upstream_finish(cr_upstream_xfer *xf, int curl_result, cr_upstream_resp *resp);
 /* Build, run, and count the outcome: one collected exchange. */
 void cr_upstream_fetch(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                        const char *country, const char *body, apr_size_t blen,

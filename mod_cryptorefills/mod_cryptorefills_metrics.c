@@ -52,6 +52,9 @@ static const metric_t metrics[] = {
     C("stream_events_dropped", stream_events_dropped, "Upstream events dropped (malformed or too large)."),
     C("stream_heartbeats", stream_heartbeats, "Heartbeat comments sent on order streams."),
     G("max_streams", max_streams, "Server-wide cap on open order streams."),
+    C("streams_suspended", async.streams_total, "Order streams handed to the suspended relay."),
+    C("browsers_dropped_slow", async.browsers_dropped_slow, "Browsers of suspended streams dropped for not taking their events in time."),
+    C("browsers_gone_suspended", async.browsers_gone, "Browsers that left a suspended stream."),
 };
 #undef C
 #undef G
@@ -88,6 +91,7 @@ int cr_metrics_handler(request_rec *r)
 {
     apr_size_t i;
     apr_int64_t size;
+    apr_uint32_t open_all, open_susp;
 
     if (!r->handler || strcmp(r->handler, CR_METRICS_HANDLER)) {
         return DECLINED;
@@ -113,9 +117,14 @@ int cr_metrics_handler(request_rec *r)
     upstream_errors(r);
 
     cr_shm_heal_streams();
-    head(r, "streams_open", "gauge", "Order streams open now, by mode (blocking: one worker per stream).");
+    /* A suspended stream holds a stream slot too: streams_open counts both. */
+    open_all = apr_atomic_read32(&cr_stats->streams_open);
+    open_susp = apr_atomic_read32(&cr_stats->async.streams_open);
+    head(r, "streams_open", "gauge", "Order streams open now, by mode (blocking: one worker "
+         "per stream; suspended: no worker while idle, event MPM).");
     ap_rprintf(r, "cryptorefills_streams_open{mode=\"blocking\"} %u\n",
-               apr_atomic_read32(&cr_stats->streams_open));
+               open_all > open_susp ? open_all - open_susp : 0);
+    ap_rprintf(r, "cryptorefills_streams_open{mode=\"suspended\"} %u\n", open_susp);
 
     size = cr_socache_shm_size();
     if (size > 0) {

@@ -49,15 +49,18 @@ static apr_uint32_t stream_cap_default(void)
     return cap < 1 ? 1 : cap;
 }
 
-int cr_shm_post_config(apr_pool_t *pconf, server_rec *s)
+int cr_shm_post_config(apr_pool_t *pconf, server_rec *s, apr_uint32_t suspended_cap)
 {
     cr_srv_conf *sc = cr_srv_conf_get(s);
     apr_shm_t *shm;
     apr_status_t rv;
 
     apr_size_t head = APR_ALIGN_DEFAULT(sizeof(cr_stats_t));
+    /* Suspended streams hold no worker: under the event MPM the default cap
+     * is what the suspended relay can hold (mod_cryptorefills_async.c: the
+     * MPM's accept limit, descriptors, memory); else half the workers. */
     apr_uint32_t cap = sc->max_streams != CR_UNSET_INT ? (apr_uint32_t)sc->max_streams
-                       : stream_cap_default();
+                       : suspended_cap ? suspended_cap : stream_cap_default();
 
     rv = apr_shm_create(&shm, head + (apr_size_t)cap * sizeof(stream_entry), NULL, pconf);
     if (rv != APR_SUCCESS) {
@@ -191,6 +194,10 @@ static int status_hook(request_rec *r, int flags)
         ROW(idem_replays),
         ROW(idem_conflicts), ROW(idem_unavailable), ROW(idem_unprotected), ROW(streams_open), ROW(streams_total), ROW(streams_rejected),
         ROW(stream_events), ROW(stream_events_dropped), ROW(stream_heartbeats),
+        { "streams_open_suspended", APR_OFFSETOF(cr_stats_t, async.streams_open) },
+        { "streams_suspended_total", APR_OFFSETOF(cr_stats_t, async.streams_total) },
+        { "browsers_dropped_slow", APR_OFFSETOF(cr_stats_t, async.browsers_dropped_slow) },
+        { "browsers_gone_suspended", APR_OFFSETOF(cr_stats_t, async.browsers_gone) },
 #undef ROW
     };
     apr_size_t i;

@@ -9,6 +9,14 @@
 
 #include "cr_route.h"
 
+/* The suspended relay's counters (mod_cryptorefills_async.c).  Atomics, no lock. */
+typedef struct cr_async_stats_t {
+    volatile apr_uint32_t streams_open;          /* suspended streams now */
+    volatile apr_uint32_t streams_total;         /* streams handed to a loop */
+    volatile apr_uint32_t browsers_dropped_slow; /* over the buffer cap or the write wait */
+    volatile apr_uint32_t browsers_gone;         /* seen by the loop (EPOLLRDHUP) or a write */
+} cr_async_stats_t;
+
 typedef struct cr_stats_t {
     volatile apr_uint32_t cache_hits;
     volatile apr_uint32_t cache_misses;
@@ -37,6 +45,7 @@ typedef struct cr_stats_t {
     volatile apr_uint32_t stream_events_dropped;
     volatile apr_uint32_t stream_heartbeats;
     volatile apr_uint32_t max_streams;       /* effective server-wide cap */
+    cr_async_stats_t async;                  /* the suspended relay's counters */
     /* Upstream errors by route and class (the classes of the five
      * upstream_err_* counters above, in their order). */
 #define CR_ERR_CLASSES 5
@@ -65,8 +74,10 @@ extern cr_stats_t *cr_stats;
         (volatile apr_uint32_t *)(void *)((char *)cr_stats + (off))); } while (0)
 
 /* post_config (second pass): the segment, owned by pconf, and the
- * server-wide stream cap (CryptorefillsMaxStreams or half the workers). */
-int cr_shm_post_config(apr_pool_t *pconf, server_rec *s);
+ * server-wide stream cap: CryptorefillsMaxStreams, else suspended_cap (the
+ * suspended relay's default, 0 when streams pin a worker), else half the
+ * workers. */
+int cr_shm_post_config(apr_pool_t *pconf, server_rec *s, apr_uint32_t suspended_cap);
 void cr_shm_register_hooks(void);
 
 /* Take a stream slot (server-wide and per client address) until r ends:

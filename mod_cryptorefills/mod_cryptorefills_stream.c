@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* GET orders/{id}/subscribe: relay the upstream's Server-Sent Events.
  *
- * One libcurl transfer per subscription, run on the request's thread (httpd
- * 2.4 pins a worker per open stream; the caps below keep that safe).  Bytes
+ * Under the event MPM over HTTP/1.x the stream is handed to the suspended
+ * relay (mod_cryptorefills_async.c) and holds no worker while idle.
+ * Otherwise (HTTP/2, worker, prefork) one libcurl transfer per subscription
+ * runs on the request's thread (a worker pinned per open stream; the caps
+ * below keep that safe).  Bytes
  * from the upstream go through the SSE parser; each complete event that
  * passes the order-stream policy is re-emitted in canonical form and
  * followed by a FLUSH bucket, so no filter (mod_deflate, mod_http2, a
@@ -25,6 +28,7 @@
 #include "apr_portable.h"
 
 #include "mod_cryptorefills_int.h"
+#include "mod_cryptorefills_async.h"
 #include "cr_sse.h"
 #include "cr_problem.h"
 
@@ -36,7 +40,7 @@ typedef struct stream_t {
     const cr_conf *c;
     const char *order_id;
     apr_bucket_brigade *bb;
-    cr_sse_parser *parser;
+    cr_sse_relay *relay;
     apr_pool_t *scratch;
     int opened;             /* 200 and the first bytes sent */
     int done;               /* stop relayed, or lifetime over: end normally */
@@ -45,7 +49,6 @@ typedef struct stream_t {
     apr_time_t started, last_write, last_upstream_byte;
     apr_interval_time_t heartbeat, lifetime, stall, head_timeout;
     int head_timed_out;     /* no response head from the upstream in time */
-    apr_size_t oversize_seen;
     const char *end_reason;
 } stream_t;
 
@@ -136,37 +139,23 @@ static int open_stream(stream_t *st)
 
 /* ---- upstream callbacks ------------------------------------------------------------ */
 
-static apr_status_t on_event(void *baton, const cr_sse_event *ev)
+static apr_status_t on_relay(void *baton, cr_sse_out_kind v, const cr_sse_event *ev,
+                             const char *out, apr_size_t len)
 {
     stream_t *st = baton;
-    int terminal = 0;
-    cr_sse_verdict v = cr_sse_classify(ev->pool, ev, st->order_id, &terminal);
-    char *out;
-    apr_size_t len;
 
-    switch (v) {
-    case CR_SSE_RELAY_ORDER:
-    case CR_SSE_RELAY_STOP:
-        out = cr_sse_format(ev->pool, ev, &len);
-        if (write_flush(st, out, len) != 0) {
-            return APR_ECONNABORTED;
-        }
-        CR_COUNT(stream_events);
-        if (v == CR_SSE_RELAY_STOP) {
-            st->done = 1;
-            st->end_reason = "stop event";
-            return APR_EOF;
-        }
-        return APR_SUCCESS;
-    default:
-        CR_COUNT(stream_events_dropped);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01301)
-                      "dropped a %s upstream event (type %.32s, %" APR_SIZE_T_FMT " bytes) "
-                      "on the stream of order %s",
-                      v == CR_SSE_DROP_MALFORMED ? "malformed" : "unknown",
-                      ev->type ? ev->type : "?", ev->data_len, st->order_id);
-        return APR_SUCCESS;
+    /* A dropped event's id and retry are still sent (out), so a browser's
+     * reconnection state is what it would be without the relay. */
+    if (out && write_flush(st, out, len) != 0) {
+        return APR_ECONNABORTED;
     }
+    if (cr_relay_account(st->r, st->r->server, st->order_id, CR_STREAM_MAX_EVENT, v, ev)
+        == APR_EOF) {
+        st->done = 1;
+        st->end_reason = "stop event";
+        return APR_EOF;
+    }
+    return APR_SUCCESS;
 }
 
 static int on_headers(void *baton, long status, const char *ctype)
@@ -187,17 +176,7 @@ static int on_data(void *baton, long status, const char *buf, apr_size_t len)
     apr_status_t rv;
     (void)status;
     st->last_upstream_byte = apr_time_now();
-    rv = cr_sse_feed(st->parser, buf, len, on_event, st);
-    if (cr_sse_oversize_skipped(st->parser) != st->oversize_seen) {
-        apr_size_t n = cr_sse_oversize_skipped(st->parser) - st->oversize_seen;
-        st->oversize_seen += n;
-        while (n--) {
-            CR_COUNT(stream_events_dropped);
-        }
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, st->r, CRLOGNO(01307)
-                      "dropped an upstream event over %d bytes on the stream of order %s",
-                      CR_STREAM_MAX_EVENT, st->order_id);
-    }
+    rv = cr_sse_relay_feed(st->relay, buf, len, on_relay, st);
     if (rv == APR_SUCCESS) {
         return 0;
     }
@@ -260,6 +239,48 @@ static int on_tick(void *baton)
     return 0;
 }
 
+/* ---- the suspended relay (event MPM) ----------------------------------------------------- */
+
+static int open_stream_cb(void *baton)
+{
+    return open_stream(baton);
+}
+
+/* Hand the stream to the child's event loop (mod_cryptorefills_async.c),
+ * with the built request, the resolved limits and open_stream as the
+ * callback that writes the first bytes.  SUSPENDED when it runs there;
+ * DECLINED when this request can't be suspended after all (blocking
+ * relay); OK when it ended before the first byte, with st and resp set as
+ * the blocking relay would have left them, so the same answers follow. */
+static int stream_async(stream_t *st, const cr_upstream_req *req, cr_upstream_resp *resp)
+{
+    cr_async_spec spec;
+    cr_async_result res;
+
+    memset(&spec, 0, sizeof(spec));
+    spec.order_id = st->order_id;
+    spec.req = req;
+    spec.heartbeat = st->heartbeat;
+    spec.lifetime = st->lifetime;
+    spec.stall = st->stall;
+    spec.head_timeout = st->head_timeout;
+    spec.max_event = CR_STREAM_MAX_EVENT;
+    spec.open = open_stream_cb;
+    spec.open_baton = st;
+    cr_async_start(st->r, &spec, &res);
+    if (res.outcome == CR_ASYNC_UNAVAILABLE) {
+        return DECLINED;
+    }
+    if (res.outcome == CR_ASYNC_SUSPENDED) {
+        return SUSPENDED;
+    }
+    *resp = res.resp;
+    st->upstream_status = res.upstream_status;
+    st->client_gone = res.outcome == CR_ASYNC_BROWSER_GONE;
+    st->head_timed_out = res.outcome == CR_ASYNC_HEAD_TIMEOUT;
+    return OK;
+}
+
 /* ---- the handler ----------------------------------------------------------------------- */
 
 int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
@@ -270,7 +291,7 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     cr_upstream_req req;
     cr_upstream_resp resp;
     cr_outcome o;
-    int cap;
+    int cap, relay;
 
     st->r = r;
     st->c = c;
@@ -305,19 +326,26 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     }
 
     st->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    st->parser = cr_sse_parser_create(r->pool, CR_STREAM_MAX_EVENT);
-    if (!st->parser) {
+    /* An oversized event is dropped like a malformed one; the stream goes on. */
+    st->relay = cr_sse_relay_create(r->pool, CR_STREAM_MAX_EVENT, st->order_id);
+    if (!st->relay) {
         return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", NULL, NULL);
     }
-    /* An oversized event is dropped like a malformed one; the stream goes on. */
-    cr_sse_parser_skip_oversize(st->parser, 1);
 
     cr_upstream_build(r, c, rr, country, NULL, 0, last_id, &req);
     req.on_headers = on_headers;
     req.on_data = on_data;
     req.on_tick = on_tick;
     req.baton = st;
-    cr_upstream_run(r, &req, &resp);
+    relay = cr_async_available(r) ? stream_async(st, &req, &resp) : DECLINED;
+    if (relay == SUSPENDED) {
+        /* r->pool (and the stream slot's cleanup on it) ends on the worker
+         * that finishes the stream. */
+        return SUSPENDED;
+    }
+    if (relay == DECLINED) {
+        cr_upstream_run(r, &req, &resp);
+    }
 
     if (!st->opened) {
         if (st->client_gone) {

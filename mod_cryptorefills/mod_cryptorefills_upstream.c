@@ -115,18 +115,43 @@ void cr_upstream_build(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     req->fresh_connection = def->id == CR_ROUTE_ORDERS;
 }
 
+/* Count a finished exchange's connections; any thread (atomics). */
+static void count_connects(const cr_upstream_resp *resp)
+{
+    if (cr_stats && resp->connects > 0) {
+        apr_atomic_add32(&cr_stats->upstream_connects, (apr_uint32_t)resp->connects);
+    }
+}
+
 void cr_upstream_run(request_rec *r, const cr_upstream_req *req, cr_upstream_resp *resp)
 {
     ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r, "upstream %s %s", req->method, req->url);
     cr_upstream_perform(upstream, r->pool, req, resp);
     CR_COUNT(upstream_requests);
-    if (cr_stats && resp->connects > 0) {
-        apr_atomic_add32(&cr_stats->upstream_connects, (apr_uint32_t)resp->connects);
-    }
+    count_connects(resp);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01101)
                   "upstream %s %s: %s, status %ld, %" APR_SIZE_T_FMT " bytes, %.3fs%s",
                   req->method, req->url, cr_upstream_rc_name(resp->rc), resp->status, resp->len,
                   resp->total_time, resp->reused ? ", reused connection" : "");
+}
+
+cr_upstream_xfer *cr_upstream_start(apr_pool_t *p, const cr_upstream_req *req,
+                                    cr_upstream_resp *resp)
+{
+    if (!upstream) {
+        memset(resp, 0, sizeof(*resp));
+        resp->rc = CR_UP_INTERNAL;
+        resp->error = "no upstream connection pool in this process";
+        return NULL;
+    }
+    CR_COUNT(upstream_requests);
+    return cr_upstream_xfer_start(upstream, p, req, resp);
+}
+
+void cr_upstream_finish(cr_upstream_xfer *xf, int curl_result, cr_upstream_resp *resp)
+{
+    cr_upstream_xfer_finish(xf, curl_result, resp);
+    count_connects(resp);
 }
 
 void cr_upstream_fetch(request_rec *r, const cr_conf *c, const cr_route_req *rr,

@@ -184,8 +184,14 @@ subtest 'upstream closes the stream: the response ends cleanly' => sub {
         ok($c->wait_done(5), 'terminating chunk sent to the browser') or next;
         ok(!$c->{framing_error}, 'valid framing');
         is(scalar($c->events), 1, 'the unterminated event is discarded');
-        $c->request('/api/countries');
-        ok($c->wait_done(5) && $c->{status} == 200, 'the connection is still usable');
+        if ($httpd->streams_suspended) {
+            # The event MPM never takes a suspended connection back.
+            ok($c->wait_eof(5), 'suspended relay: the connection closes after the stream');
+        }
+        else {
+            $c->request('/api/countries');
+            ok($c->wait_done(5) && $c->{status} == 200, 'the connection is still usable');
+        }
         $c->close;
     }
 };

@@ -57,6 +57,10 @@ my @names = $r->{content} =~ /^(cryptorefills_\w+)/mg;
 ok(!grep({ /_total$/ } map { my $n = $_; grep { $_ eq $n } ($r->{content} =~ /^# TYPE (\S+) gauge/mg) } @names), 'no gauge ends in _total');
 unlike($r->{content}, qr/partner-secret|127\.0\.0\.1:\d+|http:/, 'no partner id, no upstream URL');
 is($m->{'cryptorefills_streams_open{mode=blocking}'}, 0, 'streams_open{mode="blocking"} 0');
+is($m->{'cryptorefills_streams_open{mode=suspended}'}, 0, 'streams_open{mode="suspended"} 0');
+is($m->{'#type cryptorefills_streams_suspended'}, 'counter', 'streams handed to the suspended relay: a counter');
+is($m->{cryptorefills_browsers_dropped_slow_total}, 0, 'browsers_dropped_slow_total 0');
+is($m->{cryptorefills_browsers_gone_suspended_total}, 0, 'browsers_gone_suspended_total 0');
 cmp_ok($m->{cryptorefills_cache_size_bytes} // 0, '>', 0, 'cache size (shmcb) shown');
 
 # Catalog miss then hit.
@@ -80,27 +84,40 @@ is($m3->{'cryptorefills_upstream_errors_total{class=5xx,route=homepage}'}, 1, 'u
 is($m3->{'cryptorefills_upstream_errors_total{class=5xx,route=brands}'}, 0, '... brands 0');
 is($m3->{'cryptorefills_upstream_errors_total{class=connect,route=orders}'}, 0, '... every route and class shown');
 
-# The open-stream gauge while a stream is open.
+# The open-stream gauge while a stream is open: under the event MPM an
+# HTTP/1.1 stream is suspended, otherwise it holds a worker.
+my $mode = $a->streams_suspended ? 'suspended' : 'blocking';
+my $other = $mode eq 'suspended' ? 'blocking' : 'suspended';
+# The order exists (an unknown one gets a stop event at once and its stream
+# ends before a scrape sees it).
+$sb->create_order(order_id => 'metrics-1');
 $sb->fault(match => '/v5/orders/metrics-1/subscribe', mode => 'stream_silent', times => 1);
 my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $a->port, Timeout => 5) or die $!;
 print $s "GET /api/orders/metrics-1/subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
 my $m4;
 for (1 .. 100) {
     (undef, $m4) = scrape();
-    last if $m4->{'cryptorefills_streams_open{mode=blocking}'};
+    last if $m4->{"cryptorefills_streams_open{mode=$mode}"};
     sleep 0.05;
 }
-is($m4->{'cryptorefills_streams_open{mode=blocking}'}, 1, 'streams_open{mode="blocking"} 1 while it is open');
+is($m4->{"cryptorefills_streams_open{mode=$mode}"}, 1, "streams_open{mode=\"$mode\"} 1 while it is open");
+is($m4->{"cryptorefills_streams_open{mode=$other}"}, 0, "... and {mode=\"$other\"} 0");
+is($m4->{cryptorefills_streams_suspended_total} - $m3->{cryptorefills_streams_suspended_total},
+   $mode eq 'suspended' ? 1 : 0, 'streams_suspended_total counts suspended streams only');
 is($m4->{cryptorefills_streams_total} - $m3->{cryptorefills_streams_total}, 1, 'streams_total counts it');
 close $s;
 my $open = 1;
 for (1 .. 100) {
     my (undef, $mm) = scrape();
-    $open = $mm->{'cryptorefills_streams_open{mode=blocking}'};
+    $open = $mm->{"cryptorefills_streams_open{mode=$mode}"};
     last if !$open;
     sleep 0.1;
 }
 is($open, 0, 'streams_open back to 0 once the client left');
+if ($mode eq 'suspended') {
+    my (undef, $m5) = scrape();
+    is($m5->{cryptorefills_browsers_gone_suspended_total}, 1, 'browsers_gone_suspended_total counts the browser that left');
+}
 
 # Methods.
 my $h = $http->request('HEAD', $a->url('/metrics'));

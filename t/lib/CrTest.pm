@@ -115,6 +115,28 @@ sub dir  { $_[0]{dir} }
 sub base { ($_[0]{tls} ? 'https' : 'http') . "://127.0.0.1:$_[0]{port}" }
 sub url  { my ($s, $p) = @_; $s->base . $p }
 sub error_log { "$_[0]{dir}/error.log" }
+# mod_status ?auto as a hash (needs a <Location /server-status> in conf).
+sub status_auto {
+    my ($self) = @_;
+    require HTTP::Tiny;
+    my $r = HTTP::Tiny->new(timeout => 10)->get($self->url('/server-status?auto'));
+    my %s = ($r->{content} // '') =~ /^([A-Za-z_.]+): (\S+)$/mg;
+    return \%s;
+}
+
+# Order streams run suspended (event MPM, issue #12): the module logs which
+# relay applies at start (CR01510 suspended, CR01509 blocking; at info), which
+# may land just after the port accepts.
+sub streams_suspended {
+    my ($self) = @_;
+    my $deadline = time + 5;
+    while (1) {
+        my $log = $self->slurp('error.log');
+        return 1 if $log =~ /CR01510:/;
+        return 0 if $log =~ /CR01509:/ || time > $deadline;
+        sleep 0.05;
+    }
+}
 
 sub _htdocs {
     my ($self) = @_;

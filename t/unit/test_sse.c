@@ -525,32 +525,37 @@ START_TEST(oversize)
 {
     rec_t r = { 0 };
     cr_sse_parser *ps;
-    /* "data: 12345678\n" is 15 bytes: 14 + one line end */
-    ck_assert_int_eq(parse_n("data: 12345678\n\n", 16, 15, &r, NULL), APR_SUCCESS);
+    /* only data counts: "12345678" and its LF are 9 bytes */
+    ck_assert_int_eq(parse_n("data: 12345678\n\n", 16, 9, &r, NULL), APR_SUCCESS);
     ck_assert_int_eq(r.n, 1);
     rec_free(&r);
-    ck_assert_int_eq(parse_n("data: 123456789\n\n", 17, 15, &r, NULL), APR_ENOSPC);
+    ck_assert_int_eq(parse_n("data: 123456789\n\n", 17, 9, &r, NULL), APR_ENOSPC);
     ck_assert_int_eq(r.n, 0);
     rec_free(&r);
-    /* all lines count, comments and unknown fields too */
-    ck_assert_int_eq(parse_n("data: 1\n:234\n\n", 14, 13, &r, NULL), APR_SUCCESS);
-    ck_assert_int_eq(parse_n("data: 1\n:2345\n\n", 15, 13, &r, NULL), APR_ENOSPC);
-    ck_assert_int_eq(parse_n("data: 1\nx: 3456\n\n", 17, 15, &r, NULL), APR_ENOSPC);
+    /* every data line counts with its LF; comments and unknown fields never */
+    ck_assert_int_eq(parse_n("data: 1\ndata: 234\n\n", 21, 6, &r, NULL), APR_SUCCESS);
+    ck_assert_int_eq(parse_n("data: 1\ndata: 2345\n\n", 22, 6, &r, NULL), APR_ENOSPC);
+    ck_assert_int_eq(parse_n("data: 1\n:23456789\nx: 3456789\n\n", 31, 2, &r, NULL),
+                     APR_SUCCESS);
+    rec_free(&r);
+    /* an id or event value is bounded on its own */
+    ck_assert_int_eq(parse_n("id: 1234\ndata: 1234\n\n", 23, 5, &r, NULL), APR_SUCCESS);
+    ck_assert_int_eq(parse_n("id: 12345\ndata: 1\n\n", 21, 5, &r, NULL), APR_ENOSPC);
     rec_free(&r);
     /* the count restarts at each blank line: many small events are fine */
-    ck_assert_int_eq(parse_n("data: 1234\n\ndata: 1234\n\ndata: 1234\n\n", 36, 11, &r, NULL),
+    ck_assert_int_eq(parse_n("data: 1234\n\ndata: 1234\n\ndata: 1234\n\n", 36, 5, &r, NULL),
                      APR_SUCCESS);
     ck_assert_int_eq(r.n, 3);
     rec_free(&r);
-    /* CRLF counts as one line end */
-    ck_assert_int_eq(parse_n("data: 12345678\r\n\r\n", 18, 15, &r, NULL), APR_SUCCESS);
+    /* CRLF is not data */
+    ck_assert_int_eq(parse_n("data: 12345678\r\n\r\n", 18, 9, &r, NULL), APR_SUCCESS);
     ck_assert_int_eq(r.n, 1);
     rec_free(&r);
 
     /* an endless line fails before it is buffered past the bound, and the
      * error is sticky */
     ps = cr_sse_parser_create(pool, 100);
-    ck_assert_int_eq(cr_sse_feed(ps, "data: a\n\n", 9, rec_cb, &r), APR_SUCCESS);
+    ck_assert_int_eq(cr_sse_feed(ps, "data: a\n\ndata: ", 15, rec_cb, &r), APR_SUCCESS);
     {
         char big[60];
         int k;
@@ -560,7 +565,7 @@ START_TEST(oversize)
             ;
         ck_assert_int_eq(k, 0);
     }
-    ck_assert_uint_le(cr_sse_buffered_capacity(ps), 4 * (100 + 2));
+    ck_assert_uint_le(cr_sse_buffered_capacity(ps), 4 * (100 + 8));
     ck_assert_int_eq(cr_sse_feed(ps, "\n\ndata: b\n\n", 11, rec_cb, &r), APR_ENOSPC);
     ck_assert_int_eq(r.n, 1);
     rec_free(&r);
@@ -621,7 +626,7 @@ START_TEST(long_line_linear)
         ck_assert_int_eq(cr_sse_feed(ps, s + i, 1, rec_cb, &r), APR_SUCCESS);
     }
     ck_assert_int_eq(r.n, 1);
-    ck_assert_uint_le(cr_sse_buffered_capacity(ps), 4 * (n + 16 + 2));
+    ck_assert_uint_le(cr_sse_buffered_capacity(ps), 4 * (n + 16 + 8));
     rec_free(&r);
     free(s);
 }
@@ -1028,7 +1033,7 @@ START_TEST(memory_bounded)
     ck_assert_uint_eq(m.cleared, N);
     /* the parser's buffers stopped growing early and stay within the bound */
     ck_assert_uint_eq(cr_sse_buffered_capacity(m.ps), m.cap_at_1000);
-    ck_assert_uint_le(cr_sse_buffered_capacity(m.ps), 4 * (4096 + 2));
+    ck_assert_uint_le(cr_sse_buffered_capacity(m.ps), 4 * (4096 + 8));
     ck_assert_uint_eq(cr_sse_comments_seen(m.ps), N);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)) \
     && !defined(__SANITIZE_ADDRESS__)
@@ -1082,6 +1087,146 @@ START_TEST(oversize_skip)
         ck_assert_int_eq(parse_n(s, n, 100, &r, NULL), APR_ENOSPC);
         rec_free(&r);
     }
+}
+END_TEST
+
+/* ---------------------------------------------------------------------- */
+/* The relay: what a browser behind it sees, block by block. */
+
+typedef struct {
+    rec_t out;            /* the bytes sent to the browser */
+    rec_t verdicts;       /* one letter per block */
+} relay_rec_t;
+
+static apr_status_t relay_cb(void *baton, cr_sse_out_kind v, const cr_sse_event *ev,
+                             const char *out, apr_size_t len)
+{
+    relay_rec_t *rr = baton;
+    static const char letters[] = "OSTMUZ";   /* order stop state malformed unknown oversize */
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_int_lt((int)v, (int)sizeof(letters) - 1);
+    rec_put(&rr->verdicts, letters + v, 1);
+    if (out) {
+        rec_put(&rr->out, out, len);
+    }
+    return v == CR_SSE_OUT_STOP ? APR_EOF : APR_SUCCESS;
+}
+
+/* Relay s fed byte by byte and in one piece: the same output either way. */
+static void check_relay(const char *s, size_t n, size_t max_event, const char *want_out,
+                        const char *want_verdicts)
+{
+    int pass;
+    for (pass = 0; pass < 2; pass++) {
+        relay_rec_t rr;
+        cr_sse_relay *rl = cr_sse_relay_create(pool, max_event, "o-1");
+        size_t i;
+        apr_status_t rv = APR_SUCCESS;
+        memset(&rr, 0, sizeof(rr));
+        ck_assert_ptr_nonnull(rl);
+        if (pass == 0) {
+            rv = cr_sse_relay_feed(rl, s, n, relay_cb, &rr);
+        }
+        else {
+            for (i = 0; i < n && rv == APR_SUCCESS; i++) {
+                rv = cr_sse_relay_feed(rl, s + i, 1, relay_cb, &rr);
+            }
+        }
+        ck_assert(rv == APR_SUCCESS || rv == APR_EOF);
+        ck_assert_str_eq(rec_str(&rr.out), want_out);
+        ck_assert_str_eq(rec_str(&rr.verdicts), want_verdicts);
+        ck_assert_uint_le(cr_sse_buffered_capacity(cr_sse_relay_parser(rl)),
+                          4 * ((max_event ? max_event : CR_SSE_DEFAULT_MAX_EVENT) + 8));
+        rec_free(&rr.out);
+        rec_free(&rr.verdicts);
+    }
+}
+
+#define ORDER_J "{\"order_id\":\"o-1\",\"order_state\":\"Done\"}"
+
+/* An id in a block without data: a browser keeps it as lastEventId. */
+START_TEST(relay_id_only_block)
+{
+    static const char s[] = "id: 7\n\ndata: " ORDER_J "\n\n";
+    check_relay(s, sizeof(s) - 1, 0, "id: 7\n\ndata: " ORDER_J "\n\n", "TO");
+    /* an empty id resets it, and that is relayed too */
+    check_relay("id\n\n", 4, 0, "id: \n\n", "T");
+    /* a block with only a comment or an event type sends nothing */
+    check_relay(": hb\n\nevent: x\n\n", 16, 0, "", "");
+}
+END_TEST
+
+/* The id of an event the relay drops is not lost with it. */
+START_TEST(relay_dropped_event_keeps_id)
+{
+    static const char s[] = "id: 5\nevent: ping\ndata: {}\n\n"
+                            "id: 6\ndata: not json\nretry: 900\n\n"
+                            "data: " ORDER_J "\n\n";
+    check_relay(s, sizeof(s) - 1, 0,
+                "id: 5\n\nid: 6\nretry: 900\n\ndata: " ORDER_J "\n\n", "UMO");
+    /* a dropped event without id or retry sends nothing */
+    check_relay("event: ping\ndata: {}\n\n", 22, 0, "", "U");
+    /* a data-less stop block is no stop: a browser dispatches nothing */
+    check_relay("event: stop\nid: 3\n\n", 19, 0, "id: 3\n\n", "T");
+}
+END_TEST
+
+/* retry in a block of its own. */
+START_TEST(relay_retry_block)
+{
+    static const char s[] = "retry: 500\n\ndata: " ORDER_J "\n\n";
+    check_relay(s, sizeof(s) - 1, 0, "retry: 500\n\ndata: " ORDER_J "\n\n", "TO");
+    /* an invalid retry is nothing */
+    check_relay("retry: 5x\n\n", 11, 0, "", "");
+}
+END_TEST
+
+/* A long comment (or unknown field) does not count toward the cap and is
+ * never buffered: the order event after it is relayed. */
+START_TEST(relay_long_comment)
+{
+    size_t big = 300 * 1024, n;
+    static const char tail[] = "\nid: 8\ndata: " ORDER_J "\n\n";
+    char *s = malloc(big + 64 + sizeof(tail));
+    const char *kinds[] = { ": ", "x-unknown: ", "dataX" };
+    int k;
+
+    for (k = 0; k < 3; k++) {
+        size_t h = strlen(kinds[k]);
+        memcpy(s, kinds[k], h);
+        memset(s + h, 'c', big);
+        memcpy(s + h + big, tail, sizeof(tail) - 1);
+        n = h + big + sizeof(tail) - 1;
+        check_relay(s, n, 0, "id: 8\ndata: " ORDER_J "\n\n", "O");
+    }
+    free(s);
+}
+END_TEST
+
+/* An oversized event is dropped but its id (before or after the data) and
+ * retry are relayed; the stream goes on. */
+START_TEST(relay_oversize_keeps_state)
+{
+    static const char head[] = "id: 9\ndata: ";
+    static const char tail[] = "\nretry: 700\n\nid: 10\ndata: " ORDER_J "\n\n";
+    size_t big = 200, n = sizeof(head) - 1 + big + sizeof(tail) - 1;
+    char *s = apr_palloc(pool, n);
+
+    memcpy(s, head, sizeof(head) - 1);
+    memset(s + sizeof(head) - 1, 'x', big);
+    memcpy(s + sizeof(head) - 1 + big, tail, sizeof(tail) - 1);
+    check_relay(s, n, 100, "id: 9\nretry: 700\n\nid: 10\ndata: " ORDER_J "\n\n", "ZO");
+    /* an id after the oversized data still counts */
+    check_relay("data: 0123456789\nid: 4\n\n", 24, 5, "id: 4\n\n", "Z");
+    /* and without id or retry the oversized block is reported, sending nothing */
+    check_relay("data: 0123456789\n\n", 18, 5, "", "Z");
+}
+END_TEST
+
+/* report_state is off by default: plain parser callers see data events only. */
+START_TEST(report_state_default_off)
+{
+    CHECK_PARSE("id: 1\n\nretry: 5\n\ndata: a\n\n", "message|~|-1|a\n");
 }
 END_TEST
 
@@ -1141,6 +1286,16 @@ static Suite *sse_suite(void)
     tcase_add_test(tc, format_canonical);
     tcase_add_test(tc, format_comment);
     tcase_add_test(tc, format_round_trip);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("relay");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, relay_id_only_block);
+    tcase_add_test(tc, relay_dropped_event_keeps_id);
+    tcase_add_test(tc, relay_retry_block);
+    tcase_add_test(tc, relay_long_comment);
+    tcase_add_test(tc, relay_oversize_keeps_state);
+    tcase_add_test(tc, report_state_default_off);
     suite_add_tcase(s, tc);
 
     return s;
