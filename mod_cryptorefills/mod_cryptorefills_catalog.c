@@ -274,7 +274,9 @@ static int send_cached(request_rec *r, const char *name, const cr_record_meta *m
                        const char *how, int local_only, apr_interval_time_t ttl)
 {
     apr_time_t now = apr_time_now();
-    apr_interval_time_t left = m->fetched + ttl - now;
+    /* A process's own copy is not confirmed by the shared store (another
+     * server may hold a newer one): stale, max-age=0, like a shared one. */
+    apr_interval_time_t left = local_only ? 0 : m->fetched + ttl - now;
     int gz = m->gz_len && accepts_gzip(r);
     const char *body = NULL;
     apr_size_t len = 0;
