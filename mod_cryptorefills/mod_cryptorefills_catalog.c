@@ -112,9 +112,12 @@ static void remember_last_good(request_rec *r, const char *name, const cr_record
     cr_ptable_put(local_copies, key, copy, &info, NULL);
 }
 
+static int accepts_gzip(request_rec *r);
+
 /* This process's last good entry for name (a copy in *m), and when a
  * refresh last failed while it was relied on (*failed_at); 0 if none, or
- * if the table has let both its variants go meanwhile. */
+ * if the table no longer holds a variant this request can take (the
+ * identity copy, or the gzip one when the request accepts gzip). */
 static int last_good(request_rec *r, const char *name, cr_record_meta *m, apr_time_t *failed_at)
 {
     cr_ptable_info info;
@@ -125,8 +128,9 @@ static int last_good(request_rec *r, const char *name, cr_record_meta *m, apr_ti
     if (!lg
         || (!cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, "#b", NULL), &lg->version,
                            r->pool, NULL)
-            && !cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, "#z", NULL),
-                              &lg->version, r->pool, NULL))) {
+            && !(lg->gz_len && accepts_gzip(r)
+                 && cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, "#z", NULL),
+                                  &lg->version, r->pool, NULL)))) {
         return 0;
     }
     *m = *lg;

@@ -105,6 +105,25 @@ for my $case ([ redis => 'socache_redis', 'SE', 'FI' ], [ memcache => 'socache_m
     my $h = get($a, $p);
     is("$h->{status} " . cache_h($h), '200 hit', '... stored again: hit');
 
+    # 2b. a child that only ever served the gzip copy: an identity request
+    # gets the failure relayed (not a half-made answer), a gzip one the copy
+    if ($kind eq 'redis') {
+        my $q = '/api/brands?country_code=BE';
+        my $g = get($a, $q, 'Accept-Encoding' => 'gzip');
+        is("$g->{status} " . cache_h($g) . ' ' . ($g->{headers}{'content-encoding'} // '-'), '200 miss gzip',
+           'BE warmed through gzip only');
+        $store->stop;
+        $fid = $sb->fault(match => '/v2/brands', query => 'country_code=BE', mode => 'status', status => 503, times => 2);
+        my $i = get($a, $q);
+        is("$i->{status} " . cache_h($i), '503 miss', '... store stopped, upstream 503, identity asked: the 503 relayed');
+        my $gs = get($a, $q, 'Accept-Encoding' => 'gzip');
+        is("$gs->{status} " . cache_h($gs) . ' ' . ($gs->{headers}{'content-encoding'} // '-'), '200 stale gzip',
+           '... gzip asked: 200 stale gzip');
+        is(gunzip_str($gs->{content}), gunzip_str($g->{content}), '... the warm catalog');
+        $sb->remove_fault($fid);
+        $store->start;
+    }
+
     # 3. the store down, the upstream healthy: a catalog never cached
     $store->stop;
     for my $i (1 .. 2) {
