@@ -80,10 +80,95 @@ void cr_catalog_child_init(apr_pool_t *pchild)
     }
 }
 
+/* Each process also remembers, per name, the meta of the last entry it
+ * served a variant of (key NAME#m in local_copies, so under the same byte
+ * budget and LRU): when the shared store has lost the entry (a Redis
+ * restarted without persistence, an evicting memcached) or cannot be
+ * reached, and the upstream fails at that moment, the copies of that entry
+ * this process still holds are served stale within the same window as a
+ * shared stale copy.  The value is a read-only cr_record_meta; info.stamp
+ * is when this process last saw a refresh fail while relying on it (its
+ * own back-off: one upstream try per CR_REFRESH_BACKOFF). */
+#define CR_LAST_GOOD_SUFFIX "#m"
+
+static void remember_last_good(request_rec *r, const char *name, const cr_record_meta *m)
+{
+    const char *key = apr_pstrcat(r->pool, name, CR_LAST_GOOD_SUFFIX, NULL);
+    const cr_record_meta *old;
+    cr_record_meta *copy;
+    cr_ptable_info info;
+
+    old = cr_ptable_get(local_copies, key, NULL, r->pool, NULL);
+    if (old && old->version == m->version && old->fetched >= m->fetched) {
+        return;
+    }
+    if (!(copy = malloc(sizeof(*copy)))) {
+        return;
+    }
+    *copy = *m;
+    memset(&info, 0, sizeof(info));
+    info.version = m->version;
+    info.size = sizeof(*copy);
+    cr_ptable_put(local_copies, key, copy, &info, NULL);
+}
+
+static int accepts_gzip(request_rec *r);
+
+/* This process's last good entry for name (a copy in *m), and when a
+ * refresh last failed while it was relied on (*failed_at); 0 if none, or
+ * if the table no longer holds a variant this request can take (the
+ * identity copy, or the gzip one when the request accepts gzip). */
+static int last_good(request_rec *r, const char *name, cr_record_meta *m, apr_time_t *failed_at)
+{
+    cr_ptable_info info;
+    const cr_record_meta *lg = local_copies
+        ? cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, CR_LAST_GOOD_SUFFIX, NULL),
+                        NULL, r->pool, &info)
+        : NULL;
+    if (!lg
+        || (!cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, "#b", NULL), &lg->version,
+                           r->pool, NULL)
+            && !(lg->gz_len && accepts_gzip(r)
+                 && cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, "#z", NULL),
+                                  &lg->version, r->pool, NULL)))) {
+        return 0;
+    }
+    *m = *lg;
+    *failed_at = info.stamp;
+    return 1;
+}
+
+static void last_good_failed(request_rec *r, const char *name, const cr_record_meta *m)
+{
+    cr_ptable_restamp(local_copies, apr_pstrcat(r->pool, name, CR_LAST_GOOD_SUFFIX, NULL),
+                      m->version, apr_time_now(), 0);
+}
+
+/* Keep a copy of a variant of entry m in this process (and remember m as
+ * the last good entry of name). */
+static void keep_copy(request_rec *r, const char *name, const cr_record_meta *m, int gz,
+                      const char *bytes, apr_size_t len)
+{
+    cr_ptable_info info;
+    char *copy;
+
+    if (local_copies && len <= CR_LOCAL_COPIES_MAX / 4 && (copy = malloc(len ? len : 1))) {
+        memset(&info, 0, sizeof(info));
+        info.version = m->version;
+        info.size = len;
+        memcpy(copy, bytes, len);
+        if (cr_ptable_put(local_copies, apr_pstrcat(r->pool, name, gz ? "#z" : "#b", NULL),
+                          copy, &info, NULL)) {
+            remember_last_good(r, name, m);
+        }
+    }
+}
+
 /* The variant's bytes (without header) for meta m, or NULL when evicted or
- * replaced by another generation meanwhile. */
+ * replaced by another generation meanwhile.  local_only: this process's
+ * copies only, the shared store is not asked. */
 static const char *get_variant(request_rec *r, const char *name, const cr_record_meta *m,
-                               int gz, apr_size_t *len)
+                               int gz, int local_only, apr_size_t *len)
 {
     apr_size_t want = (gz ? m->gz_len : m->body_len) + CR_RECORD_VHDR_LEN, n;
     const char *key = apr_pstrcat(r->pool, name, gz ? "#z" : "#b", NULL);
@@ -91,11 +176,16 @@ static const char *get_variant(request_rec *r, const char *name, const cr_record
     const char *local = local_copies ? cr_ptable_get(local_copies, key, &m->version, r->pool,
                                                      &info) : NULL;
     unsigned char *buf;
-    char *copy;
 
     if (local) {
         *len = info.size;
+        if (!local_only) {
+            remember_last_good(r, name, m);
+        }
         return local;
+    }
+    if (local_only) {
+        return NULL;
     }
     buf = apr_palloc(r->pool, want);
     if (!cr_socache_get(r, gz ? CR_CID_GZIP : CR_CID_BODY, name, buf, want, &n)
@@ -103,13 +193,7 @@ static const char *get_variant(request_rec *r, const char *name, const cr_record
         return NULL;
     }
     *len = n - CR_RECORD_VHDR_LEN;
-    if (local_copies && *len <= CR_LOCAL_COPIES_MAX / 4 && (copy = malloc(*len ? *len : 1))) {
-        memset(&info, 0, sizeof(info));
-        info.version = m->version;
-        info.size = *len;
-        memcpy(copy, buf + CR_RECORD_VHDR_LEN, *len);
-        cr_ptable_put(local_copies, key, copy, &info, NULL);
-    }
+    keep_copy(r, name, m, gz, (const char *)buf + CR_RECORD_VHDR_LEN, *len);
     return (const char *)buf + CR_RECORD_VHDR_LEN;
 }
 
@@ -191,10 +275,12 @@ static int accepts_gzip(request_rec *r)
 /* Answer from the cached entry.  Returns -1 when a variant is gone (the
  * caller then treats it as a miss). */
 static int send_cached(request_rec *r, const char *name, const cr_record_meta *m,
-                       const char *how, apr_interval_time_t ttl)
+                       const char *how, int local_only, apr_interval_time_t ttl)
 {
     apr_time_t now = apr_time_now();
-    apr_interval_time_t left = m->fetched + ttl - now;
+    /* A process's own copy is not confirmed by the shared store (another
+     * server may hold a newer one): stale, max-age=0, like a shared one. */
+    apr_interval_time_t left = local_only ? 0 : m->fetched + ttl - now;
     int gz = m->gz_len && accepts_gzip(r);
     const char *body = NULL;
     apr_size_t len = 0;
@@ -205,7 +291,12 @@ static int send_cached(request_rec *r, const char *name, const cr_record_meta *m
     /* The variant first: if it was evicted meanwhile, the caller answers
      * another way and must not inherit this version's validators. */
     if (!not_modified) {
-        body = get_variant(r, name, m, gz, &len);
+        body = get_variant(r, name, m, gz, local_only, &len);
+        if (!body && gz && local_only) {
+            /* This process served only the identity variant of it. */
+            gz = 0;
+            body = get_variant(r, name, m, 0, 1, &len);
+        }
         if (!body) {
             return -1;
         }
@@ -289,20 +380,49 @@ static int shared_failure(request_rec *r, const char *name, apr_time_t since,
     return 1;
 }
 
+/* With no shared entry for name (lost or unreachable store) and resp a
+ * failure worth hiding: this process's last good copy, if it has one still
+ * within the stale window, goes into *m (and the failure is noted, so this
+ * process waits out a back-off before trying the upstream again). */
+static int local_stale(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+                       const char *country, const char *name, const cr_upstream_resp *resp,
+                       cr_record_meta *m)
+{
+    apr_time_t failed_at;
+    apr_time_t now = apr_time_now();
+
+    if (!serve_stale_after(resp) || !last_good(r, name, m, &failed_at)
+        || now >= m->fetched + c->cache_ttl + c->cache_stale) {
+        return 0;
+    }
+    last_good_failed(r, name, m);
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01216)
+                  "no shared entry for %s:%s in the cache %s and the upstream failed (%s, "
+                  "status %ld): serving this process's copy of %" APR_TIME_T_FMT "s ago",
+                  rr->def->name, country, cr_socache_desc(), cr_upstream_rc_name(resp->rc),
+                  resp->status, apr_time_sec(now - m->fetched));
+    return 1;
+}
+
 /* Find or make the cached answer for name: fresh entries are used as they
  * are; otherwise one request server-wide (the lease holder) refreshes while
- * the others serve the stale copy or, with none, wait a bounded time. */
+ * the others serve the stale copy or, with none, wait a bounded time.
+ * Without a shared entry, this process's last good copy (see
+ * remember_last_good) stands in for the stale one: *local is then set and
+ * *m describes that copy. */
 static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                         const char *country, const char *name, cr_record_meta *m,
-                        const char **how, cr_upstream_resp *resp)
+                        const char **how, int *local, cr_upstream_resp *resp)
 {
     apr_interval_time_t ttl = c->cache_ttl, stale = c->cache_stale;
     apr_time_t started = apr_time_now();
     apr_time_t deadline = started + c->timeout + apr_time_from_sec(1);
-    apr_time_t now;
+    apr_time_t now, failed_at;
     unsigned char *fbuf = NULL;
-    int have;
+    cr_record_meta lm;
+    int have, have_local;
 
+    *local = 0;
     for (;;) {
         now = apr_time_now();
         have = get_meta(r, name, m);
@@ -310,10 +430,20 @@ static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr
             *how = "hit";
             return OBTAIN_ENTRY;
         }
+        /* A local copy within the stale window, when the shared one is gone. */
+        have_local = !have && last_good(r, name, &lm, &failed_at)
+            && now < lm.fetched + ttl + stale;
+        if (have_local && now < failed_at + CR_REFRESH_BACKOFF) {
+            /* This process saw the upstream fail moments ago: no new try yet. */
+            *m = lm;
+            *local = 1;
+            *how = "stale";
+            return OBTAIN_ENTRY;
+        }
         if (!have && shared_failure(r, name, started, &fbuf, resp)) {
             /* The exchange this request waited for failed: its answer is
              * this request's too (single flight, failures included). */
-            return OBTAIN_FAILED;
+            break;
         }
         if (cr_socache_lease(r, name, c->exchange_hold)) {
             /* Look again: the refresher before us may have stored the entry
@@ -323,10 +453,15 @@ static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr
                 *how = "hit";
                 return OBTAIN_ENTRY;
             }
-            break;          /* this request refreshes */
+            goto refresh;   /* this request refreshes */
         }
-        if (have) {
-            *how = "stale"; /* someone else refreshes: serve what we have */
+        if (have || have_local) {
+            /* someone else refreshes: serve what we have */
+            if (!have) {
+                *m = lm;
+                *local = 1;
+            }
+            *how = "stale";
             return OBTAIN_ENTRY;
         }
         if (now >= deadline) {
@@ -340,7 +475,10 @@ static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr
         CR_COUNT(cache_waits);
         apr_sleep(CR_WAIT_STEP);
     }
+    /* Another request's exchange failed, with no shared copy. */
+    goto failed;
 
+refresh:
     cr_upstream_fetch(r, c, rr, country, NULL, 0, resp);
     CR_COUNT(cache_refreshes);
     if (cacheable(r, resp)) {
@@ -349,14 +487,19 @@ static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr
         stored = store_entry(r, name, resp->body, resp->len, now, now + ttl + stale, m);
         cr_socache_unlease(r, name, 0);
         *how = "miss";
-        return stored ? OBTAIN_ENTRY : OBTAIN_UNSTORED;
+        if (!stored) {
+            /* Unstored, it is still this process's last good copy. */
+            keep_copy(r, name, m, 0, resp->body, resp->len);
+            return OBTAIN_UNSTORED;
+        }
+        return OBTAIN_ENTRY;
     }
     if (!have) {
-        /* No copy to hide the failure behind: tell the requests waiting for
-         * this exchange how it ended (they answer with it rather than queue
-         * for exchanges of their own), and free the name at once, so the
-         * next request tries the upstream instead of waiting out a back-off
-         * with nothing to serve meanwhile. */
+        /* No shared copy to hide the failure behind: tell the requests
+         * waiting for this exchange how it ended (they answer with it rather
+         * than queue for exchanges of their own), and free the name at once,
+         * so the next request tries the upstream instead of waiting out a
+         * back-off with nothing to serve meanwhile. */
         cr_record_fail f;
         unsigned char *rec;
         apr_size_t rlen;
@@ -369,17 +512,26 @@ static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr
         rec = cr_record_fail_encode(r->pool, &f, &rlen);
         cr_socache_put(r, CR_CID_FAIL, name, f.ended + CR_REFRESH_BACKOFF, rec, rlen);
         cr_socache_unlease(r, name, 0);
-        return OBTAIN_FAILED;
+        goto failed;
     }
     /* The refresh failed: keep the lease for a while (one try per backoff),
      * and hide the failure behind the stale copy while it may be served. */
     cr_socache_unlease(r, name, CR_REFRESH_BACKOFF);
-    if (have && serve_stale_after(resp) && apr_time_now() < m->fetched + ttl + stale) {
+    if (serve_stale_after(resp) && apr_time_now() < m->fetched + ttl + stale) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01211)
                       "refresh of %s:%s failed (%s, status %ld): serving the copy of %"
                       APR_TIME_T_FMT "s ago", rr->def->name, country,
                       cr_upstream_rc_name(resp->rc), resp->status,
                       apr_time_sec(apr_time_now() - m->fetched));
+        *how = "stale";
+        return OBTAIN_ENTRY;
+    }
+    return OBTAIN_FAILED;
+
+failed:
+    /* No shared copy: this process's own, if it has one. */
+    if (local_stale(r, c, rr, country, name, resp, m)) {
+        *local = 1;
         *how = "stale";
         return OBTAIN_ENTRY;
     }
@@ -394,13 +546,13 @@ int cr_catalog_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     cr_upstream_resp resp;
     cr_record_meta m;
     const char *how = NULL;
-    int attempt, st;
+    int attempt, st, local;
 
     /* Twice at most: a variant may be evicted between meta and body. */
     for (attempt = 0; attempt < 2; attempt++) {
-        switch (obtain(r, c, rr, country, name, &m, &how, &resp)) {
+        switch (obtain(r, c, rr, country, name, &m, &how, &local, &resp)) {
         case OBTAIN_ENTRY:
-            st = send_cached(r, name, &m, how, ttl);
+            st = send_cached(r, name, &m, how, local, ttl);
             if (st == -1) {
                 continue;
             }
@@ -469,7 +621,7 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
             return obj;
         }
     }
-    body = get_variant(r, name, &m, 0, &len);
+    body = get_variant(r, name, &m, 0, 0, &len);
     if (!body || cr_json_parse_unowned(body, len, CR_JSON_MAX_DEPTH, &obj)) {
         return NULL;
     }

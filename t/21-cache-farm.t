@@ -13,39 +13,21 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use CrTest qw(free_port);
+use CrTest;
+use POSIX ();
 use CrSandbox;
+use CrStore;
 use HTTP::Tiny;
 use JSON::PP;
 use Mojo::UserAgent;
 use Mojo::Promise;
 use IO::Socket::INET;
 use IO::Uncompress::Gunzip qw(gunzip);
-use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep time);
 
-my %bin = (redis => '/usr/bin/redis-server', memcache => '/usr/bin/memcached');
-for (sort keys %bin) {
-    plan skip_all => "$bin{$_} not installed (apt-get install redis-server memcached)" unless -x $bin{$_};
-}
-
-# ---------------------------------------------------------------- the shared stores
-my %store;    # kind => { pid, port, dir }
-sub stop_store {
-    my ($kind) = @_;
-    my $s = $store{$kind} or return;
-    my $pid = delete $s->{pid} or return;
-    kill 'TERM', $pid;
-    my $deadline = time + 5;
-    while (time < $deadline) { return if waitpid($pid, WNOHANG) == $pid; sleep 0.05 }
-    kill 'KILL', $pid;
-    waitpid($pid, 0);
-}
-sub stop_stores { stop_store($_) for keys %store }
-END { local $?; stop_stores() }
-for my $sig (qw(INT TERM HUP)) {
-    my $prev = $SIG{$sig};
-    $SIG{$sig} = sub { stop_stores(); ref $prev ? $prev->(@_) : exit 1 };
+for (qw(redis memcache)) {
+    plan skip_all => CrStore->binary($_) . ' not installed (apt-get install redis-server memcached)'
+        unless CrStore->available($_);
 }
 
 sub talk {
@@ -66,55 +48,11 @@ sub talk {
     return $out;
 }
 
-sub start_store {
-    my ($kind) = @_;
-    my $port = free_port();
-    my @cmd = $kind eq 'redis'
-        ? ($bin{redis}, '--port', $port, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-           '--protected-mode', 'yes', '--loglevel', 'warning')
-        : ($bin{memcache}, '-l', '127.0.0.1', '-p', $port, '-U', '0', '-m', '64', ($> == 0 ? ('-u', 'nobody') : ()));
-    my $log = "/tmp/cr-$kind-$$-$port.log";
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>', $log;
-        open STDERR, '>&', \*STDOUT;
-        exec @cmd or POSIX::_exit(127);
-    }
-    $store{$kind} = { pid => $pid, port => $port, log => $log };
-    my $probe = $kind eq 'redis' ? "PING\r\n" : "version\r\n";
-    my $deadline = time + 10;
-    while (time < $deadline) {
-        die "$kind exited at start-up: " . `cat $log` if waitpid($pid, WNOHANG) == $pid;
-        my $r = talk($port, $probe) // '';
-        return $port if $r =~ /^(?:\+PONG|VERSION)/;
-        sleep 0.05;
-    }
-    die "$kind did not answer on $port";
-}
-
-# The watchdog: if this test dies without its END blocks (SIGKILL), the stores go too.
-sub watchdog {
-    my @pids = @_;
-    my $parent = $$;
-    my $w = fork // return;
-    return if $w;
-    $0 = 'cr-farm-watchdog';
-    # Hold none of the test's output (prove waits for it to close).
-    open STDIN, '<', '/dev/null';
-    open STDOUT, '>', '/dev/null';
-    open STDERR, '>', '/dev/null';
-    $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
-    # Re-parented the moment the test exits, however it exits.
-    sleep 0.5 while getppid() == $parent;
-    kill 'TERM', @pids;
-    POSIX::_exit(0);
-}
-
 my $sb = CrSandbox->start();
-my $redis_port = start_store('redis');
-my $mc_port    = start_store('memcache');
-watchdog($store{redis}{pid}, $store{memcache}{pid});
+# started here on free ports, stopped at the end, on failure, and if this test is killed
+my %store = (redis => CrStore->new('redis'), memcache => CrStore->new('memcache'));
+my $redis_port = $store{redis}->port;
+my $mc_port    = $store{memcache}->port;
 
 my $http = HTTP::Tiny->new(timeout => 30);
 sub get { my ($srv, $path, %h) = @_; $http->get($srv->url($path), { headers => \%h }) }
@@ -251,7 +189,7 @@ for my $farm (
     is($ca->{cryptorefillscachestorefailures}, 0, '... and no store failure');
 
     # the shared store goes away: shoppers still get their catalog
-    stop_store($kind);
+    $store{$kind}->stop;
     my $before_fail = counters($b)->{cryptorefillscachestorefailures};
     for my $i (1 .. 3) {
         my $r = get($b, "/api/brands?country_code=$down_cc");
@@ -265,5 +203,5 @@ for my $farm (
 }
 
 $sb->stop;
-stop_stores();
+$_->stop for values %store;
 done_testing;

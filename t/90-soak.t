@@ -27,10 +27,17 @@ is($c->{crashes}, 0, 'no crash (the one child killed on purpose aside)');
 is($c->{partner_in_responses}, 0, 'partner id in no response');
 is($c->{partner_in_logs}, 0, 'partner id in no log line above debug');
 {
-    # Open finding (issue #13 report): during the 5xx burst a few GET brands
-    # went upstream although the US catalog was cached fresh in Redis (TTL
-    # checked: 86400 s), so the burst reached shoppers.  Not explained yet.
-    local $TODO = $c->{catalog_not_200} ? 'catalog refetched during the 5xx burst: under investigation' : undef;
+    # The brands 5xx burst is consumed only once "Redis restarted" (run
+    # without persistence) has emptied the store.  A child's own last good
+    # copy now hides it (t/24-cache-store-loss.t), but the graceful restart
+    # that follows 4 s later starts children with no copy, and while the
+    # store is still empty they relay what is left of the burst (access and
+    # error logs of 2026-12-06: both 503s right after that server's
+    # graceful).  Covering them needs a per-server copy that outlives a
+    # graceful restart (see docs/OPERATIONS.md "When the catalog store is
+    # lost").
+    local $TODO = $c->{catalog_not_200}
+        ? 'new children after a graceful restart have no copy while the store is empty' : undef;
     is($c->{catalog_not_200}, 0, "every catalog answer 200 (stale allowed) of $c->{catalog_answers}");
 }
 is($c->{orders_final_missed}, 0, 'every order followed to Done (stream, Last-Event-ID, polling)');
