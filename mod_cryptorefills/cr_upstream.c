@@ -1,15 +1,27 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
+#include <apr_file_io.h>
+#include <apr_uri.h>
+#include <apr_cstr.h>
 #include <apr_atomic.h>
 #include <curl/curl.h>
 
 #include "cr_upstream.h"
 #include "cr_buf.h"
 
+/* An idle handle and the trust/proxy setting its connections were made
+ * under.  The key is malloc'd: slots come and go for the life of the
+ * process, under the mutex, and a pool allocation could never be freed. */
+typedef struct idle_slot {
+    CURL *h;
+    char *key;
+} idle_slot;
+
 struct cr_upstream_pool {
     apr_thread_mutex_t *mutex;   /* guards idle[] and nidle only, never held across I/O */
-    CURL **idle;
+    idle_slot *idle;
     int nidle;
     int max_idle;
     const char *user_agent;
@@ -32,7 +44,9 @@ static apr_status_t pool_cleanup(void *data)
 {
     cr_upstream_pool *up = data;
     while (up->nidle > 0) {
-        curl_easy_cleanup(up->idle[--up->nidle]);
+        idle_slot *sl = &up->idle[--up->nidle];
+        curl_easy_cleanup(sl->h);
+        free(sl->key);
     }
     return APR_SUCCESS;
 }
@@ -44,7 +58,7 @@ apr_status_t cr_upstream_pool_create(apr_pool_t *p, int max_idle, const char *us
     apr_status_t rv;
 
     up->max_idle = max_idle > 0 ? max_idle : 1;
-    up->idle = apr_pcalloc(p, sizeof(CURL *) * (apr_size_t)up->max_idle);
+    up->idle = apr_pcalloc(p, sizeof(idle_slot) * (apr_size_t)up->max_idle);
     up->user_agent = apr_pstrdup(p, user_agent);
     rv = apr_thread_mutex_create(&up->mutex, APR_THREAD_MUTEX_DEFAULT, p);
     if (rv != APR_SUCCESS) {
@@ -60,15 +74,33 @@ apr_uint64_t cr_upstream_connects(cr_upstream_pool *up)
     return apr_atomic_read32(&up->connects);
 }
 
-/* Take the most recently returned handle: its connection is the warmest. */
-static CURL *handle_get(cr_upstream_pool *up)
+/* The setting a connection depends on besides its URL: what it trusts and
+ * how it gets there. */
+static const char *handle_key(apr_pool_t *p, const cr_upstream_req *req)
+{
+    return apr_pstrcat(p, req->ca_file ? req->ca_file : "", "\n",
+                       req->proxy ? req->proxy : "", NULL);
+}
+
+/* Take the most recently returned handle made under the same key: its
+ * connection is the warmest one this request may use. */
+static CURL *handle_get(cr_upstream_pool *up, const char *key)
 {
     CURL *h = NULL;
+    char *old = NULL;
+    int i;
     apr_thread_mutex_lock(up->mutex);
-    if (up->nidle > 0) {
-        h = up->idle[--up->nidle];
+    for (i = up->nidle - 1; i >= 0; i--) {
+        if (!strcmp(up->idle[i].key, key)) {
+            h = up->idle[i].h;
+            old = up->idle[i].key;
+            memmove(&up->idle[i], &up->idle[i + 1], sizeof(idle_slot) * (apr_size_t)(up->nidle - i - 1));
+            up->nidle--;
+            break;
+        }
     }
     apr_thread_mutex_unlock(up->mutex);
+    free(old);
     if (h) {
         /* Drop every option of the previous use (header lists, callbacks,
          * batons that pointed into a freed pool); connections stay. */
@@ -78,16 +110,28 @@ static CURL *handle_get(cr_upstream_pool *up)
     return curl_easy_init();
 }
 
-static void handle_put(cr_upstream_pool *up, CURL *h)
+/* Return a handle; when the pool is full the oldest idle one goes. */
+static void handle_put(cr_upstream_pool *up, CURL *h, const char *key)
 {
-    apr_thread_mutex_lock(up->mutex);
-    if (up->nidle < up->max_idle) {
-        up->idle[up->nidle++] = h;
-        h = NULL;
-    }
-    apr_thread_mutex_unlock(up->mutex);
-    if (h) {
+    idle_slot evicted = { NULL, NULL };
+    char *k = strdup(key);
+    if (!k) {
         curl_easy_cleanup(h);
+        return;
+    }
+    apr_thread_mutex_lock(up->mutex);
+    if (up->nidle == up->max_idle) {
+        evicted = up->idle[0];
+        memmove(&up->idle[0], &up->idle[1], sizeof(idle_slot) * (apr_size_t)(up->nidle - 1));
+        up->nidle--;
+    }
+    up->idle[up->nidle].h = h;
+    up->idle[up->nidle].key = k;
+    up->nidle++;
+    apr_thread_mutex_unlock(up->mutex);
+    if (evicted.h) {
+        curl_easy_cleanup(evicted.h);
+        free(evicted.key);
     }
 }
 
@@ -180,6 +224,7 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     long num_connects = 0, request_size = 0;
     curl_off_t retry_after = -1;
     char *ct = NULL;
+    const char *key;
 
     memset(resp, 0, sizeof(*resp));
     resp->retry_after = -1;
@@ -189,7 +234,8 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     cr_buf_init(&x.body, p, 16384);
     errbuf[0] = '\0';
 
-    h = handle_get(up);
+    key = handle_key(p, req);
+    h = handle_get(up, key);
     if (!h) {
         resp->rc = CR_UP_INTERNAL;
         resp->error = "curl_easy_init failed";
@@ -221,6 +267,29 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     SETOPT(h, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
+    /* TLS to the upstream always verifies the peer and its host name. */
+    SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (req->ca_file && *req->ca_file) {
+        /* Only these CAs: the built-in CA directory would otherwise still
+         * be searched beside the file. */
+        SETOPT(h, CURLOPT_CAINFO, req->ca_file);
+        SETOPT(h, CURLOPT_CAPATH, (char *)NULL);
+        /* The same CAs for an https:// proxy; a libcurl without HTTPS-proxy
+         * support refuses these, which only matters if one is configured
+         * (and then the CONNECT itself fails). */
+        (void)curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, req->ca_file);
+        (void)curl_easy_setopt(h, CURLOPT_PROXY_CAPATH, (char *)NULL);
+    }
+    if (req->proxy && *req->proxy) {
+        SETOPT(h, CURLOPT_PROXY, req->proxy);
+        /* An empty list, not NULL: NULL makes libcurl read NO_PROXY. */
+        SETOPT(h, CURLOPT_NOPROXY, "");
+    }
+    else {
+        /* "" (not NULL) switches proxies off, environment variables included. */
+        SETOPT(h, CURLOPT_PROXY, "");
+    }
     SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms > 0 ? req->connect_timeout_ms : 3000L);
     SETOPT(h, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 0L);
     SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -294,6 +363,11 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
     case CURLE_COULDNT_CONNECT:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+#if LIBCURL_VERSION_NUM >= 0x074900
+    case CURLE_PROXY:
+#endif
         resp->rc = CR_UP_CONNECT;
         break;
     case CURLE_OPERATION_TIMEDOUT:
@@ -333,7 +407,7 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
         curl_easy_cleanup(h);
     }
     else {
-        handle_put(up, h);
+        handle_put(up, h, key);
     }
     return;
 
@@ -342,4 +416,53 @@ setopt_failed:
     curl_easy_cleanup(h);
     resp->rc = CR_UP_INTERNAL;
     resp->error = "libcurl refused an option";
+}
+
+const char *cr_upstream_ca_check(apr_pool_t *p, const char *path)
+{
+    apr_file_t *f;
+    apr_finfo_t fi;
+    apr_status_t rv;
+    char buf[8192];
+    apr_size_t n = sizeof(buf) - 1;
+    char errs[120];
+
+    rv = apr_stat(&fi, path, APR_FINFO_TYPE, p);
+    if (rv != APR_SUCCESS) {
+        return apr_psprintf(p, "cannot read %s: %s", path, apr_strerror(rv, errs, sizeof(errs)));
+    }
+    if (fi.filetype != APR_REG) {
+        return apr_psprintf(p, "%s is not a regular file", path);
+    }
+    rv = apr_file_open(&f, path, APR_FOPEN_READ, APR_FPROT_OS_DEFAULT, p);
+    if (rv != APR_SUCCESS) {
+        return apr_psprintf(p, "cannot read %s: %s", path, apr_strerror(rv, errs, sizeof(errs)));
+    }
+    /* The first certificate of a bundle starts within its first lines
+     * (comments and a text dump may come before it). */
+    rv = apr_file_read_full(f, buf, n, &n);
+    apr_file_close(f);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EOF(rv)) {
+        return apr_psprintf(p, "cannot read %s: %s", path, apr_strerror(rv, errs, sizeof(errs)));
+    }
+    buf[n] = '\0';
+    if (!strstr(buf, "-----BEGIN CERTIFICATE-----")) {
+        return apr_psprintf(p, "%s holds no PEM certificate", path);
+    }
+    return NULL;
+}
+
+const char *cr_upstream_proxy_check(apr_pool_t *p, const char *url)
+{
+    apr_uri_t u;
+    if (apr_uri_parse(p, url, &u) != APR_SUCCESS || !u.scheme || !u.hostname || !*u.hostname) {
+        return apr_psprintf(p, "%s is not an absolute URL", url);
+    }
+    if (apr_cstr_casecmp(u.scheme, "http") && apr_cstr_casecmp(u.scheme, "https")) {
+        return apr_psprintf(p, "%s: only http:// and https:// proxies are supported", url);
+    }
+    if ((u.path && *u.path && strcmp(u.path, "/")) || u.query || u.fragment) {
+        return apr_psprintf(p, "%s: a proxy URL has no path, query or fragment", url);
+    }
+    return NULL;
 }

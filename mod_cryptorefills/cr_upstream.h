@@ -4,7 +4,14 @@
  * A per-process pool of easy handles keeps connections to the upstream
  * alive across requests (each handle owns a connection cache; handles are
  * taken LIFO so the warmest one is reused).  The pool is created in
- * child_init, so no handle or socket is ever inherited across fork. */
+ * child_init, so no handle or socket is ever inherited across fork.
+ *
+ * Every transfer verifies the upstream's certificate and host name.  Which
+ * CAs are trusted and which proxy carries the traffic come with each
+ * request (ca_file, proxy); an idle handle is only handed to a request with
+ * the same pair, so connections made under one trust/proxy setting are never
+ * reused under another.  Proxy variables in the process environment
+ * (http_proxy, https_proxy, ALL_PROXY, NO_PROXY, ...) are never consulted. */
 #ifndef CR_UPSTREAM_H
 #define CR_UPSTREAM_H
 
@@ -43,6 +50,9 @@ typedef struct cr_upstream_req {
     long timeout_ms;               /* 0: no overall limit (streams) */
     apr_size_t max_response;       /* cap on a collected body */
     int fresh_connection;          /* never send on a reused connection */
+    const char *ca_file;           /* PEM CAs trusted instead of the system store; NULL: system */
+    const char *proxy;             /* "http://host:port" or "https://..." (CONNECT for https
+                                    * URLs); NULL or "": direct, whatever the environment says */
     cr_upstream_data_fn on_data;
     cr_upstream_tick_fn on_tick;
     cr_upstream_headers_fn on_headers;
@@ -78,5 +88,12 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
 apr_uint64_t cr_upstream_connects(cr_upstream_pool *up);
 
 const char *cr_upstream_rc_name(cr_upstream_rc rc);
+
+/* Configuration checks for the glue (messages allocated from p, NULL if fine).
+ * A CA file must be a readable regular file holding at least one PEM
+ * certificate; a proxy URL must be http:// or https:// with a host, and
+ * carry no path, query or fragment. */
+const char *cr_upstream_ca_check(apr_pool_t *p, const char *path);
+const char *cr_upstream_proxy_check(apr_pool_t *p, const char *url);
 
 #endif

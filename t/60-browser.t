@@ -12,18 +12,7 @@ use CrTest;
 use CrSandbox;
 
 my $root = CrTest::repo_root();
-my @missing;
-push @missing, '/usr/bin/chromium' unless -x '/usr/bin/chromium';
-push @missing, 'node' unless grep { -x "$_/node" } split /:/, $ENV{PATH};
-push @missing, 'node_modules/playwright-core (npm ci)' unless -d "$root/node_modules/playwright-core";
-if (@missing) {
-    if ($ENV{CI}) {
-        fail("browser tests need: @missing");
-        done_testing;
-        exit;
-    }
-    plan skip_all => "browser tests need: @missing";
-}
+CrTest::need_browser();
 
 my $sb = CrSandbox->start();
 my $ap = CrTest->start(

@@ -35,7 +35,7 @@ my %OPT_FLAG = (
     catalog_scale => '--catalog-scale', inactivity_timeout => '--inactivity-timeout',
     keep_alive_timeout => '--keep-alive-timeout', max_requests => '--max-requests',
     max_clients => '--max-clients', max_recorded => '--max-recorded', sse_retry => '--sse-retry',
-    log_level => '--log-level',
+    log_level => '--log-level', tls_cert => '--tls-cert', tls_key => '--tls-key',
 );
 my %OPT_BOOL = (numeric_amounts => '--numeric-amounts', numeric_timestamps => '--numeric-timestamps');
 
@@ -44,6 +44,7 @@ my %OPT_BOOL = (numeric_amounts => '--numeric-amounts', numeric_timestamps => '-
 #   timeout => 15,           # seconds to wait for the server to answer
 #   auto_advance => SECS, heartbeat => SECS, seed => STR, catalog_scale => F,
 #   inactivity_timeout => 60, keep_alive_timeout => 60, numeric_amounts => 1, ...
+#   tls_cert => PEM, tls_key => PEM,  # serve HTTPS (url() is then https://...)
 #   args => [ ... ],         # extra raw command-line arguments
 # )
 sub start {
@@ -77,7 +78,7 @@ sub start {
         if (open my $fh, '<', $out) {
             local $/;
             my $txt = <$fh> // '';
-            if ($txt =~ m{cr-sandbox listening on (http://127\.0\.0\.1:(\d+))}) { $url = $1; $self->{port} = $2; last }
+            if ($txt =~ m{cr-sandbox listening on (https?://127\.0\.0\.1:(\d+))}) { $url = $1; $self->{port} = $2; last }
         }
         sleep 0.05;
     }
@@ -116,7 +117,10 @@ sub stderr {
 
 sub ua {
     my ($self) = @_;
-    return $self->{ua} //= Mojo::UserAgent->new(connect_timeout => 5, inactivity_timeout => 30, request_timeout => 30);
+    # The control channel does not check the test certificate (the module's
+    # trust is what the tests are about, not this client's).
+    return $self->{ua} //= Mojo::UserAgent->new(connect_timeout => 5, inactivity_timeout => 30,
+        request_timeout => 30, insecure => 1);
 }
 
 sub stop {
@@ -228,6 +232,10 @@ sub close_streams {
 }
 
 sub subscribers { $_[0]->_call(GET => "/_sandbox/orders/$_[1]/subscribers")->{count} }
+
+# sent($id) -> [ { seq, state, time (epoch s, float), subscribers }, ... ]: when each
+# status event of the order left the sandbox for its open streams.
+sub sent { $_[0]->_call(GET => "/_sandbox/orders/$_[1]/sent")->{sent} }
 
 # wait_subscribers($id, $n, $timeout = 10): true once at least $n streams of the order are open.
 sub wait_subscribers {

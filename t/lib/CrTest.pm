@@ -78,6 +78,9 @@ our @BASE_MODULES = qw(
 #   mpm_conf => "...",          # MPM sizing
 #   partner  => 'partner-secret-id', version => '1.0.0',
 #   location => 1,              # add the standard <Location /api>
+#   tls      => $pki,           # CrPki: the listener speaks TLS (mod_ssl) with its server cert
+#   h2       => 1,              # mod_http2: Protocols h2 (TLS) or h2c (cleartext) + http/1.1
+#   env      => { https_proxy => ... },  # httpd's real process environment
 # )
 sub start {
     my ($class, %o) = @_;
@@ -95,9 +98,21 @@ sub start {
     return $self;
 }
 
+# start() that records a failed test instead of dying (a subtest then
+# returns and the file goes on): my $h = CrTest->try_start(...) or return;
+sub try_start {
+    my ($class, %o) = @_;
+    my $self = eval { $class->start(%o) };
+    return $self if $self;
+    my $err = $@;
+    fail('httpd starts with the test config');
+    diag(length $err > 2000 ? substr($err, 0, 2000) : $err);
+    return undef;
+}
+
 sub port { $_[0]{port} }
 sub dir  { $_[0]{dir} }
-sub base { "http://127.0.0.1:$_[0]{port}" }
+sub base { ($_[0]{tls} ? 'https' : 'http') . "://127.0.0.1:$_[0]{port}" }
 sub url  { my ($s, $p) = @_; $s->base . $p }
 sub error_log { "$_[0]{dir}/error.log" }
 
@@ -118,8 +133,21 @@ sub conf_text {
     my $upstream = $self->{upstream} // ($sb ? $sb->url : 'http://127.0.0.1:9');
     my $mpm = $self->{mpm};
     my $user = $> == 0 ? "User nobody\nGroup nogroup\n" : '';
+    my @extra_mods = @{ $self->{modules} || [] };
+    push @extra_mods, 'ssl' if $self->{tls};
+    push @extra_mods, 'http2' if $self->{h2};
+    my %seen;
     my $mods = join '', map { "LoadModule ${_}_module $MODDIR/mod_$_.so\n" }
-        (@BASE_MODULES, @{ $self->{modules} || [] });
+        grep { !$seen{$_}++ } (@BASE_MODULES, @extra_mods);
+    my $proto = '';
+    if ($self->{tls}) {
+        my ($cert, $key) = $self->{tls}->cert('server');
+        $proto .= "SSLEngine on\nSSLCertificateFile \"$cert\"\nSSLCertificateKeyFile \"$key\"\n"
+            . "SSLSessionCache \"shmcb:$d/ssl_scache(512000)\"\n";
+    }
+    if ($self->{h2}) {
+        $proto .= 'Protocols ' . ($self->{tls} ? 'h2' : 'h2c') . " http/1.1\n";
+    }
     my $mpm_conf = $self->{mpm_conf} // ($mpm eq 'prefork'
         ? "StartServers 2\nMinSpareServers 2\nMaxSpareServers 4\nMaxRequestWorkers 20\n"
         : "StartServers 2\nServerLimit 4\nThreadsPerChild 16\nMaxRequestWorkers 64\n"
@@ -143,7 +171,7 @@ ServerRoot "$d"
 DefaultRuntimeDir "$d"
 PidFile "$d/httpd.pid"
 Listen 127.0.0.1:$self->{port}
-ServerName 127.0.0.1:$self->{port}
+ServerName ${\ ($self->{tls} ? "localhost" : "127.0.0.1")}:$self->{port}
 LoadModule mpm_${mpm}_module $MODDIR/mod_mpm_${mpm}.so
 $mods
 LoadModule cryptorefills_module $module
@@ -161,6 +189,7 @@ Timeout 30
 KeepAlive On
 MaxKeepAliveRequests 0
 $mpm_conf
+$proto
 $loc
 $extra
 CONF
@@ -282,6 +311,22 @@ sub check_error_log {
     my @bad = $self->unexpected_log_lines;
     ok(!@bad, "error log of httpd on port $self->{port} has no unexpected error, crash or sanitizer line")
         or diag(join "\n", @bad[0 .. ($#bad > 20 ? 20 : $#bad)]);
+}
+
+# The browser tests' prerequisites: skips the file (fails it under CI) when
+# Chromium, node or playwright-core is missing.
+sub need_browser {
+    my @missing;
+    push @missing, '/usr/bin/chromium' unless -x '/usr/bin/chromium';
+    push @missing, 'node' unless grep { -x "$_/node" } split /:/, $ENV{PATH};
+    push @missing, 'node_modules/playwright-core (npm ci)' unless -d "$ROOT/node_modules/playwright-core";
+    return unless @missing;
+    if ($ENV{CI}) {
+        fail("browser tests need: @missing");
+        done_testing;
+        exit;
+    }
+    plan skip_all => "browser tests need: @missing";
 }
 
 # `apache2 -t` on a config: returns (exit status, output).

@@ -42,17 +42,25 @@ my %opt = (
     'inactivity-timeout' => 60, 'keep-alive-timeout' => 60, 'max-requests' => 1_000_000,
     'max-clients' => 10_000, seed => 'cr-sandbox-1', 'catalog-scale' => 1, 'max-recorded' => 50_000,
     'numeric-amounts' => 0, 'numeric-timestamps' => 0, record => 1, 'sse-retry' => 0, 'log-level' => 'warn',
+    'tls-cert' => '', 'tls-key' => '',
 );
 my @args = @ARGV;
 GetOptionsFromArray(\@args, \%opt, 'listen|l=s', 'parent-pid=i', 'auto-advance=f', 'heartbeat=f',
     'inactivity-timeout=i', 'keep-alive-timeout=i', 'max-requests=i', 'max-clients=i', 'seed=s',
     'catalog-scale=f', 'max-recorded=i', 'numeric-amounts!', 'numeric-timestamps!', 'sse-retry=i',
-    'log-level=s', 'record!', 'help|h')
+    'log-level=s', 'record!', 'tls-cert=s', 'tls-key=s', 'help|h')
     or die "usage: $0 --listen http://127.0.0.1:PORT [options] (see t/sandbox/README.md)\n";
 if ($opt{help}) { print "see t/sandbox/README.md\n"; exit 0 }
 die "cr-sandbox: --listen must be http://127.0.0.1:PORT (loopback only), got '$opt{listen}'\n"
     unless $opt{listen} =~ m{^http://127\.0\.0\.1:(\d{1,5})/?$} && $1 < 65536;
 my $LISTEN = $opt{listen} =~ s{/$}{}r;
+# --tls-cert/--tls-key: serve HTTPS (IO::Socket::SSL) on the same address.
+die "cr-sandbox: --tls-cert and --tls-key go together\n" if !$opt{'tls-cert'} != !$opt{'tls-key'};
+my $TLS = $opt{'tls-cert'} ? 1 : 0;
+$LISTEN =~ s{^http:}{https:} if $TLS;
+my $DAEMON_LISTEN = $TLS
+    ? "$LISTEN?cert=" . url_escape($opt{'tls-cert'}) . '&key=' . url_escape($opt{'tls-key'})
+    : $LISTEN;
 
 $CrSandbox::Data::SEED  = $opt{seed};
 $CrSandbox::Data::SCALE = $opt{'catalog-scale'};
@@ -401,6 +409,10 @@ sub sub_stop ($sub, $data = '{}') {
 sub notify ($o) {
     $o->{seq}++;
     my $ev = sse_event($o);
+    # When each event left for the subscribers (GET /_sandbox/orders/:oid/sent),
+    # so a test can measure relay delay against the moment it was sent.
+    push @{ $o->{sent} }, { seq => $o->{seq}, state => $o->{order}{order_state},
+        time => Time::HiRes::time(), subscribers => scalar keys %{ $o->{subs} } };
     my $term = $TERMINAL{ $o->{order}{order_state} };
     for my $sid (sort { $a <=> $b } keys %{ $o->{subs} }) {
         my $sub = $o->{subs}{$sid};
@@ -770,6 +782,9 @@ get '/_sandbox/orders/:oid' => sub ($c) {
     with_order($c, sub ($o) { send_json($c, 200, { order => order_json($o), seq => $o->{seq},
         subscribers => scalar keys %{ $o->{subs} } }) });
 };
+get '/_sandbox/orders/:oid/sent' => sub ($c) {
+    with_order($c, sub ($o) { send_json($c, 200, { sent => $o->{sent} // [] }) });
+};
 get '/_sandbox/orders/:oid/subscribers' => sub ($c) {
     my $o = $ORDERS{ $c->param('oid') };
     send_json($c, 200, { count => $o ? scalar(keys %{ $o->{subs} }) : 0 });
@@ -992,5 +1007,5 @@ Mojo::IOLoop->next_tick(sub {
 });
 
 $SIG{PIPE} = 'IGNORE';
-app->start('daemon', '-l', $LISTEN, '-i', $opt{'inactivity-timeout'}, '-k', $opt{'keep-alive-timeout'},
+app->start('daemon', '-l', $DAEMON_LISTEN, '-i', $opt{'inactivity-timeout'}, '-k', $opt{'keep-alive-timeout'},
     '-r', $opt{'max-requests'}, '-c', $opt{'max-clients'});

@@ -41,8 +41,11 @@ export async function browserUnavailable() {
   return reason;
 }
 
-/** Launch headless Chromium with the flags that keep it quiet on a closed network. */
-export async function launch() {
+/**
+ * Launch headless Chromium with the flags that keep it quiet on a closed network.
+ * ignoreHTTPSErrors: accept the test CA's certificate on an https CR_BASE_URL.
+ */
+export async function launch({ ignoreHTTPSErrors = false } = {}) {
   const { chromium } = await import('playwright-core');
   const { base } = env();
   const host = new URL(base).hostname;
@@ -50,6 +53,7 @@ export async function launch() {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
+    ignoreHTTPSErrors,
     viewport: { width: 1200, height: 900 },
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
