@@ -34,6 +34,67 @@ const cr_route_def *cr_route_def_get(cr_route_id id)
     return (id > CR_ROUTE_NONE && id < CR_ROUTE_MAX) ? &routes[id] : NULL;
 }
 
+const char *cr_path_below(const char *uri, const char *base)
+{
+    apr_size_t n = strlen(base);
+    while (n > 1 && base[n - 1] == '/') {
+        n--;
+    }
+    if (!n || strncmp(uri, base, n)
+        || (uri[n] != '/' && uri[n] != '\0' && base[n - 1] != '/')) {
+        return NULL;
+    }
+    return uri + n;
+}
+
+int cr_seconds_parse(const char *arg, apr_interval_time_t *out)
+{
+    apr_int64_t whole = 0, frac = 0, scale = 1000000;
+    const char *s = arg;
+    int digits = 0;
+
+    while (*s >= '0' && *s <= '9') {
+        whole = whole * 10 + (*s++ - '0');
+        if (++digits > 9) {
+            return 0;
+        }
+    }
+    if (*s == '.') {
+        int fd = 0;
+        s++;
+        while (*s >= '0' && *s <= '9') {
+            if (++fd > 6) {
+                return 0;
+            }
+            frac = frac * 10 + (*s++ - '0');
+            scale /= 10;
+        }
+        if (!fd) {
+            return 0;
+        }
+        frac *= scale;
+    }
+    if (*s || (!digits && s == arg)) {
+        return 0;
+    }
+    *out = (apr_interval_time_t)(whole * APR_USEC_PER_SEC + frac);
+    return 1;
+}
+
+const char *cr_seconds_fmt(apr_pool_t *p, apr_interval_time_t t)
+{
+    char *s = apr_psprintf(p, "%" APR_INT64_T_FMT ".%06" APR_INT64_T_FMT,
+                           (apr_int64_t)(t / APR_USEC_PER_SEC), (apr_int64_t)(t % APR_USEC_PER_SEC));
+    apr_size_t n = strlen(s);
+    while (s[n - 1] == '0') {
+        s[--n] = '\0';
+    }
+    if (s[n - 1] == '.') {
+        s[n - 1] = '\0';
+    }
+    return s;
+}
+
 int cr_has_ctl(const char *s, int allow_tab)
 {
     for (; *s; s++) {

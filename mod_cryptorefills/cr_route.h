@@ -6,6 +6,7 @@
 
 #include <apr_pools.h>
 #include <apr_tables.h>
+#include <apr_time.h>
 
 typedef enum {
     CR_ROUTE_NONE = 0,
@@ -64,6 +65,17 @@ void cr_route_parse(apr_pool_t *p, const char *rel, const char *method,
 
 /* Order ids: [A-Za-z0-9_-]{1,64}. */
 int cr_order_id_ok(const char *s);
+
+/* The rest of uri below the <Location> prefix base ("/api" or "/api/"
+ * both match "/api" and "/api/..." but not "/apix"), or NULL. */
+const char *cr_path_below(const char *uri, const char *base);
+
+/* Seconds as written in a directive: "3", "0.5", "1.25" (at most 9 digits,
+ * 6 decimals, no sign, no floating point).  1 with *out in microseconds,
+ * 0 when arg is not such a number. */
+int cr_seconds_parse(const char *arg, apr_interval_time_t *out);
+/* The shortest text for t in seconds: 1000000 -> "1", 1000 -> "0.001". */
+const char *cr_seconds_fmt(apr_pool_t *p, apr_interval_time_t t);
 
 /* Does s hold a control character (below 0x20, or DEL)?  allow_tab lets a
  * horizontal tab through (it is legal inside an HTTP header value). */

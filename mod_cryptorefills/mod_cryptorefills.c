@@ -25,6 +25,7 @@
 
 #include "mod_cryptorefills_int.h"
 #include "cr_countries.h"
+#include "cr_route.h"
 
 #include <curl/curl.h>
 
@@ -86,12 +87,8 @@ static int cr_map_to_storage(request_rec *r)
         return DECLINED;
     }
     for (i = 0; i < sc->bases->nelts; i++) {
-        const char *b = APR_ARRAY_IDX(sc->bases, i, const char *);
-        apr_size_t n = strlen(b);
-        while (n > 1 && b[n - 1] == '/') {
-            n--;
-        }
-        if (n > 1 && !strncmp(r->uri, b, n) && (r->uri[n] == '/' || r->uri[n] == '\0')) {
+        const char *rel = cr_path_below(r->uri, APR_ARRAY_IDX(sc->bases, i, const char *));
+        if (rel && rel - r->uri > 1) {     /* never all of "/" */
             if (!r->filename) {
                 r->filename = apr_pstrcat(r->pool, "cryptorefills:", r->uri, NULL);
             }

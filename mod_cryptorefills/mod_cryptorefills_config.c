@@ -107,62 +107,20 @@ void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
 
 /* ---- value parsers ------------------------------------------------------ */
 
-/* 1000000 -> "1", 1000 -> "0.001" */
-static const char *fmt_seconds(apr_pool_t *p, apr_interval_time_t t)
-{
-    char *s = apr_psprintf(p, "%" APR_INT64_T_FMT ".%06" APR_INT64_T_FMT,
-                           (apr_int64_t)(t / APR_USEC_PER_SEC), (apr_int64_t)(t % APR_USEC_PER_SEC));
-    apr_size_t n = strlen(s);
-    while (s[n - 1] == '0') {
-        s[--n] = '\0';
-    }
-    if (s[n - 1] == '.') {
-        s[n - 1] = '\0';
-    }
-    return s;
-}
-
-/* "3", "0.5", "1.25": seconds with up to 6 decimals, no floating point. */
+/* "3", "0.5", "1.25": seconds with up to 6 decimals (cr_seconds_parse). */
 static const char *parse_seconds(cmd_parms *cmd, const char *arg, apr_interval_time_t min,
                                  apr_interval_time_t max, apr_interval_time_t *out)
 {
-    apr_int64_t whole = 0, frac = 0, scale = 1000000;
-    const char *s = arg;
-    int digits = 0;
-
-    while (*s >= '0' && *s <= '9') {
-        whole = whole * 10 + (*s++ - '0');
-        if (++digits > 9) {
-            goto bad;
-        }
+    if (!cr_seconds_parse(arg, out)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds", cmd->cmd->name,
+                            arg);
     }
-    if (*s == '.') {
-        int fd = 0;
-        s++;
-        while (*s >= '0' && *s <= '9') {
-            if (++fd > 6) {
-                goto bad;
-            }
-            frac = frac * 10 + (*s++ - '0');
-            scale /= 10;
-        }
-        if (!fd) {
-            goto bad;
-        }
-        frac *= scale;
-    }
-    if (*s || (!digits && s == arg)) {
-        goto bad;
-    }
-    *out = (apr_interval_time_t)(whole * APR_USEC_PER_SEC + frac);
     if (*out < min || *out > max) {
         return apr_psprintf(cmd->pool, "%s: '%s' is out of range (%s to %s seconds)",
-                            cmd->cmd->name, arg, fmt_seconds(cmd->pool, min),
-                            fmt_seconds(cmd->pool, max));
+                            cmd->cmd->name, arg, cr_seconds_fmt(cmd->pool, min),
+                            cr_seconds_fmt(cmd->pool, max));
     }
     return NULL;
-bad:
-    return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds", cmd->cmd->name, arg);
 }
 
 static const char *parse_count(cmd_parms *cmd, const char *arg, apr_int64_t min,

@@ -17,18 +17,6 @@
 
 /* ---- request side ------------------------------------------------------------- */
 
-static const char *strip_base(const char *uri, const char *base)
-{
-    apr_size_t n = strlen(base);
-    while (n > 1 && base[n - 1] == '/') {
-        n--;
-    }
-    if (strncmp(uri, base, n) || (uri[n] != '/' && uri[n] != '\0' && base[n - 1] != '/')) {
-        return NULL;
-    }
-    return uri + n;
-}
-
 /* The path below the handler's <Location>, without leading slashes: the
  * Location's own path when a directive of ours sits in it, else the longest
  * <Location> prefix that sets the handler (found when the config was
@@ -37,7 +25,7 @@ static const char *relative_path(request_rec *r, const cr_conf *c)
 {
     const char *rel = NULL;
     if (c->base && c->base[0] == '/') {
-        rel = strip_base(r->uri, c->base);
+        rel = cr_path_below(r->uri, c->base);
     }
     if (!rel) {
         cr_srv_conf *sc = cr_srv_conf_get(r->server);
@@ -45,7 +33,7 @@ static const char *relative_path(request_rec *r, const cr_conf *c)
         int i;
         for (i = 0; sc->bases && i < sc->bases->nelts; i++) {
             const char *b = APR_ARRAY_IDX(sc->bases, i, const char *);
-            const char *t = strip_base(r->uri, b);
+            const char *t = cr_path_below(r->uri, b);
             if (t && (apr_size_t)(t - r->uri) >= best) {
                 best = (apr_size_t)(t - r->uri);
                 rel = t;

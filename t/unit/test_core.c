@@ -384,6 +384,43 @@ START_TEST(idem_records)
 }
 END_TEST
 
+START_TEST(path_below)
+{
+    ck_assert_str_eq(cr_path_below("/api/brands", "/api"), "/brands");
+    ck_assert_str_eq(cr_path_below("/api/brands", "/api/"), "/brands");
+    ck_assert_str_eq(cr_path_below("/api", "/api/"), "");
+    ck_assert_ptr_null(cr_path_below("/apix/brands", "/api"));
+    ck_assert_ptr_null(cr_path_below("/other", "/api"));
+    ck_assert_str_eq(cr_path_below("/brands", "/"), "brands");
+    ck_assert_ptr_null(cr_path_below("/brands", ""));
+}
+END_TEST
+
+START_TEST(seconds)
+{
+    apr_interval_time_t t = 0;
+    ck_assert(cr_seconds_parse("3", &t));
+    ck_assert_int_eq(t, 3000000);
+    ck_assert(cr_seconds_parse("0.5", &t));
+    ck_assert_int_eq(t, 500000);
+    ck_assert(cr_seconds_parse("1.000001", &t));
+    ck_assert_int_eq(t, 1000001);
+    ck_assert(cr_seconds_parse(".25", &t));
+    ck_assert_int_eq(t, 250000);
+    ck_assert(!cr_seconds_parse("", &t));
+    ck_assert(!cr_seconds_parse(".", &t));
+    ck_assert(!cr_seconds_parse("1.", &t));
+    ck_assert(!cr_seconds_parse("-1", &t));
+    ck_assert(!cr_seconds_parse("1e3", &t));
+    ck_assert(!cr_seconds_parse("0.0000001", &t));
+    ck_assert(!cr_seconds_parse("1234567890", &t));
+    ck_assert_str_eq(cr_seconds_fmt(pool, 1000000), "1");
+    ck_assert_str_eq(cr_seconds_fmt(pool, 1000), "0.001");
+    ck_assert_str_eq(cr_seconds_fmt(pool, 0), "0");
+    ck_assert_str_eq(cr_seconds_fmt(pool, 2500000), "2.5");
+}
+END_TEST
+
 START_TEST(buf_grows)
 {
     cr_buf b;
@@ -514,6 +551,8 @@ int main(void)
     tcase_add_test(tc, centry_gzip_roundtrip);
     tcase_add_test(tc, centry_etags);
     tcase_add_test(tc, idem_records);
+    tcase_add_test(tc, path_below);
+    tcase_add_test(tc, seconds);
     tcase_add_test(tc, buf_grows);
     tcase_add_test(tc, ptable_refs);
     suite_add_tcase(s, tc);
