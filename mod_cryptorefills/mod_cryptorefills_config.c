@@ -17,6 +17,7 @@
 #include "mod_cryptorefills_config.h"
 #include "cr_countries.h"
 #include "cr_route.h"
+#include "cr_upstream.h"
 
 /* Defaults (contract): applied in cr_conf_get alone. */
 #define CR_DEF_COUNTRY          "US"
@@ -65,6 +66,8 @@ void *cr_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(partner_id);
     MERGE_PTR(app_version);
     MERGE_PTR(default_country);
+    MERGE_PTR(ca_file);
+    MERGE_PTR(proxy);
     if (add->country_env_set) {
         c->country_env = add->country_env;
         c->country_env_set = 1;
@@ -196,6 +199,40 @@ static const char *set_upstream(cmd_parms *cmd, void *dc, const char *arg)
         url[--n] = '\0';
     }
     c->upstream = url;
+    return NULL;
+}
+
+static const char *set_ca_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *path = ap_server_root_relative(cmd->pool, arg);
+    const char *err;
+
+    if (!path) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a valid path", cmd->cmd->name, arg);
+    }
+    /* Checked now, so `apachectl -t` names the directive rather than every
+     * upstream call failing its handshake later. */
+    err = cr_upstream_ca_check(cmd->temp_pool, path);
+    if (err) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
+    }
+    ((cr_dir_conf *)dc)->ca_file = path;
+    return NULL;
+}
+
+static const char *set_proxy(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err;
+
+    if (!strcasecmp(arg, "none")) {
+        ((cr_dir_conf *)dc)->proxy = "";   /* set, and overrides an inherited proxy */
+        return NULL;
+    }
+    err = cr_upstream_proxy_check(cmd->temp_pool, arg);
+    if (err) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
+    }
+    ((cr_dir_conf *)dc)->proxy = arg;
     return NULL;
 }
 
@@ -337,6 +374,10 @@ static const char *set_cache(cmd_parms *cmd, void *dc, const char *arg)
 const command_rec cr_cmds[] = {
     AP_INIT_TAKE1("CryptorefillsUpstream", set_upstream, NULL, DIR_OR_SRV,
                   "Upstream base URL (http or https); a trailing path is a prefix"),
+    AP_INIT_TAKE1("CryptorefillsCACertificateFile", set_ca_file, NULL, DIR_OR_SRV,
+                  "PEM file of the CAs trusted for an https upstream, instead of the system store"),
+    AP_INIT_TAKE1("CryptorefillsUpstreamProxy", set_proxy, NULL, DIR_OR_SRV,
+                  "HTTP(S) proxy for upstream calls (CONNECT for https), or none (default none)"),
     AP_INIT_TAKE1("CryptorefillsPartnerId", set_partner_id, NULL, DIR_OR_SRV,
                   "Partner id, sent upstream as X-Cr-Application (required)"),
     AP_INIT_TAKE1("CryptorefillsAppVersion", set_app_version, NULL, DIR_OR_SRV,
@@ -523,6 +564,199 @@ void cr_config_collect_bases(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s
     walk_sections(ptemp, s, collect_one, pconf);
 }
 
+int cr_config_claims(const server_rec *s, const char *uri)
+{
+    const cr_srv_conf *sc = ap_get_module_config(s->module_config, &cryptorefills_module);
+    int i;
+
+    if (!sc->bases || !uri || uri[0] != '/') {
+        return 0;
+    }
+    for (i = 0; i < sc->bases->nelts; i++) {
+        const char *rel = cr_path_below(uri, APR_ARRAY_IDX(sc->bases, i, const char *));
+        if (rel && rel - uri > 1) {     /* never all of "/" */
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int cr_config_handler_is_ours(request_rec *r)
+{
+    const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
+    const char *h = core->handler;
+
+    if (core->expr_handler) {
+        const char *err = NULL;
+        h = ap_expr_str_exec(r, core->expr_handler, &err);
+        if (err) {
+            return 0;
+        }
+    }
+    return h && !strcasecmp(h, CR_HANDLER);
+}
+
+/* ---- proxy rules that cover the handler's <Location>s ------------------------- */
+
+/* One server's view while walking the config tree in file order: the
+ * exclusions (`ProxyPass PATH !`) seen so far, and the notices given. */
+typedef struct shadow_walk {
+    apr_pool_t *p;
+    server_rec *main;
+    apr_array_header_t *excluded;   /* const char * paths, in file order */
+    apr_hash_t *told;               /* "base file:line" already noticed */
+} shadow_walk;
+
+/* mod_proxy's prefix rule: PATH covers every URI that starts with it; a
+ * trailing slash of PATH also covers the bare prefix (/api/ covers the
+ * routes below /api). */
+static int path_covers(const char *path, const char *base)
+{
+    apr_size_t n = strlen(path);
+    if (n > 0 && path[n - 1] == '/') {
+        n--;
+        return !strncmp(base, path, n) && (n == 0 || base[n] == '/' || base[n] == '\0');
+    }
+    return !strncmp(base, path, n);
+}
+
+static server_rec *server_of(server_rec *main, const ap_directive_t *vhost)
+{
+    server_rec *v;
+    if (!vhost) {
+        return main;
+    }
+    for (v = main->next; v; v = v->next) {
+        if (v->defn_name && vhost->filename && !strcmp(v->defn_name, vhost->filename)
+            && v->defn_line_number == (unsigned)vhost->line_num) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* A RewriteRule with the P flag, in server or vhost context: does its
+ * pattern match a route below base? */
+static int rewrite_covers(apr_pool_t *p, const char *args, const char *base, const char **subst)
+{
+    const char *pat = ap_getword_conf(p, &args);
+    const char *flags;
+    ap_regex_t *re;
+    int hit, icase;
+
+    *subst = ap_getword_conf(p, &args);
+    flags = ap_getword_conf(p, &args);
+    if (!*pat || pat[0] == '!' || !*flags || flags[0] != '[') {
+        return 0;
+    }
+    {
+        char *f = apr_pstrdup(p, flags + 1), *tok, *last;
+        int proxy = 0;
+        icase = 0;
+        for (tok = apr_strtok(f, ",]", &last); tok; tok = apr_strtok(NULL, ",]", &last)) {
+            if (!strcasecmp(tok, "P") || !strcasecmp(tok, "proxy")) {
+                proxy = 1;
+            }
+            else if (!strcasecmp(tok, "NC") || !strcasecmp(tok, "nocase")) {
+                icase = 1;
+            }
+        }
+        if (!proxy) {
+            return 0;
+        }
+    }
+    re = ap_pregcomp(p, pat, AP_REG_EXTENDED | (icase ? AP_REG_ICASE : 0));
+    if (!re) {
+        return 0;
+    }
+    hit = !ap_regexec(re, base, 0, NULL, 0)
+          || !ap_regexec(re, apr_pstrcat(p, base, "/", NULL), 0, NULL, 0);
+    return hit;
+}
+
+static void shadow_check(shadow_walk *w, server_rec *v, const ap_directive_t *d,
+                         const char *kind, const char *path, const char *target)
+{
+    const cr_srv_conf *sc = ap_get_module_config(v->module_config, &cryptorefills_module);
+    int i, j;
+
+    for (i = 0; sc->bases && i < sc->bases->nelts; i++) {
+        const char *b = APR_ARRAY_IDX(sc->bases, i, const char *);
+        const char *key;
+        int excluded = 0;
+
+        if (path ? !path_covers(path, b) : !rewrite_covers(w->p, d->args, b, &target)) {
+            continue;
+        }
+        for (j = 0; j < w->excluded->nelts && !excluded; j++) {
+            excluded = path_covers(APR_ARRAY_IDX(w->excluded, j, const char *), b);
+        }
+        key = apr_psprintf(w->p, "%s %s:%d", b, d->filename, d->line_num);
+        if (excluded || apr_hash_get(w->told, key, APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        apr_hash_set(w->told, key, APR_HASH_KEY_STRING, "");
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, v, CRLOGNO(01005)
+                     "<Location %s> (SetHandler " CR_HANDLER ") lies under %s %s %s at %s:%d: "
+                     "the module answers below %s, the proxy rule only elsewhere", b, kind,
+                     path ? path : d->args, path ? target : "", d->filename, d->line_num, b);
+    }
+}
+
+static void shadow_walk_tree(shadow_walk *w, const ap_directive_t *d, const ap_directive_t *vhost)
+{
+    for (; d; d = d->next) {
+        if (!strcasecmp(d->directive, "<VirtualHost")) {
+            shadow_walk w2 = *w;
+            /* A vhost inherits the exclusions of the main server's
+             * ProxyPass list (mod_proxy puts them first), not its own. */
+            w2.excluded = apr_array_copy(w->p, w->excluded);
+            shadow_walk_tree(&w2, d->first_child, d);
+            continue;
+        }
+        if (d->first_child) {
+            continue;   /* <Location>, <Directory>, <IfModule> ...: see below */
+        }
+        if (d->args && !strcasecmp(d->directive, "ProxyPass")) {
+            const char *args = d->args;
+            const char *path = ap_getword_conf(w->p, &args);
+            const char *url = ap_getword_conf(w->p, &args);
+            server_rec *v = server_of(w->main, vhost);
+
+            if (path[0] != '/' || !*url) {
+                continue;
+            }
+            if (!strcmp(url, "!")) {
+                APR_ARRAY_PUSH(w->excluded, const char *) = path;
+                continue;
+            }
+            for (; v; v = vhost ? NULL : v->next) {
+                shadow_check(w, v, d, "ProxyPass", path, url);
+            }
+        }
+        else if (d->args && !strcasecmp(d->directive, "RewriteRule")) {
+            server_rec *v = server_of(w->main, vhost);
+            if (v) {
+                shadow_check(w, v, d, "RewriteRule", NULL, NULL);
+            }
+        }
+    }
+}
+
+/* <IfModule>/<IfDefine> bodies are already resolved into the tree's top
+ * level by the time post_config runs; other sections (<Location>,
+ * <Directory>, <Proxy>) hold per-directory rules that mod_proxy and
+ * mod_rewrite apply after the module has claimed the request. */
+void cr_config_notice_shadowing(apr_pool_t *ptemp, server_rec *s)
+{
+    shadow_walk w;
+    w.p = ptemp;
+    w.main = s;
+    w.excluded = apr_array_make(ptemp, 4, sizeof(const char *));
+    w.told = apr_hash_make(ptemp);
+    shadow_walk_tree(&w, ap_conftree, NULL);
+}
+
 /* A directive's name, from the table (where each name is written once). */
 static const char *directive_name(const void *setter)
 {
@@ -556,6 +790,8 @@ const cr_conf *cr_conf_get(request_rec *r)
     e->app_version = d->app_version;
     e->default_country = d->default_country ? d->default_country : CR_DEF_COUNTRY;
     e->country_env = d->country_env;
+    e->ca_file = d->ca_file;
+    e->proxy = d->proxy && *d->proxy ? d->proxy : NULL;
     PICK(connect_timeout, CR_UNSET_TIME, CR_DEF_CONNECT_TIMEOUT);
     PICK(timeout, CR_UNSET_TIME, CR_DEF_TIMEOUT);
     PICK(max_body, -1, (apr_off_t)CR_DEF_MAX_BODY);

@@ -75,12 +75,17 @@ static int write_flush(stream_t *st, const char *data, apr_size_t len)
     return 0;
 }
 
-/* Has the browser closed its side?  A peek at the socket sees an orderly
- * close before any write would; anything readable (pipelined bytes, TLS
- * records, other HTTP/2 streams) is left alone and heartbeats decide. */
+/* Has the browser closed its side?  Over HTTP/1 a peek at the socket sees
+ * an orderly close before any write would; anything readable (pipelined
+ * bytes, TLS records) is left alone and heartbeats decide.  Under mod_http2
+ * the request runs on a secondary connection (c->master set) whose socket
+ * is mod_http2's one unconnected placeholder: a peek there fails with
+ * ENOTCONN whatever the browser does.  A reset stream or a lost connection
+ * shows instead as c->aborted (set by mod_http2 from the primary
+ * connection) and as a failed write. */
 static int client_closed(request_rec *r)
 {
-    apr_socket_t *sock = ap_get_conn_socket(r->connection);
+    apr_socket_t *sock;
     apr_os_sock_t fd;
     char b;
     ssize_t n;
@@ -88,6 +93,10 @@ static int client_closed(request_rec *r)
     if (r->connection->aborted) {
         return 1;
     }
+    if (r->connection->master) {
+        return 0;
+    }
+    sock = ap_get_conn_socket(r->connection);
     if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
         return 0;
     }

@@ -107,6 +107,8 @@ void cr_upstream_build(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                                  (def->flags & CR_RF_ORDER) != 0 || stream, last_event_id);
     req->body = body;
     req->body_len = blen;
+    req->ca_file = c->ca_file;
+    req->proxy = c->proxy;
     req->connect_timeout_ms = (long)apr_time_as_msec(c->connect_timeout);
     /* A stream has no overall limit: its handler bounds the head, the
      * silences and the lifetime itself. */

@@ -77,14 +77,63 @@ C
         CrRoutes::order_stream(label => $name, sb => $sb, oid => $oid, version => '2',
             open => sub { CrCurl::stream(url => $httpd->url("/api/orders/$oid/subscribe"), proto => 'h2', ca => $ca) });
 
+        # The module tells the operator it claimed paths a proxy rule covers
+        # (CR01005, naming the rule's file:line), but not where an earlier
+        # `ProxyPass /api !` already leaves /api alone.
+        my $log = $httpd->slurp('error.log');
+        my @notices = $log =~ /^.*CR01005.*$/mg;
         if ($name =~ /^ProxyPass \/( in|$)/) {
-            # The module tells the operator it claimed paths a proxy rule covers.
-            like($httpd->slurp('error.log'), qr/CR\d+.*ProxyPass.*\/api|CR\d+.*\/api.*ProxyPass/,
-                 'a start-up notice names the shadowing ProxyPass and the Location');
+            ok((grep { m{<Location /api>.* ProxyPass / \Q$APP\E/ at \S+:\d+} } @notices),
+               'a start-up notice names the shadowing ProxyPass (file:line) and the Location')
+                or diag explain \@notices;
         }
+        elsif ($name =~ /RewriteRule/) {
+            ok((grep { m{<Location /api>.* RewriteRule \^/\(\.\*\)\$ .*\[P\].* at \S+:\d+} } @notices),
+               'a start-up notice names the shadowing RewriteRule [P] and the Location')
+                or diag explain \@notices;
+        }
+        else {
+            is(scalar @notices, 0, 'no notice: the earlier ProxyPass /api ! excludes the Location')
+                or diag explain \@notices;
+        }
+        my %seen;
+        my @msgs = map { /(CR01005: .*)$/ ? $1 : $_ } @notices;
+        ok(!(grep { $seen{$_}++ } @msgs), 'no notice given twice (post_config runs twice)')
+            or diag explain \@msgs;
         $httpd->stop;
     };
 }
+
+subtest 'a <Location> inside the module\'s that sets no handler stays the proxy\'s' => sub {
+    # Claimed by prefix before the location walk, given back after it: the
+    # nested section's requests are translated by mod_proxy and mod_rewrite
+    # as if the module were not there.
+    my $httpd = CrTest->try_start(sandbox => $sb, modules => \@PROXY_MODS, tls => $pki, h2 => 1,
+        conf => <<"C") or return;
+ProxyPass /api/legacy/ $APP/old/
+ProxyPass / $APP/
+RewriteEngine on
+RewriteRule ^/api/rw/(.*)\$ $APP/rewritten/\$1 [P]
+<Location "/api/legacy">
+    SetHandler none
+</Location>
+<Location "/api/rw">
+    SetHandler none
+</Location>
+C
+    my $get = sub { CrCurl::request(url => $httpd->url($_[0]), proto => 'h2', ca => $ca) };
+    # (A ProxyPass with mapping=encoded there would not apply: mod_proxy maps
+    # those before the location walk, where the prefix alone decides.)
+    my $r = $get->('/api/legacy/x%20y');
+    is($r->{json} && $r->{json}{app}, 'backend', 'ProxyPass below SetHandler none: the app');
+    is($r->{json} && $r->{json}{path}, '/old/x%20y', '... at the mapped path') or diag explain $r->{json};
+    $r = $get->('/api/rw/z');
+    is($r->{json} && $r->{json}{path}, '/rewritten/z', 'RewriteRule [P] below SetHandler none: the app');
+    $r = $get->('/api/countries');
+    is($r->{code}, 200, 'the module still answers beside them');
+    ok($r->{json} && !$r->{json}{app}, '... itself');
+    $httpd->stop;
+};
 
 $sb->stop;
 $app->stop;
