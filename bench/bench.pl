@@ -35,7 +35,7 @@ my $DATA = "$BENCH/data";
 my %opt = (duration => 10, rounds => 3, warmup => 2);
 GetOptions(\%opt, 'duration=f', 'rounds=i', 'conns=s', 'streams=s', 'hold=f', 'quick',
            'warmup=f', 'no-wait', 'baseline-module=s', 'baseline-rev=s',
-           'small-mpm') or die "bad options\n";
+           'small-mpm', 'baseline=s') or die "bad options\n";
 if ($opt{quick}) { $opt{duration} = 2; $opt{rounds} = 1; $opt{warmup} = 1; $opt{hold} //= 3;
                    $opt{streams} //= '100'; }
 $opt{hold} //= 10;
@@ -366,6 +366,8 @@ sub bench_proxy {
     my $up = start_upstream();
     my $A = start_module_server($up);
     my $S = start_stock_server($up);
+    # --baseline PATH: a second build of the module (before/after in one run)
+    my $B = $opt{baseline} ? do { local $ENV{CR_MODULE} = $opt{baseline}; start_module_server($up) } : undef;
     my $price_q = 'brand_name=Airbnb&country_code=US&face_value=100&coin=USDC';
     my $valid = slurp("$DATA/validations.json");
     my $price = slurp("$DATA/price.json");
@@ -389,14 +391,18 @@ sub bench_proxy {
             method => 'POST', body_file => $body, server => $A, upstream => $up },
           { name => 'mod_proxy_http POST', conns => $c, url => $S->url('/stock/v5/orders/validations'),
             method => 'POST', body_file => $body, server => $S, upstream => $up },
+          ($B ? { name => 'baseline POST validations', conns => $c, url => $B->url('/api/orders/validations'),
+                  method => 'POST', body_file => $body, server => $B, upstream => $up } : ()),
           { name => 'direct GET price', conns => $c, url => "$up->{url}/v4/products/price?$price_q", upstream => $up },
           { name => 'module GET price', conns => $c, url => $A->url("/api/products/price?$price_q"),
             server => $A, upstream => $up },
+          ($B ? { name => 'baseline GET price', conns => $c, url => $B->url("/api/products/price?$price_q"),
+                  server => $B, upstream => $up } : ()),
           { name => 'mod_proxy_http GET price', conns => $c, url => $S->url("/stock/v4/products/price?$price_q"),
             server => $S, upstream => $up };
     }
     measure(\@configs);
-    my $errs = stop_server($A) + stop_server($S);
+    my $errs = stop_server($A) + stop_server($S) + ($B ? stop_server($B) : 0);
     stop_upstream($up);
     print "\n";
     table(\@configs);
@@ -406,7 +412,11 @@ sub bench_proxy {
           ratio(\@configs, "POST c=$c module / mod_proxy_http", "module POST validations\@$c", "mod_proxy_http POST\@$c", 1.0),
           ratio(\@configs, "POST c=$c module / direct", "module POST validations\@$c", "direct POST validations\@$c"),
           ratio(\@configs, "GET c=$c module / mod_proxy_http", "module GET price\@$c", "mod_proxy_http GET price\@$c", 1.0),
-          ratio(\@configs, "GET c=$c module / direct", "module GET price\@$c", "direct GET price\@$c");
+          ratio(\@configs, "GET c=$c module / direct", "module GET price\@$c", "direct GET price\@$c"),
+          ratio(\@configs, "POST c=$c module / baseline build", "module POST validations\@$c", "baseline POST validations\@$c"),
+          ratio(\@configs, "GET c=$c module / baseline build", "module GET price\@$c", "baseline GET price\@$c"),
+          ratio(\@configs, "POST c=$c baseline build / mod_proxy_http", "baseline POST validations\@$c", "mod_proxy_http POST\@$c"),
+          ratio(\@configs, "GET c=$c baseline build / mod_proxy_http", "baseline GET price\@$c", "mod_proxy_http GET price\@$c");
     }
     save('proxy', { bench => 'proxy', configs => \@configs, ratios => \@ratios, opt => \%opt,
                     error_log_lines => $errs, load_end => loadavg() });

@@ -139,6 +139,20 @@ static int utf8_seq(const unsigned char *p, apr_size_t avail)
 /* Scan the string whose opening quote is at *pi; on success *pi is just
  * past the closing quote.  On failure returns a reason with *pi at the
  * offending byte. */
+/* Bytes that stand for themselves inside a string: printable ASCII but the
+ * quote and the backslash. */
+#define PL16(c) 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+static const unsigned char plain_char[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,     /* 0x22 '"' */
+    PL16(3), PL16(4),
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,     /* 0x5C '\\' */
+    PL16(6), PL16(7)
+    /* 0x80-0xFF: 0, checked as UTF-8 */
+};
+#undef PL16
+
 static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t *pi,
                                apr_size_t max, apr_uint32_t *hash_out, apr_size_t *dlen_out)
 {
@@ -149,6 +163,17 @@ static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t 
 
     for (;;) {
         unsigned char c;
+        /* The common case first, in a tight loop: a run of printable ASCII
+         * other than the quote and the backslash. */
+        apr_size_t run = i;
+        while (i < n && plain_char[b[i]]) {
+            h = (h ^ b[i]) * FNV_PRIME;
+            i++;
+        }
+        dlen += i - run;
+        if (dlen > max) {
+            return "string too long";    /* *pi still names the string's start */
+        }
         if (i >= n) {
             *pi = n;
             return "truncated JSON";

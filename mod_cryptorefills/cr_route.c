@@ -5,6 +5,7 @@
 
 #include "cr_route.h"
 #include "cr_countries.h"
+#include "cr_buf.h"
 
 /* Longest query value passed upstream; brand and family names are far shorter. */
 #define CR_MAX_PARAM_LEN 200
@@ -445,16 +446,26 @@ const char *cr_route_upstream_path(apr_pool_t *p, const cr_route_req *rr,
                                       : def->upstream;
     const char *const *a;
     char sep = '?';
+    cr_buf b;
 
+    /* One buffer for the whole path: the query is on every price and
+     * catalog call, and re-printing the path per parameter copied it each
+     * time. */
+    cr_buf_init(&b, p, 256);
+    cr_buf_append(&b, path, strlen(path));
     for (a = def->params; *a; a++) {
         const char *v = apr_table_get(rr->query, *a);
         if (!v && !strcmp(*a, "country_code") && (def->flags & CR_RF_COUNTRYQ)) {
             v = country;
         }
         if (v) {
-            path = apr_psprintf(p, "%s%c%s=%s", path, sep, *a, cr_url_encode(p, v));
+            const char *e = cr_url_encode(p, v);
+            cr_buf_append(&b, &sep, 1);
+            cr_buf_append(&b, *a, strlen(*a));
+            cr_buf_append(&b, "=", 1);
+            cr_buf_append(&b, e, strlen(e));
             sep = '&';
         }
     }
-    return path;
+    return cr_buf_str(&b);
 }

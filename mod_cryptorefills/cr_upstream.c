@@ -74,6 +74,11 @@ apr_uint64_t cr_upstream_connects(cr_upstream_pool *up)
     return apr_atomic_read32(&up->connects);
 }
 
+static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata);
+static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata);
+static int on_xferinfo(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow);
+
 /* The setting a connection depends on besides its URL: what it trusts and
  * how it gets there. */
 static const char *handle_key(apr_pool_t *p, const cr_upstream_req *req)
@@ -82,9 +87,61 @@ static const char *handle_key(apr_pool_t *p, const cr_upstream_req *req)
                        req->proxy ? req->proxy : "", NULL);
 }
 
-/* Take the most recently returned handle made under the same key: its
- * connection is the warmest one this request may use. */
-static CURL *handle_get(cr_upstream_pool *up, const char *key)
+/* Options that stay the same for every transfer a handle makes: set once
+ * when the handle is created.  A handle is only ever reused under the same
+ * key, so its CA file and proxy are constant too.  The options that change
+ * per request are all set by set_request_options() and the ones pointing
+ * into a request's memory are cleared by clear_request_options(); there is
+ * no curl_easy_reset() per request, which would throw these away and make
+ * libcurl re-derive them on every exchange. */
+static int set_handle_options(CURL *h, const cr_upstream_pool *up, const cr_upstream_req *req)
+{
+#define HSETOPT(o, v) do { if (curl_easy_setopt(h, (o), (v)) != CURLE_OK) return -1; } while (0)
+    HSETOPT(CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    HSETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+    HSETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    HSETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    HSETOPT(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    HSETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+    /* TLS to the upstream always verifies the peer and its host name. */
+    HSETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
+    HSETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+    if (req->ca_file && *req->ca_file) {
+        /* Only these CAs: the built-in CA directory would otherwise still
+         * be searched beside the file. */
+        HSETOPT(CURLOPT_CAINFO, req->ca_file);
+        HSETOPT(CURLOPT_CAPATH, (char *)NULL);
+        /* The same CAs for an https:// proxy; a libcurl without HTTPS-proxy
+         * support refuses these, which only matters if one is configured
+         * (and then the CONNECT itself fails). */
+        (void)curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, req->ca_file);
+        (void)curl_easy_setopt(h, CURLOPT_PROXY_CAPATH, (char *)NULL);
+    }
+    if (req->proxy && *req->proxy) {
+        HSETOPT(CURLOPT_PROXY, req->proxy);
+        /* An empty list, not NULL: NULL makes libcurl read NO_PROXY. */
+        HSETOPT(CURLOPT_NOPROXY, "");
+    }
+    else {
+        /* "" (not NULL) switches proxies off, environment variables included. */
+        HSETOPT(CURLOPT_PROXY, "");
+    }
+    HSETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+    HSETOPT(CURLOPT_TCP_NODELAY, 1L);
+    HSETOPT(CURLOPT_USERAGENT, up->user_agent);
+    HSETOPT(CURLOPT_WRITEFUNCTION, on_write);
+    HSETOPT(CURLOPT_HEADERFUNCTION, on_header);
+    HSETOPT(CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+#undef HSETOPT
+    return 0;
+}
+
+/* Take the most recently returned handle made under the same key (its
+ * connection is the warmest one this request may use), or make one. */
+static CURL *handle_get(cr_upstream_pool *up, const char *key, const cr_upstream_req *req)
 {
     CURL *h = NULL;
     char *old = NULL;
@@ -102,12 +159,14 @@ static CURL *handle_get(cr_upstream_pool *up, const char *key)
     apr_thread_mutex_unlock(up->mutex);
     free(old);
     if (h) {
-        /* Drop every option of the previous use (header lists, callbacks,
-         * batons that pointed into a freed pool); connections stay. */
-        curl_easy_reset(h);
         return h;
     }
-    return curl_easy_init();
+    h = curl_easy_init();
+    if (h && set_handle_options(h, up, req) != 0) {
+        curl_easy_cleanup(h);
+        h = NULL;
+    }
+    return h;
 }
 
 /* Return a handle; when the pool is full the oldest idle one goes. */
@@ -170,7 +229,8 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
 {
     xfer_t *x = userdata;
     apr_size_t n = size * nitems;
-    if ((n == 2 && buf[0] == '\r' && buf[1] == '\n') || (n == 1 && buf[0] == '\n')) {
+    if (x->req->on_headers
+        && ((n == 2 && buf[0] == '\r' && buf[1] == '\n') || (n == 1 && buf[0] == '\n'))) {
         long status = 0;
         char *ct = NULL;
         curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
@@ -210,6 +270,20 @@ const char *cr_upstream_rc_name(cr_upstream_rc rc)
     }
 }
 
+/* The handle must not keep pointers into a finished request's memory (its
+ * pool, its stack).  POSTFIELDS NULL selects POST, so HTTPGET comes after. */
+static void clear_request_options(CURL *h)
+{
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, NULL);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, NULL);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, NULL);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+}
+
 #define SETOPT(h, o, v) do { if (curl_easy_setopt((h), (o), (v)) != CURLE_OK) goto setopt_failed; } while (0)
 
 struct cr_upstream_xfer {
@@ -236,7 +310,7 @@ cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
     cr_buf_init(&xf->x.body, p, 16384);
 
     xf->key = handle_key(p, req);
-    h = handle_get(up, xf->key);
+    h = handle_get(up, xf->key, req);
     if (!h) {
         resp->rc = CR_UP_INTERNAL;
         resp->error = "curl_easy_init failed";
@@ -258,80 +332,36 @@ cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
     xf->hl = nl;
 
     SETOPT(h, CURLOPT_URL, req->url);
-    SETOPT(h, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-#else
-    SETOPT(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-    SETOPT(h, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
-    /* TLS to the upstream always verifies the peer and its host name. */
-    SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (req->ca_file && *req->ca_file) {
-        /* Only these CAs: the built-in CA directory would otherwise still
-         * be searched beside the file. */
-        SETOPT(h, CURLOPT_CAINFO, req->ca_file);
-        SETOPT(h, CURLOPT_CAPATH, (char *)NULL);
-        /* The same CAs for an https:// proxy; a libcurl without HTTPS-proxy
-         * support refuses these, which only matters if one is configured
-         * (and then the CONNECT itself fails). */
-        (void)curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, req->ca_file);
-        (void)curl_easy_setopt(h, CURLOPT_PROXY_CAPATH, (char *)NULL);
-    }
-    if (req->proxy && *req->proxy) {
-        SETOPT(h, CURLOPT_PROXY, req->proxy);
-        /* An empty list, not NULL: NULL makes libcurl read NO_PROXY. */
-        SETOPT(h, CURLOPT_NOPROXY, "");
-    }
-    else {
-        /* "" (not NULL) switches proxies off, environment variables included. */
-        SETOPT(h, CURLOPT_PROXY, "");
-    }
     SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms > 0 ? req->connect_timeout_ms : 3000L);
     SETOPT(h, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 0L);
-    SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
     SETOPT(h, CURLOPT_HTTPHEADER, xf->hl);
-    SETOPT(h, CURLOPT_USERAGENT, up->user_agent);
     SETOPT(h, CURLOPT_ERRORBUFFER, xf->errbuf);
-    SETOPT(h, CURLOPT_WRITEFUNCTION, on_write);
     SETOPT(h, CURLOPT_WRITEDATA, &xf->x);
-    if (req->on_data) {
-        /* A stream sits mostly idle for minutes: a small receive buffer
-         * (events are a few KB) keeps a thousand of them cheap. */
-        SETOPT(h, CURLOPT_BUFFERSIZE, 4096L);
-    }
-    if (!req->on_data) {
-        /* Collected bodies may come compressed; streams must not be held
-         * back by a decompressor waiting for a block. */
-        SETOPT(h, CURLOPT_ACCEPT_ENCODING, "");
-        if (req->max_response) {
-            SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_response);
-        }
-    }
-    if (req->on_headers) {
-        SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
-        SETOPT(h, CURLOPT_HEADERDATA, &xf->x);
-    }
-    if (req->on_tick) {
-        SETOPT(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
-        SETOPT(h, CURLOPT_XFERINFODATA, &xf->x);
-        SETOPT(h, CURLOPT_NOPROGRESS, 0L);
-    }
+    /* Every option below is set on each request, to this request's value or
+     * back to libcurl's default, so nothing of a previous use carries over. */
+    /* A stream sits mostly idle for minutes: a small receive buffer (events
+     * are a few KB) keeps a thousand of them cheap. */
+    SETOPT(h, CURLOPT_BUFFERSIZE, req->on_data ? 4096L : (long)CURL_MAX_WRITE_SIZE);
+    /* Collected bodies may come compressed; streams must not be held back
+     * by a decompressor waiting for a block. */
+    SETOPT(h, CURLOPT_ACCEPT_ENCODING, req->on_data ? NULL : "");
+    SETOPT(h, CURLOPT_MAXFILESIZE_LARGE,
+           (curl_off_t)(!req->on_data && req->max_response ? req->max_response : 0));
+    SETOPT(h, CURLOPT_HEADERDATA, &xf->x);
+    SETOPT(h, CURLOPT_XFERINFODATA, &xf->x);
+    SETOPT(h, CURLOPT_NOPROGRESS, req->on_tick ? 0L : 1L);
     if (!strcmp(req->method, "POST")) {
         SETOPT(h, CURLOPT_POST, 1L);
         SETOPT(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         SETOPT(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
     }
-    if (req->fresh_connection) {
-        /* libcurl re-sends a request once when a reused connection turns
-         * out dead before any answer; a fresh connection is never "reused",
-         * so a non-idempotent request goes out at most once. */
-        SETOPT(h, CURLOPT_FRESH_CONNECT, 1L);
+    else {
+        SETOPT(h, CURLOPT_HTTPGET, 1L);
     }
+    /* libcurl re-sends a request once when a reused connection turns out
+     * dead before any answer; a fresh connection is never "reused", so a
+     * non-idempotent request goes out at most once. */
+    SETOPT(h, CURLOPT_FRESH_CONNECT, req->fresh_connection ? 1L : 0L);
 
     return xf;
 
@@ -420,9 +450,7 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
         resp->body = cr_buf_str(&xf->x.body);
         resp->len = xf->x.body.len;
     }
-    /* The handle must not keep pointers into this request's memory. */
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    clear_request_options(h);
     curl_slist_free_all(xf->hl);
     xf->hl = NULL;
     if (resp->rc == CR_UP_INTERNAL || resp->rc == CR_UP_ABORTED) {

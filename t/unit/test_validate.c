@@ -1135,6 +1135,12 @@ START_TEST(jscan_limits)
     ck_assert_ptr_null(cr_jscan_check("[\"\\u0061\\u0062\\u0063\\u0064\"]", 28, &lim, NULL));
     ck_assert_str_eq(cr_jscan_check("[\"abcde\"]", 9, &lim, NULL), "string too long");
     ck_assert_str_eq(cr_jscan_check("{\"abcde\":1}", 11, &lim, NULL), "string too long");
+    /* plain runs and escapes count together; the offset names the string */
+    ck_assert_ptr_null(cr_jscan_check("[\"a\\nbc\"]", 9, &lim, NULL));
+    ck_assert_str_eq(cr_jscan_check("[1,\"ab\\ncd\"]", 12, &lim, &off), "string too long");
+    ck_assert_uint_eq(off, 3);
+    ck_assert_str_eq(cr_jscan_check("[\"abc\x7f\x01\"]", 9, &lim, &off), "control character in string");
+    ck_assert_uint_eq(off, 6);
     /* members */
     lim.max_string = 100;
     lim.max_members = 3;
