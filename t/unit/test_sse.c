@@ -533,14 +533,14 @@ START_TEST(oversize)
     ck_assert_int_eq(r.n, 0);
     rec_free(&r);
     /* every data line counts with its LF; comments and unknown fields never */
-    ck_assert_int_eq(parse_n("data: 1\ndata: 234\n\n", 21, 6, &r, NULL), APR_SUCCESS);
-    ck_assert_int_eq(parse_n("data: 1\ndata: 2345\n\n", 22, 6, &r, NULL), APR_ENOSPC);
-    ck_assert_int_eq(parse_n("data: 1\n:23456789\nx: 3456789\n\n", 31, 2, &r, NULL),
+    ck_assert_int_eq(parse_n("data: 1\ndata: 234\n\n", 19, 6, &r, NULL), APR_SUCCESS);
+    ck_assert_int_eq(parse_n("data: 1\ndata: 2345\n\n", 20, 6, &r, NULL), APR_ENOSPC);
+    ck_assert_int_eq(parse_n("data: 1\n:23456789\nx: 3456789\n\n", 30, 2, &r, NULL),
                      APR_SUCCESS);
     rec_free(&r);
     /* an id or event value is bounded on its own */
-    ck_assert_int_eq(parse_n("id: 1234\ndata: 1234\n\n", 23, 5, &r, NULL), APR_SUCCESS);
-    ck_assert_int_eq(parse_n("id: 12345\ndata: 1\n\n", 21, 5, &r, NULL), APR_ENOSPC);
+    ck_assert_int_eq(parse_n("id: 1234\ndata: 1234\n\n", 21, 5, &r, NULL), APR_SUCCESS);
+    ck_assert_int_eq(parse_n("id: 12345\ndata: 1\n\n", 19, 5, &r, NULL), APR_ENOSPC);
     rec_free(&r);
     /* the count restarts at each blank line: many small events are fine */
     ck_assert_int_eq(parse_n("data: 1234\n\ndata: 1234\n\ndata: 1234\n\n", 36, 5, &r, NULL),
