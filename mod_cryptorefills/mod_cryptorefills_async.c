@@ -673,7 +673,11 @@ static void *APR_THREAD_FUNC loop_main(apr_thread_t *thd, void *data)
             next_tick = now + CR_ASYNC_TICK;
         }
     }
-    apr_thread_exit(thd, APR_SUCCESS);
+    /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips
+     * ASan's thread teardown (a false stack-buffer-overflow, then a crash of
+     * the child in the sanitizer pass).  The thread's pool is a subpool of
+     * lpool, destroyed with it after the join (loop_cleanup). */
+    (void)thd;
     return NULL;
 }
 
@@ -1168,7 +1172,7 @@ void cr_async_child_init(apr_pool_t *pchild, server_rec *s, cr_async_stats_t *st
     curl_multi_setopt(L.multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
     curl_multi_setopt(L.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     /* The thread's pool under our own, so nothing frees it under the
-     * thread: apr_thread_exit destroys it, after which lpool goes. */
+     * thread: lpool goes after the join, and the thread's pool with it. */
     rv = apr_thread_create(&L.thread, NULL, loop_main, NULL, L.lpool);
     if (rv != APR_SUCCESS) {
         L.thread = NULL;

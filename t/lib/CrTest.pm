@@ -241,9 +241,14 @@ sub _env {
 sub _san_env {
     my ($self) = @_;
     return () unless $ENV{CR_SANITIZE};
+    # Children run as nobody: the reports go to a directory they may write
+    # (the server's own directory is root's), else a child's report is lost.
+    my $d = "$self->{dir}/san";
+    mkdir $d;
+    chmod 01777, $d;
     return (
-        ASAN_OPTIONS => "detect_leaks=0:abort_on_error=0:log_path=$self->{dir}/sanitizer:allow_user_segv_handler=1",
-        UBSAN_OPTIONS => "print_stacktrace=1:log_path=$self->{dir}/sanitizer",
+        ASAN_OPTIONS => "detect_leaks=0:abort_on_error=0:log_path=$d/sanitizer:allow_user_segv_handler=1",
+        UBSAN_OPTIONS => "print_stacktrace=1:log_path=$d/sanitizer",
     );
 }
 
@@ -328,7 +333,7 @@ sub unexpected_log_lines {
         next if grep { $line =~ $_ } @allow;
         push @bad, $line;
     }
-    for my $f (glob "$self->{dir}/sanitizer*") {
+    for my $f (glob "$self->{dir}/san/sanitizer*") {
         push @bad, "sanitizer report $f:\n" . $self->slurp($f);
     }
     return @bad;
