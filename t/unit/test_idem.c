@@ -452,6 +452,70 @@ START_TEST(file_children_as_user)
 }
 END_TEST
 
+/* The parent (root) reopens a store whose directory User could change:
+ * it follows no symbolic link planted there, touches nothing outside it,
+ * and refuses a directory that is not the store's own. */
+static int sh(const char *cmd)
+{
+    return system(cmd);
+}
+
+START_TEST(file_planted_links_not_followed)
+{
+    cr_ids_conf c;
+    cr_idstore *s;
+    struct stat st;
+    const char *victim = newdir("victim"), *vfile, *err;
+    const char *dir = newdir("planted");
+    int as_root = geteuid() == 0;
+    ck_assert_ptr_null(cr_ids_parse(pool, apr_pstrcat(pool, "file:", dir, NULL), &c));
+    if (as_root) {
+        c.chown = 1;
+        c.uid = 65534;
+        c.gid = 65534;
+    }
+    ck_assert_ptr_null(cr_ids_open(pool, &c, &s));
+    /* A victim directory of root's with an "expired record" in it. */
+    ck_assert_int_eq(mkdir(victim, 0755), 0);
+    ck_assert_int_eq(chmod(victim, 0755), 0);
+    vfile = apr_pstrcat(pool, victim, "/0123456789abcdef0123456789abcdef012345", NULL);
+    ck_assert_int_eq(sh(apr_psprintf(pool, "echo secret > %s && touch -d 2000-01-01 %s",
+                                     vfile, vfile)), 0);
+    /* User replaces DIR/00 with a link to it and spoils .stats (a new
+     * header: the old code swept every subdirectory as root). */
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rmdir %s/00 && ln -s %s %s/00 && "
+                                     "dd if=/dev/zero of=%s/.stats bs=8 count=1 conv=notrunc "
+                                     "2>/dev/null", dir, victim, dir, dir)), 0);
+    ck_assert_ptr_null(cr_ids_open(pool, &c, &s));
+    ck_assert_int_eq(stat(vfile, &st), 0);              /* not swept */
+    ck_assert_int_eq(lstat(victim, &st), 0);
+    ck_assert_int_eq(st.st_uid, geteuid());             /* not given to User */
+    /* .lock, then .stats, as a link to a victim file: refused, untouched. */
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rm %s/.lock && ln -s %s %s/.lock", dir, vfile,
+                                     dir)), 0);
+    err = cr_ids_open(pool, &c, &s);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_msg(strstr(err, ".lock"), "%s", err);
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rm %s/.lock && ln %s %s/.lock 2>/dev/null || "
+                                     "cp -p %s %s/.lock", dir, vfile, dir, vfile, dir)), 0);
+    ck_assert_ptr_nonnull(cr_ids_open(pool, &c, &s));   /* a hard link / root's file */
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rm %s/.lock %s/.stats && ln -s %s %s/.stats",
+                                     dir, dir, vfile, dir)), 0);
+    ck_assert_ptr_nonnull(cr_ids_open(pool, &c, &s));
+    ck_assert_int_eq(stat(vfile, &st), 0);
+    ck_assert_int_eq(st.st_size, 7);                    /* "secret\n": not truncated */
+    ck_assert_int_eq(st.st_uid, geteuid());             /* nor given away */
+    /* DIR itself a link, or a directory that is not the store's own. */
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rm -rf %s && ln -s %s %s", dir, victim, dir)), 0);
+    err = cr_ids_open(pool, &c, &s);
+    ck_assert_msg(err && strstr(err, "refusing"), "%s", err ? err : "opened");
+    c.dir = victim;                                     /* mode 0755 (and root's) */
+    err = cr_ids_open(pool, &c, &s);
+    ck_assert_msg(err && strstr(err, "not the store's own"), "%s", err ? err : "opened");
+    ck_assert_int_eq(stat(vfile, &st), 0);
+}
+END_TEST
+
 START_TEST(parse_specs)
 {
     cr_ids_conf c;
@@ -765,6 +829,7 @@ int main(void)
     tcase_add_test(tc, file_byte_bound);
     tcase_add_test(tc, file_unusable_dir_is_an_error);
     tcase_add_test(tc, file_children_as_user);
+    tcase_add_test(tc, file_planted_links_not_followed);
     tcase_add_test(tc, file_claim_cost);
     suite_add_tcase(s, tc);
 
