@@ -793,6 +793,26 @@ static int mc_down(cr_idstore *s)
     return s->ms->status != APR_MC_SERVER_LIVE;
 }
 
+/* A claim whose answer was lost (timeout, reset) may still have been
+ * stored: remove it if the record there is still this very value (the
+ * caller's token makes it unique; only a claim's holder changes its
+ * record, so a get and a delete do not race another claimant).  Best
+ * effort: a server that stays unreachable keeps the record. */
+static void mc_undo(cr_idstore *s, apr_pool_t *p, const char *key, const void *value,
+                    apr_size_t vlen)
+{
+    char *data;
+    apr_size_t len;
+    apr_uint16_t flags;
+    /* apr_memcache disables a server on any error: try it once more now
+     * (a lost answer rarely means a dead server; if it is, this fails). */
+    apr_memcache_enable_server(s->mc, s->ms);
+    if (apr_memcache_getp(s->mc, p, key, &data, &len, &flags) == APR_SUCCESS && len == vlen
+        && !memcmp(data, value, vlen)) {
+        apr_memcache_delete(s->mc, key, 0);
+    }
+}
+
 static cr_ids_rc mc_claim(cr_idstore *s, apr_pool_t *p, const char *key, const void *value,
                           apr_size_t vlen, apr_interval_time_t ttl,
                           const unsigned char **out, apr_size_t *outlen)
@@ -808,6 +828,7 @@ static cr_ids_rc mc_claim(cr_idstore *s, apr_pool_t *p, const char *key, const v
             return CR_IDS_CLAIMED;
         }
         if (rv != APR_EEXIST) {
+            mc_undo(s, p, key, value, vlen);
             break;
         }
         rv = apr_memcache_getp(s->mc, p, key, &data, &len, &flags);
@@ -989,6 +1010,20 @@ static int redis_get(cr_idstore *s, apr_pool_t *p, const char *key,
     return rc;
 }
 
+/* mc_undo for Redis, in one atomic step. */
+static void redis_undo(cr_idstore *s, const char *key, const void *value, apr_size_t vlen)
+{
+    static const char script[] =
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+        "return 0";
+    const char *argv[5] = { "EVAL", script, "1", key, value };
+    size_t lens[5] = { 4, sizeof(script) - 1, 1, strlen(key), vlen };
+    redisReply *r = redis_cmd(s, 5, argv, lens);
+    if (r) {
+        freeReplyObject(r);
+    }
+}
+
 static cr_ids_rc redis_claim(cr_idstore *s, apr_pool_t *p, const char *key, const void *value,
                              apr_size_t vlen, apr_interval_time_t ttl,
                              const unsigned char **out, apr_size_t *outlen)
@@ -998,6 +1033,7 @@ static cr_ids_rc redis_claim(cr_idstore *s, apr_pool_t *p, const char *key, cons
         redisReply *r = redis_set(s, key, value, vlen, ttl, 1);
         int won, got;
         if (!r) {
+            redis_undo(s, key, value, vlen);
             break;
         }
         won = r->type == REDIS_REPLY_STATUS;

@@ -24,6 +24,7 @@
 #include "ap_mpm.h"
 #include "mod_status.h"
 #include "unixd.h"
+#include "apr_general.h"
 #include "apr_strings.h"
 #include "apr_optional_hooks.h"
 
@@ -252,6 +253,12 @@ cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
     rec.state = CR_IDEM_IN_FLIGHT;
     rec.body_hash = cl->body_hash;
     rec.created = apr_time_now();
+    /* Unique per attempt: a claim whose answer the store lost is removed
+     * only while it is still this one (cr_idstore). */
+    if (apr_generate_random_bytes((unsigned char *)&rec.token, sizeof(rec.token))
+        != APR_SUCCESS) {
+        rec.token = (apr_uint32_t)(rec.created ^ (apr_time_t)getpid());
+    }
     enc = cr_idem_encode(r->pool, &rec, &elen);
     /* The in-flight claim is kept for the whole window, not just for one
      * exchange: if its request never settles (the child killed mid-order,
