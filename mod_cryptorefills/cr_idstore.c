@@ -1071,6 +1071,39 @@ static const char *redis_child_init(cr_idstore *s, apr_pool_t *pchild)
     return NULL;
 }
 
+/* CONFIG GET name: its value, or NULL (no answer, CONFIG renamed away). */
+static const char *redis_config(apr_pool_t *p, redisContext *c, const char *name)
+{
+    redisReply *r = redisCommand(c, "CONFIG GET %s", name);
+    const char *v = NULL;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2
+        && r->element[1]->type == REDIS_REPLY_STRING) {
+        v = apr_pstrmemdup(p, r->element[1]->str, r->element[1]->len);
+    }
+    if (r) {
+        freeReplyObject(r);
+    }
+    return v;
+}
+
+const char *cr_ids_eviction_risk(cr_idstore *s, apr_pool_t *p)
+{
+    void *res;
+    redis_conn *rc;
+    const char *policy, *maxmem;
+    if (s->conf.kind != CR_IDS_REDIS || redis_construct(&res, s, p) != APR_SUCCESS) {
+        return NULL;
+    }
+    rc = res;
+    policy = redis_config(p, rc->c, "maxmemory-policy");
+    maxmem = redis_config(p, rc->c, "maxmemory");
+    redis_destruct(rc, s, p);
+    if (!policy || !maxmem || !strcmp(policy, "noeviction") || !strcmp(maxmem, "0")) {
+        return NULL;
+    }
+    return apr_psprintf(p, "maxmemory %s with maxmemory-policy %s", maxmem, policy);
+}
+
 /* ---- the API --------------------------------------------------------------------------- */
 
 const char *cr_ids_open(apr_pool_t *p, const cr_ids_conf *c, cr_idstore **out)

@@ -59,12 +59,13 @@ int cr_idem_post_config(apr_pool_t *pconf, server_rec *s)
     cr_srv_conf *sc = cr_srv_conf_get(s);
     const char *spec = sc->idem_spec, *err;
     cr_ids_conf ic;
-    int threads = 1;
+    int threads = 1, shared = 0;
 
     store = NULL;
     if (!spec && sc->cache_spec && (!strncmp(sc->cache_spec, "memcache:", 9)
                                     || !strncmp(sc->cache_spec, "redis:", 6))) {
         spec = sc->cache_spec;      /* a farm's cache server: its records are shared */
+        shared = 1;
     }
     if (!spec) {
         spec = apr_pstrcat(pconf, "file:",
@@ -89,6 +90,18 @@ int cr_idem_post_config(apr_pool_t *pconf, server_rec *s)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     store_spec = spec;
+    if (shared) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, CRLOGNO(01410)
+                     "CryptorefillsIdempotencyStore unset: order records share %s with the "
+                     "catalog cache, whose entries can evict them when it is full; set "
+                     "CryptorefillsIdempotencyStore to an instance of their own", spec);
+    }
+    if ((err = cr_ids_eviction_risk(store, pconf)) != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, CRLOGNO(01411)
+                     "idempotency store %s may evict order records (%s): a retry after an "
+                     "eviction can create the order again; use maxmemory-policy noeviction",
+                     spec, err);
+    }
     return OK;
 }
 
