@@ -31,7 +31,7 @@
 #include "mod_cryptorefills_int.h"
 #include "cr_canon.h"
 #include "cr_idstore.h"
-#include "cr_json.h"
+#include "cr_jscan.h"
 
 /* Without an Idempotency-Key, identical orders from one visitor within this
  * window are taken for a double click or a retry. */
@@ -39,6 +39,9 @@
 /* Largest upstream answer kept for replay (an order is a few KB). */
 #define CR_IDEM_MAX_BODY      (64 * 1024)
 #define CR_IDEM_WAIT_STEP     apr_time_from_msec(50)
+/* Longest a request waits for another one with its key (enough for an
+ * order's usual round trip; t/32 waits out a 1.5 s upstream). */
+#define CR_IDEM_MAX_WAIT      apr_time_from_sec(5)
 
 /* The store of this generation: opened by the parent in post_config (from
  * pconf), made per process in child_init; read-only after that. */
@@ -279,7 +282,10 @@ cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
      * the order may exist upstream.  A claim older than one exchange can
      * take is answered as an unknown outcome instead. */
     claim_ttl = cl->window > c->exchange_hold ? cl->window : c->exchange_hold;
-    deadline = apr_time_now() + c->exchange_hold;
+    /* A waiter holds a worker: it waits for the first answer at most
+     * CR_IDEM_MAX_WAIT, then is told to come back (409 + Retry-After). */
+    deadline = apr_time_now() + (c->exchange_hold < CR_IDEM_MAX_WAIT ? c->exchange_hold
+                                                                      : CR_IDEM_MAX_WAIT);
     irc = cr_ids_claim(store, r->pool, cl->name, enc, elen, claim_ttl, &got, &n);
 
     for (;;) {
@@ -354,8 +360,10 @@ int cr_idem_settle(request_rec *r, cr_idem_claim *cl, const cr_route_req *rr,
     rec.body_hash = cl->body_hash;
     rec.created = apr_time_now();
     if (resp->rc == CR_UP_OK && resp->status < 500 && resp->status != 429 && resp->len > 0) {
-        json_object *o;
-        if (!cr_json_parse(r->pool, resp->body, resp->len, CR_JSON_MAX_DEPTH, &o)) {
+        /* The same test cr_relay applies before relaying a body (any depth:
+         * a created order's answer json-c would refuse as too deep is still
+         * relayed, so it is kept for replay too). */
+        if (cr_jscan_is_json(resp->body, resp->len)) {
             definite = 1;
             if (resp->len <= CR_IDEM_MAX_BODY) {
                 rec.state = CR_IDEM_DONE;
