@@ -142,7 +142,7 @@ subtest 'keyed order, tunnel refused or TLS failed: not "unknown", the key retri
             my $more = ($r->{json} && $r->{json}{moreDetails}) || {};
             ok(!defined $more->{order_state}, "$label, try $try: no order_state unknown")
                 or diag $r->{body};
-            isnt($r->{json} && $r->{json}{code}, 'ORDER_OUTCOME_UNKNOWN', "$label, try $try: not ORDER_OUTCOME_UNKNOWN");
+            isnt($r->{json} && $r->{json}{detail}, 'ORDER_OUTCOME_UNKNOWN', "$label, try $try: not ORDER_OUTCOME_UNKNOWN");
         }
         is($sb->request_count(path => '/v5/orders'), 0, "$label: no order reached the upstream");
         ok((grep { $_->{method} eq 'CONNECT' } @{ $px->relayed }), "$label: the order went to the proxy");
