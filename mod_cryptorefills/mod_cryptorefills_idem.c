@@ -83,7 +83,15 @@ int cr_idem_post_config(apr_pool_t *pconf, server_rec *s)
             ic.gid = (long)ap_unixd_config.group_id;
         }
         ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-        ic.max_conns = threads > 0 ? threads : 1;   /* one connection per worker at most */
+        threads = threads > 0 ? threads : 1;
+        if (ap_find_linked_module("mod_http2.c")) {
+            /* HTTP/2 requests run in mod_http2's own workers, beside the
+             * MPM's: H2MaxWorkers defaults to 3/2 x ThreadsPerChild (a
+             * larger setting is not queryable; its extra threads wait for
+             * a connection, at most the store's timeout). */
+            threads += threads * 3 / 2;
+        }
+        ic.max_conns = threads;     /* one connection per request thread at most */
         err = cr_ids_open(pconf, &ic, &store);
     }
     if (err) {
