@@ -28,7 +28,7 @@
 /* ---- the file store's shared header (DIR/.stats, mmap'd) ------------------------------- */
 
 #define FANOUT 256
-#define HDR_MAGIC "CRIDS01"
+#define HDR_MAGIC "CRIDS02"
 
 typedef struct ids_hdr {
     char magic[8];
@@ -38,6 +38,7 @@ typedef struct ids_hdr {
     volatile apr_uint32_t next_sweep;           /* seconds since the epoch */
     volatile apr_uint32_t cursor;               /* next subdirectory to sweep */
     volatile apr_uint32_t forced_sweep;         /* last sweep forced by a full store */
+    volatile apr_uint32_t unswept;              /* 1: counters not yet set by a sweep */
 } ids_hdr;
 
 /* File layout of a record: "CRS1", expiry (8 bytes, LE, apr_time_t), value. */
@@ -286,8 +287,28 @@ static char *file_write_tmp(cr_idstore *s, apr_pool_t *p, const char *path,
     return tmp;
 }
 
-/* Sweep one subdirectory under the lock: remove expired records and stale
- * temporaries, and set its counters to what is there. */
+/* Subtract from a counter, never below zero: the counters are set by
+ * sweeps that run beside claims, so they can drift low by a record or two
+ * until the next sweep, and must never wrap to "full". */
+static void sub_clamped(volatile apr_uint32_t *c, apr_uint32_t v)
+{
+    apr_uint32_t old, now;
+    do {
+        old = apr_atomic_read32(c);
+        now = old > v ? old - v : 0;
+    } while (apr_atomic_cas32(c, now, old) != old);
+}
+
+/* A record's file is expired (its mtime is its expiry). */
+static int file_expired(const struct stat *st, apr_time_t now)
+{
+    return apr_time_from_sec(st->st_mtime) <= now - apr_time_from_sec(1);
+}
+
+/* Sweep one subdirectory: remove expired records and stale temporaries,
+ * and set its counters to what is there.  The directory is read without
+ * the lock; an expired record is checked again under it right before it
+ * is removed (a reclaim may have renamed a new record over it). */
 static void file_sweep_one(cr_idstore *s, apr_pool_t *p, unsigned sub, apr_time_t now)
 {
     char *dir = apr_psprintf(p, "%s/%02x", s->conf.dir, sub);
@@ -304,7 +325,7 @@ static void file_sweep_one(cr_idstore *s, apr_pool_t *p, unsigned sub, apr_time_
             continue;
         }
         path = apr_pstrcat(p, dir, "/", e->d_name, NULL);
-        if (stat(path, &st) < 0) {
+        if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
             continue;
         }
         if (e->d_name[0] == '.') {
@@ -315,11 +336,16 @@ static void file_sweep_one(cr_idstore *s, apr_pool_t *p, unsigned sub, apr_time_
             }
             continue;
         }
-        if (apr_time_from_sec(st.st_mtime) <= now - apr_time_from_sec(1)) {
-            if (unlink(path) == 0) {
-                removed++;
+        if (file_expired(&st, now)) {
+            int gone = 0;
+            if (lock_store(s)) {
+                gone = lstat(path, &st) < 0 || (file_expired(&st, now) && unlink(path) == 0);
+                unlock_store(s);
             }
-            continue;
+            if (gone) {
+                removed++;
+                continue;
+            }
         }
         entries++;
         bytes += ALLOC(st.st_size);
@@ -330,13 +356,25 @@ static void file_sweep_one(cr_idstore *s, apr_pool_t *p, unsigned sub, apr_time_
     apr_atomic_add32(&s->hdr->reclaimed, removed);
 }
 
+/* Sweep n subdirectories from the shared cursor on. */
+static void file_sweep(cr_idstore *s, apr_pool_t *p, int n, apr_time_t now)
+{
+    apr_pool_t *sp;
+    if (apr_pool_create(&sp, p) != APR_SUCCESS) {
+        return;
+    }
+    while (n-- > 0) {
+        file_sweep_one(s, sp, apr_atomic_inc32(&s->hdr->cursor) % FANOUT, now);
+        apr_pool_clear(sp);
+    }
+    apr_pool_destroy(sp);
+}
+
 /* The periodic sweep: one subdirectory per SWEEP_EVERY seconds, by
  * whichever caller comes first (a compare-and-swap on the shared time). */
 static void file_maybe_sweep(cr_idstore *s, apr_pool_t *p, apr_time_t now, int force)
 {
     apr_uint32_t sec = (apr_uint32_t)apr_time_sec(now), next = s->hdr->next_sweep;
-    int n = force ? FANOUT : 1;
-    apr_pool_t *sp;
     if (force) {
         /* A full store sweeps every subdirectory (a cost bounded by the
          * store's size), but at most once a second. */
@@ -348,17 +386,7 @@ static void file_maybe_sweep(cr_idstore *s, apr_pool_t *p, apr_time_t now, int f
     else if (sec < next || apr_atomic_cas32(&s->hdr->next_sweep, sec + SWEEP_EVERY, next) != next) {
         return;
     }
-    if (apr_pool_create(&sp, p) != APR_SUCCESS) {
-        return;
-    }
-    if (lock_store(s)) {
-        while (n-- > 0) {
-            file_sweep_one(s, sp, apr_atomic_inc32(&s->hdr->cursor) % FANOUT, now);
-            apr_pool_clear(sp);
-        }
-        unlock_store(s);
-    }
-    apr_pool_destroy(sp);
+    file_sweep(s, p, force ? FANOUT : 1, now);
 }
 
 static void file_totals(cr_idstore *s, apr_uint64_t *entries, apr_uint64_t *bytes)
@@ -433,7 +461,7 @@ static cr_ids_rc file_claim(cr_idstore *s, apr_pool_t *p, const char *name, cons
             if (rc == 0 && expired && rename(tmp, path) == 0) {
                 unlock_store(s);
                 apr_atomic_add32(&s->hdr->bytes[sub], ALLOC(vlen + REC_HDR));
-                apr_atomic_sub32(&s->hdr->bytes[sub], ALLOC(fsize));
+                sub_clamped(&s->hdr->bytes[sub], ALLOC(fsize));
                 apr_atomic_inc32(&s->hdr->reclaimed);
                 apr_atomic_inc32(&s->hdr->claims);
                 return CR_IDS_CLAIMED;
@@ -500,7 +528,7 @@ static apr_status_t file_replace(cr_idstore *s, apr_pool_t *p, const char *name,
         return rv;
     }
     if (had) {
-        apr_atomic_sub32(&s->hdr->bytes[sub], ALLOC(st.st_size));
+        sub_clamped(&s->hdr->bytes[sub], ALLOC(st.st_size));
     }
     else {
         apr_atomic_inc32(&s->hdr->entries[sub]);
@@ -521,8 +549,8 @@ static apr_status_t file_release(cr_idstore *s, apr_pool_t *p, const char *name)
     }
     if (stat(path, &st) == 0) {
         if (unlink(path) == 0) {
-            apr_atomic_dec32(&s->hdr->entries[sub]);
-            apr_atomic_sub32(&s->hdr->bytes[sub], ALLOC(st.st_size));
+            sub_clamped(&s->hdr->entries[sub], 1);
+            sub_clamped(&s->hdr->bytes[sub], ALLOC(st.st_size));
         }
         else {
             rv = APR_FROM_OS_ERROR(errno);
@@ -538,74 +566,168 @@ static apr_status_t file_release(cr_idstore *s, apr_pool_t *p, const char *name)
     return rv;
 }
 
-/* Create a directory (if missing) and hand it to httpd's User. */
-static const char *make_dir(apr_pool_t *p, cr_idstore *s, const char *path)
+/* The parent opens the store as root (conf.chown) in a directory its
+ * children, running as User, own and can change between two starts.  So
+ * it never follows a name there: DIR itself is checked with lstat and
+ * opened O_NOFOLLOW, everything in it is reached through that descriptor
+ * with O_NOFOLLOW, only what the parent has just created is given to
+ * User, and an existing entry is used only when it is a regular file of
+ * the store's owner with one link (the owner's own data).  It sweeps
+ * nothing: the first child does (as User). */
+
+/* The owner DIR and its files must have: User when the parent is root. */
+static uid_t store_owner(const cr_idstore *s)
 {
-    if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-        return apr_psprintf(p, "cannot create %s: %s", path, strerror(errno));
+    return s->conf.chown ? (uid_t)s->conf.uid : geteuid();
+}
+
+/* Give what fd refers to to User, if this process has just created it. */
+static int give_to_user(const cr_idstore *s, int fd)
+{
+    struct stat st;
+    if (!s->conf.chown) {
+        return 0;
     }
-    if (s->conf.chown && chown(path, (uid_t)s->conf.uid, (gid_t)s->conf.gid) < 0) {
-        return apr_psprintf(p, "cannot chown %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) < 0) {
+        return -1;
     }
+    return st.st_uid == geteuid() ? fchown(fd, (uid_t)s->conf.uid, (gid_t)s->conf.gid) : 0;
+}
+
+/* DIR, created (mode 0700, then given to User) or an existing real
+ * directory of the store's owner with mode 0700: a descriptor on it. */
+static const char *open_store_dir(apr_pool_t *p, const cr_idstore *s, int *dfd)
+{
+    const char *dir = s->conf.dir;
+    struct stat st;
+    int created = 0, fd;
+    *dfd = -1;
+    if (lstat(dir, &st) < 0) {
+        if (errno != ENOENT || (mkdir(dir, 0700) < 0 && errno != EEXIST)) {
+            return apr_psprintf(p, "cannot create %s: %s", dir, strerror(errno));
+        }
+        created = 1;
+    }
+    else if (!S_ISDIR(st.st_mode)) {
+        return apr_psprintf(p, "refusing %s: not a directory (a symbolic link?)", dir);
+    }
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        return apr_psprintf(p, "refusing %s: %s", dir, strerror(errno));
+    }
+    if ((created && give_to_user(s, fd) < 0) || fstat(fd, &st) < 0) {
+        close(fd);
+        return apr_psprintf(p, "cannot hand %s to the User: %s", dir, strerror(errno));
+    }
+    if (st.st_uid != store_owner(s) || (st.st_mode & 07777) != 0700) {
+        close(fd);
+        return apr_psprintf(p, "refusing %s: not the store's own directory (owner %ld, mode "
+                            "%04o; expected owner %ld, mode 0700 -- name a directory of its "
+                            "own, or let the server create it)", dir, (long)st.st_uid,
+                            (unsigned)(st.st_mode & 07777), (long)store_owner(s));
+    }
+    *dfd = fd;
+    return NULL;
+}
+
+/* A subdirectory of DIR: created and given to User, or left as it is (the
+ * parent never enters it). */
+static const char *make_subdir(apr_pool_t *p, const cr_idstore *s, int dfd, const char *name)
+{
+    int fd;
+    if (mkdirat(dfd, name, 0700) < 0) {
+        if (errno == EEXIST) {
+            return NULL;
+        }
+        return apr_psprintf(p, "cannot create %s/%s: %s", s->conf.dir, name, strerror(errno));
+    }
+    if (!s->conf.chown) {
+        return NULL;
+    }
+    fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || give_to_user(s, fd) < 0) {
+        const char *err = apr_psprintf(p, "cannot hand %s/%s to the User: %s", s->conf.dir,
+                                       name, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return err;
+    }
+    close(fd);
+    return NULL;
+}
+
+/* A file of DIR opened read-write: created (and given to User) or an
+ * existing regular file of the store's owner with one link. */
+static const char *open_store_file(apr_pool_t *p, const cr_idstore *s, int dfd,
+                                   const char *name, int *out)
+{
+    struct stat st;
+    int fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int created = fd >= 0;
+    if (fd < 0 && errno == EEXIST) {
+        fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        return apr_psprintf(p, "cannot open %s/%s: %s", s->conf.dir, name,
+                            errno == ELOOP ? "a symbolic link: refusing it" : strerror(errno));
+    }
+    if ((created && give_to_user(s, fd) < 0) || fstat(fd, &st) < 0) {
+        close(fd);
+        return apr_psprintf(p, "cannot hand %s/%s to the User: %s", s->conf.dir, name,
+                            strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode) || st.st_uid != store_owner(s) || st.st_nlink != 1) {
+        close(fd);
+        return apr_psprintf(p, "refusing %s/%s: not a regular file of the store's owner with "
+                            "one link", s->conf.dir, name);
+    }
+    *out = fd;
     return NULL;
 }
 
 static const char *file_open(apr_pool_t *p, cr_idstore *s)
 {
-    char *path;
     const char *err;
-    int fd, i;
+    int dfd, fd, i;
     struct stat st;
     void *m;
 
-    if ((err = make_dir(p, s, s->conf.dir)) != NULL) {
+    if ((err = open_store_dir(p, s, &dfd)) != NULL) {
         return err;
     }
-    for (i = 0; i < FANOUT; i++) {
-        if ((err = make_dir(p, s, apr_psprintf(p, "%s/%02x", s->conf.dir, i))) != NULL) {
-            return err;
-        }
+    for (i = 0; i < FANOUT && !err; i++) {
+        err = make_subdir(p, s, dfd, apr_psprintf(p, "%02x", i));
     }
     /* The lock file exists before any child opens it, owned by User. */
-    path = apr_pstrcat(p, s->conf.dir, "/.lock", NULL);
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || (s->conf.chown && fchown(fd, (uid_t)s->conf.uid, (gid_t)s->conf.gid) < 0)) {
-        err = apr_psprintf(p, "cannot create %s: %s", path, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-        }
+    if (!err && (err = open_store_file(p, s, dfd, ".lock", &fd)) == NULL) {
+        close(fd);
+        err = open_store_file(p, s, dfd, ".stats", &fd);
+    }
+    close(dfd);
+    if (err) {
         return err;
     }
-    close(fd);
-    path = apr_pstrcat(p, s->conf.dir, "/.stats", NULL);
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || fstat(fd, &st) < 0
-        || (st.st_size < (off_t)sizeof(ids_hdr) && ftruncate(fd, sizeof(ids_hdr)) < 0)
-        || (s->conf.chown && fchown(fd, (uid_t)s->conf.uid, (gid_t)s->conf.gid) < 0)) {
-        if (fd >= 0) {
-            close(fd);
-        }
-        return apr_psprintf(p, "cannot open %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) < 0
+        || (st.st_size < (off_t)sizeof(ids_hdr) && ftruncate(fd, sizeof(ids_hdr)) < 0)) {
+        err = apr_psprintf(p, "cannot size %s/.stats: %s", s->conf.dir, strerror(errno));
+        close(fd);
+        return err;
     }
     m = mmap(NULL, sizeof(ids_hdr), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (m == MAP_FAILED) {
-        return apr_psprintf(p, "cannot map %s: %s", path, strerror(errno));
+        return apr_psprintf(p, "cannot map %s/.stats: %s", s->conf.dir, strerror(errno));
     }
     s->hdr = m;
     s->lockfd = -1;
     if (memcmp(s->hdr->magic, HDR_MAGIC, sizeof(HDR_MAGIC))) {
-        /* New (or foreign): counters from zero; the first sweep of each
-         * subdirectory sets its entries and bytes from what is there. */
+        /* New (or foreign): counters from zero; the first child sweeps
+         * every subdirectory, setting its entries and bytes from what is
+         * there. */
         memset(m, 0, sizeof(ids_hdr));
         memcpy(s->hdr->magic, HDR_MAGIC, sizeof(HDR_MAGIC));
-        for (i = 0; i < FANOUT; i++) {
-            apr_pool_t *sp;
-            if (apr_pool_create(&sp, p) == APR_SUCCESS) {
-                file_sweep_one(s, sp, (unsigned)i, apr_time_now());
-                apr_pool_destroy(sp);
-            }
-        }
+        s->hdr->unswept = 1;
     }
     return NULL;
 }
@@ -633,13 +755,18 @@ static apr_status_t close_lockfd(void *data)
 static const char *file_child_init(cr_idstore *s, apr_pool_t *pchild)
 {
     char *path = apr_pstrcat(pchild, s->conf.dir, "/.lock", NULL);
-    s->lockfd = open(path, O_RDWR | O_CLOEXEC);
+    s->lockfd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (s->lockfd < 0) {
         return apr_psprintf(pchild, "cannot open %s: %s", path, strerror(errno));
     }
     apr_pool_cleanup_register(pchild, s, close_lockfd, apr_pool_cleanup_null);
     if (apr_thread_mutex_create(&s->tlock, APR_THREAD_MUTEX_DEFAULT, pchild) != APR_SUCCESS) {
         return "cannot create a thread mutex";
+    }
+    /* A new header: the first child sets the counters from what is there
+     * (the parent, root, never enters the subdirectories). */
+    if (s->hdr->unswept && apr_atomic_cas32(&s->hdr->unswept, 0, 1) == 1) {
+        file_sweep(s, pchild, FANOUT, apr_time_now());
     }
     return NULL;
 }
@@ -666,6 +793,26 @@ static int mc_down(cr_idstore *s)
     return s->ms->status != APR_MC_SERVER_LIVE;
 }
 
+/* A claim whose answer was lost (timeout, reset) may still have been
+ * stored: remove it if the record there is still this very value (the
+ * caller's token makes it unique; only a claim's holder changes its
+ * record, so a get and a delete do not race another claimant).  Best
+ * effort: a server that stays unreachable keeps the record. */
+static void mc_undo(cr_idstore *s, apr_pool_t *p, const char *key, const void *value,
+                    apr_size_t vlen)
+{
+    char *data;
+    apr_size_t len;
+    apr_uint16_t flags;
+    /* apr_memcache disables a server on any error: try it once more now
+     * (a lost answer rarely means a dead server; if it is, this fails). */
+    apr_memcache_enable_server(s->mc, s->ms);
+    if (apr_memcache_getp(s->mc, p, key, &data, &len, &flags) == APR_SUCCESS && len == vlen
+        && !memcmp(data, value, vlen)) {
+        apr_memcache_delete(s->mc, key, 0);
+    }
+}
+
 static cr_ids_rc mc_claim(cr_idstore *s, apr_pool_t *p, const char *key, const void *value,
                           apr_size_t vlen, apr_interval_time_t ttl,
                           const unsigned char **out, apr_size_t *outlen)
@@ -681,6 +828,7 @@ static cr_ids_rc mc_claim(cr_idstore *s, apr_pool_t *p, const char *key, const v
             return CR_IDS_CLAIMED;
         }
         if (rv != APR_EEXIST) {
+            mc_undo(s, p, key, value, vlen);
             break;
         }
         rv = apr_memcache_getp(s->mc, p, key, &data, &len, &flags);
@@ -862,6 +1010,20 @@ static int redis_get(cr_idstore *s, apr_pool_t *p, const char *key,
     return rc;
 }
 
+/* mc_undo for Redis, in one atomic step. */
+static void redis_undo(cr_idstore *s, const char *key, const void *value, apr_size_t vlen)
+{
+    static const char script[] =
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+        "return 0";
+    const char *argv[5] = { "EVAL", script, "1", key, value };
+    size_t lens[5] = { 4, sizeof(script) - 1, 1, strlen(key), vlen };
+    redisReply *r = redis_cmd(s, 5, argv, lens);
+    if (r) {
+        freeReplyObject(r);
+    }
+}
+
 static cr_ids_rc redis_claim(cr_idstore *s, apr_pool_t *p, const char *key, const void *value,
                              apr_size_t vlen, apr_interval_time_t ttl,
                              const unsigned char **out, apr_size_t *outlen)
@@ -871,6 +1033,7 @@ static cr_ids_rc redis_claim(cr_idstore *s, apr_pool_t *p, const char *key, cons
         redisReply *r = redis_set(s, key, value, vlen, ttl, 1);
         int won, got;
         if (!r) {
+            redis_undo(s, key, value, vlen);
             break;
         }
         won = r->type == REDIS_REPLY_STATUS;
@@ -906,6 +1069,39 @@ static const char *redis_child_init(cr_idstore *s, apr_pool_t *pchild)
     /* Never wait forever for a free connection. */
     apr_reslist_timeout_set(s->rl, s->conf.timeout ? s->conf.timeout : CR_IDS_NET_TIMEOUT);
     return NULL;
+}
+
+/* CONFIG GET name: its value, or NULL (no answer, CONFIG renamed away). */
+static const char *redis_config(apr_pool_t *p, redisContext *c, const char *name)
+{
+    redisReply *r = redisCommand(c, "CONFIG GET %s", name);
+    const char *v = NULL;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2
+        && r->element[1]->type == REDIS_REPLY_STRING) {
+        v = apr_pstrmemdup(p, r->element[1]->str, r->element[1]->len);
+    }
+    if (r) {
+        freeReplyObject(r);
+    }
+    return v;
+}
+
+const char *cr_ids_eviction_risk(cr_idstore *s, apr_pool_t *p)
+{
+    void *res;
+    redis_conn *rc;
+    const char *policy, *maxmem;
+    if (s->conf.kind != CR_IDS_REDIS || redis_construct(&res, s, p) != APR_SUCCESS) {
+        return NULL;
+    }
+    rc = res;
+    policy = redis_config(p, rc->c, "maxmemory-policy");
+    maxmem = redis_config(p, rc->c, "maxmemory");
+    redis_destruct(rc, s, p);
+    if (!policy || !maxmem || !strcmp(policy, "noeviction") || !strcmp(maxmem, "0")) {
+        return NULL;
+    }
+    return apr_psprintf(p, "maxmemory %s with maxmemory-policy %s", maxmem, policy);
 }
 
 /* ---- the API --------------------------------------------------------------------------- */

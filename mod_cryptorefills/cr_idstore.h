@@ -117,6 +117,12 @@ apr_status_t cr_ids_replace(cr_idstore *s, apr_pool_t *p, const char *name,
  * nothing).  APR_SUCCESS (also when absent) or an error. */
 apr_status_t cr_ids_release(cr_idstore *s, apr_pool_t *p, const char *name);
 
+/* Redis: a description of how it may evict records ("maxmemory 100mb with
+ * maxmemory-policy allkeys-lru"), asked with one short connection; NULL
+ * when it never evicts (noeviction, or no maxmemory), cannot tell, or the
+ * store is not Redis.  For a start-up warning. */
+const char *cr_ids_eviction_risk(cr_idstore *s, apr_pool_t *p);
+
 /* Counters, for mod_status. */
 void cr_ids_get_stats(cr_idstore *s, cr_ids_stats *st);
 

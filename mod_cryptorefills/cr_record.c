@@ -207,7 +207,11 @@ unsigned char *cr_idem_encode(apr_pool_t *p, const cr_idem_rec *rec, apr_size_t 
     b[6] = (unsigned char)((rec->status >> 8) & 0xff);
     put64(b + 8, rec->body_hash);
     put64(b + 16, (apr_uint64_t)rec->created);
-    put64(b + 24, rec->len);
+    put64(b + 24, rec->len);            /* < 4 GiB: the high half carries the token */
+    b[28] = (unsigned char)rec->token;
+    b[29] = (unsigned char)(rec->token >> 8);
+    b[30] = (unsigned char)(rec->token >> 16);
+    b[31] = (unsigned char)(rec->token >> 24);
     if (rec->len) {
         memcpy(b + CR_IDEM_HDR_LEN, rec->body, rec->len);
     }
@@ -218,7 +222,8 @@ unsigned char *cr_idem_encode(apr_pool_t *p, const cr_idem_rec *rec, apr_size_t 
 int cr_idem_decode(const unsigned char *buf, apr_size_t len, cr_idem_rec *rec)
 {
     if (len < CR_IDEM_HDR_LEN || memcmp(buf, "CRI1", 4) || buf[4] < CR_IDEM_IN_FLIGHT
-        || buf[4] > CR_IDEM_UNKNOWN || get64(buf + 24) != len - CR_IDEM_HDR_LEN) {
+        || buf[4] > CR_IDEM_UNKNOWN
+        || (get64(buf + 24) & 0xFFFFFFFFu) != (apr_uint64_t)(len - CR_IDEM_HDR_LEN)) {
         return 0;
     }
     rec->state = (cr_idem_state)buf[4];
@@ -227,5 +232,6 @@ int cr_idem_decode(const unsigned char *buf, apr_size_t len, cr_idem_rec *rec)
     rec->created = (apr_time_t)get64(buf + 16);
     rec->len = len - CR_IDEM_HDR_LEN;
     rec->body = (const char *)buf + CR_IDEM_HDR_LEN;
+    rec->token = (apr_uint32_t)(get64(buf + 24) >> 32);
     return 1;
 }

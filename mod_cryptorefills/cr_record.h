@@ -82,6 +82,8 @@ typedef struct cr_idem_rec {
     apr_time_t created;
     const char *body;           /* DONE: the upstream's answer */
     apr_size_t len;
+    apr_uint32_t token;         /* random per claim: a claim whose answer was lost
+                                 * is removed only if the record is still this one */
 } cr_idem_rec;
 #define CR_IDEM_HDR_LEN 32
 unsigned char *cr_idem_encode(apr_pool_t *p, const cr_idem_rec *rec, apr_size_t *len);

@@ -383,13 +383,15 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
     CURL *h = xf->x.h;
     CURLcode cc = (CURLcode)result;
     apr_pool_t *p = xf->x.p;
-    long num_connects = 0, request_size = 0;
-    curl_off_t retry_after = -1;
+    long num_connects = 0, request_size = 0, connect_code = 0;
+    curl_off_t retry_after = -1, pretransfer = 0;
     char *ct = NULL;
 
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
     curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &num_connects);
     curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &request_size);
+    curl_easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+    curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
     curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &resp->total_time);
     curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
 #if LIBCURL_VERSION_NUM >= 0x074200
@@ -399,7 +401,6 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
         resp->content_type = apr_pstrdup(p, ct);
     }
     resp->retry_after = (long)retry_after;
-    resp->request_sent = request_size > 0;
     resp->reused = num_connects == 0 && request_size > 0;
     resp->connects = num_connects;
     if (num_connects > 0) {
@@ -443,6 +444,17 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
         resp->rc = CR_UP_BROKEN;
         break;
     }
+    if (cc != CURLE_OK && connect_code && (connect_code < 200 || connect_code > 299)) {
+        /* A proxy refused the tunnel (libcurl says "receive error"): the
+         * upstream was never reached. */
+        resp->rc = CR_UP_CONNECT;
+    }
+    /* REQUEST_SIZE counts a proxy's CONNECT too: the request itself left
+     * only when the transfer got past the tunnel and the TLS handshake
+     * (PRETRANSFER is 0 until then; on a reused connection there is
+     * neither, and the size alone tells). */
+    resp->request_sent = request_size > 0 && resp->rc != CR_UP_CONNECT
+                         && (cc == CURLE_OK || num_connects == 0 || pretransfer > 0);
     if (cc != CURLE_OK) {
         resp->error = apr_pstrdup(p, xf->errbuf[0] ? xf->errbuf : curl_easy_strerror(cc));
     }

@@ -350,8 +350,14 @@ static const char *entry_name(request_rec *r, const cr_conf *c, const char *rout
                               const char *country)
 {
     /* The upstream URL is part of the name, so two vhosts fronting two
-     * upstreams (say sandbox and production) never share an entry. */
-    return apr_psprintf(r->pool, "%s:%s:%s", route, country, c->upstream);
+     * upstreams (say sandbox and production) never share an entry; so is
+     * a short hash of the partner id (never the id: a network cache shows
+     * names), so two partners on one upstream never share catalogs or
+     * failure answers. */
+    apr_uint64_t who = cr_hash64(c->partner_id ? c->partner_id : "",
+                                 c->partner_id ? strlen(c->partner_id) : 0);
+    return apr_psprintf(r->pool, "%s:%s:%s:%08x", route, country, c->upstream,
+                        (unsigned)(who & 0xFFFFFFFFu));
 }
 
 /* A failed exchange for name that ended at or after `since` (so after this

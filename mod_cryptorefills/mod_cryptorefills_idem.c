@@ -24,13 +24,14 @@
 #include "ap_mpm.h"
 #include "mod_status.h"
 #include "unixd.h"
+#include "apr_general.h"
 #include "apr_strings.h"
 #include "apr_optional_hooks.h"
 
 #include "mod_cryptorefills_int.h"
 #include "cr_canon.h"
 #include "cr_idstore.h"
-#include "cr_json.h"
+#include "cr_jscan.h"
 
 /* Without an Idempotency-Key, identical orders from one visitor within this
  * window are taken for a double click or a retry. */
@@ -38,6 +39,9 @@
 /* Largest upstream answer kept for replay (an order is a few KB). */
 #define CR_IDEM_MAX_BODY      (64 * 1024)
 #define CR_IDEM_WAIT_STEP     apr_time_from_msec(50)
+/* Longest a request waits for another one with its key (enough for an
+ * order's usual round trip; t/32 waits out a 1.5 s upstream). */
+#define CR_IDEM_MAX_WAIT      apr_time_from_sec(5)
 
 /* The store of this generation: opened by the parent in post_config (from
  * pconf), made per process in child_init; read-only after that. */
@@ -58,12 +62,13 @@ int cr_idem_post_config(apr_pool_t *pconf, server_rec *s)
     cr_srv_conf *sc = cr_srv_conf_get(s);
     const char *spec = sc->idem_spec, *err;
     cr_ids_conf ic;
-    int threads = 1;
+    int threads = 1, shared = 0;
 
     store = NULL;
     if (!spec && sc->cache_spec && (!strncmp(sc->cache_spec, "memcache:", 9)
                                     || !strncmp(sc->cache_spec, "redis:", 6))) {
         spec = sc->cache_spec;      /* a farm's cache server: its records are shared */
+        shared = 1;
     }
     if (!spec) {
         spec = apr_pstrcat(pconf, "file:",
@@ -78,7 +83,15 @@ int cr_idem_post_config(apr_pool_t *pconf, server_rec *s)
             ic.gid = (long)ap_unixd_config.group_id;
         }
         ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-        ic.max_conns = threads > 0 ? threads : 1;   /* one connection per worker at most */
+        threads = threads > 0 ? threads : 1;
+        if (ap_find_linked_module("mod_http2.c")) {
+            /* HTTP/2 requests run in mod_http2's own workers, beside the
+             * MPM's: H2MaxWorkers defaults to 3/2 x ThreadsPerChild (a
+             * larger setting is not queryable; its extra threads wait for
+             * a connection, at most the store's timeout). */
+            threads += threads * 3 / 2;
+        }
+        ic.max_conns = threads;     /* one connection per request thread at most */
         err = cr_ids_open(pconf, &ic, &store);
     }
     if (err) {
@@ -88,6 +101,18 @@ int cr_idem_post_config(apr_pool_t *pconf, server_rec *s)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     store_spec = spec;
+    if (shared) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, CRLOGNO(01410)
+                     "CryptorefillsIdempotencyStore unset: order records share %s with the "
+                     "catalog cache, whose entries can evict them when it is full; set "
+                     "CryptorefillsIdempotencyStore to an instance of their own", spec);
+    }
+    if ((err = cr_ids_eviction_risk(store, pconf)) != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, CRLOGNO(01411)
+                     "idempotency store %s may evict order records (%s): a retry after an "
+                     "eviction can create the order again; use maxmemory-policy noeviction",
+                     spec, err);
+    }
     return OK;
 }
 
@@ -252,6 +277,12 @@ cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
     rec.state = CR_IDEM_IN_FLIGHT;
     rec.body_hash = cl->body_hash;
     rec.created = apr_time_now();
+    /* Unique per attempt: a claim whose answer the store lost is removed
+     * only while it is still this one (cr_idstore). */
+    if (apr_generate_random_bytes((unsigned char *)&rec.token, sizeof(rec.token))
+        != APR_SUCCESS) {
+        rec.token = (apr_uint32_t)(rec.created ^ (apr_time_t)getpid());
+    }
     enc = cr_idem_encode(r->pool, &rec, &elen);
     /* The in-flight claim is kept for the whole window, not just for one
      * exchange: if its request never settles (the child killed mid-order,
@@ -259,7 +290,10 @@ cr_idem_claim *cr_idem_begin(request_rec *r, const cr_conf *c, const char *body,
      * the order may exist upstream.  A claim older than one exchange can
      * take is answered as an unknown outcome instead. */
     claim_ttl = cl->window > c->exchange_hold ? cl->window : c->exchange_hold;
-    deadline = apr_time_now() + c->exchange_hold;
+    /* A waiter holds a worker: it waits for the first answer at most
+     * CR_IDEM_MAX_WAIT, then is told to come back (409 + Retry-After). */
+    deadline = apr_time_now() + (c->exchange_hold < CR_IDEM_MAX_WAIT ? c->exchange_hold
+                                                                      : CR_IDEM_MAX_WAIT);
     irc = cr_ids_claim(store, r->pool, cl->name, enc, elen, claim_ttl, &got, &n);
 
     for (;;) {
@@ -334,8 +368,10 @@ int cr_idem_settle(request_rec *r, cr_idem_claim *cl, const cr_route_req *rr,
     rec.body_hash = cl->body_hash;
     rec.created = apr_time_now();
     if (resp->rc == CR_UP_OK && resp->status < 500 && resp->status != 429 && resp->len > 0) {
-        json_object *o;
-        if (!cr_json_parse(r->pool, resp->body, resp->len, CR_JSON_MAX_DEPTH, &o)) {
+        /* The same test cr_relay applies before relaying a body (any depth:
+         * a created order's answer json-c would refuse as too deep is still
+         * relayed, so it is kept for replay too). */
+        if (cr_jscan_is_json(resp->body, resp->len)) {
             definite = 1;
             if (resp->len <= CR_IDEM_MAX_BODY) {
                 rec.state = CR_IDEM_DONE;

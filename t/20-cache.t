@@ -67,6 +67,10 @@ $status_conf
     SetHandler cryptorefills
     CryptorefillsUpstream $big_url
 </Location>
+<Location /partner2>
+    SetHandler cryptorefills
+    CryptorefillsPartnerId other-partner-id
+</Location>
 C
 
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -135,6 +139,16 @@ for my $p (['/api/payment_vias', '/v3/payment_vias', undef], ['/api/homepage?cou
     is("$m->{status} " . cache_h($m) . " $h->{status} " . cache_h($h), '200 miss 200 hit', "$path: miss then hit");
     is($h->{content}, $m->{content}, '... same body');
     is(upstream_count($sb, $up, $cc), 1, "... one upstream request");
+}
+# Another partner on the same upstream is another entry (the name holds a
+# hash of the partner id, never the id).
+{
+    my $o1 = get($a, '/partner2/brands?country_code=US');
+    my $o2 = get($a, '/partner2/brands?country_code=US');
+    is("$o1->{status} " . cache_h($o1) . " $o2->{status} " . cache_h($o2), '200 miss 200 hit',
+       'another partner id, same upstream: its own entry (miss, then hit)');
+    is(upstream_count($sb, '/v2/brands', 'US'), 2, '... one more upstream request');
+    unlike($a->slurp('error.log'), qr/other-partner-id/, '... the partner id is never logged');
 }
 # Another country is another entry.
 my $gb = get($a, '/api/brands?country_code=GB');

@@ -345,6 +345,24 @@ ambiguous('upstream 503 after the order was made', { mode => 'status', status =>
     is(scalar @{ new_posts() }, 1, '... one upstream POST');
 }
 
+# ---- a created order's answer deeper than json-c's limit: relayed and kept -------------------------
+{
+    new_posts();
+    my $deep = '{"order_id":"deep-1","x":' . ('[' x 80) . (']' x 80) . '}';
+    my $fid = $sb->fault(match => '/v5/orders', method => 'POST', mode => 'status', status => 201,
+        body => $deep);
+    my $b = order_body('deep-answer');
+    my $r = post('/api/orders', $b, 'Idempotency-Key' => key('deep-answer'));
+    $sb->remove_fault($fid);
+    is($r->{status}, 201, 'a 201 nested 80 deep (beyond json-c\'s 64): relayed as 201') or diag $r->{body};
+    is($r->{body}, $deep, '... with its body (the order id)');
+    my $r2 = post('/api/orders', $b, 'Idempotency-Key' => key('deep-answer'));
+    is($r2->{status}, 201, '... its retry: replayed 201') or diag $r2->{body};
+    is($r2->{replayed}, 'true', '... Idempotent-Replayed');
+    is($r2->{body}, $deep, '... same body');
+    is(scalar @{ new_posts() }, 1, '... one upstream POST');
+}
+
 # ---- nothing sent: the key is not marked ------------------------------------------------------------
 {
     my $k = key('refused');

@@ -178,10 +178,10 @@ sub wait_port {
     return 0;
 }
 sub start_store {
-    my ($name, $bin, $port) = @_;
+    my ($name, $bin, $port, @extra) = @_;
     my $pid = $name eq 'memcache'
         ? spawn($bin, '-l', '127.0.0.1', '-p', $port, '-U', '0', '-m', '64', ($> == 0 ? ('-u', 'nobody') : ()))
-        : spawn($bin, '--bind', '127.0.0.1', '--port', $port, '--save', '', '--appendonly', 'no');
+        : spawn($bin, '--bind', '127.0.0.1', '--port', $port, '--save', '', '--appendonly', 'no', @extra);
     wait_port($port, 1);
     return $pid;
 }
@@ -216,7 +216,9 @@ for my $name (qw(memcache redis)) {
     SKIP: {
         skip "$bin{$name} not installed", 1 unless -x $bin{$name};
         my $port = free_port();
-        my $pid = start_store($name, $bin{$name}, $port);
+        # (a Redis that evicts under memory pressure: a start-up warning too)
+        my $pid = start_store($name, $bin{$name}, $port,
+            '--maxmemory', '64mb', '--maxmemory-policy', 'allkeys-lru');
         my $spec = "$name:127.0.0.1:$port";
         # CryptorefillsIdempotencyStore left unset: the cache's server is used.
         my @farm = map { CrTest->start(sandbox => $sb, modules => ["socache_$name"],
@@ -227,6 +229,12 @@ for my $name (qw(memcache redis)) {
                 # the module: idempotency store unavailable (an order refused with 503)
                 qr/\[cryptorefills:error\].*idempotency store/i,
             ]) } 1 .. 2;
+        like($farm[0]->slurp('error.log'),
+             qr/\[cryptorefills:warn\].*CR01410: CryptorefillsIdempotencyStore unset: order records share \Q$spec\E/,
+             "$name: falling back to the cache's server is a start-up warning (CR01410)");
+        like($farm[0]->slurp('error.log'),
+             qr/CR01411: idempotency store \Q$spec\E may evict order records \(maxmemory 67108864 with maxmemory-policy allkeys-lru\)/,
+             "$name: an evicting Redis is named at start-up (CR01411)") if $name eq 'redis';
 
         my (%answers, $bad);
         for my $trial (1 .. 50) {

@@ -119,6 +119,38 @@ subtest 'CryptorefillsUpstreamProxy: all upstream traffic through it' => sub {
     $px->stop;
 };
 
+# A failure before the order left (the proxy refuses the tunnel, or the
+# upstream's certificate fails through it) is "unreachable", not "outcome
+# unknown": libcurl's request size counts the CONNECT, which is no order.
+subtest 'keyed order, tunnel refused or TLS failed: not "unknown", the key retries' => sub {
+    my $order = '{"deliveries":[{"kind":"giftcard","quantity":1,"deliverable":{"brand_name":"Airbnb",'
+        . '"country_code":"US","denomination":"100 USD","beneficiary_account":"px@example.com"}}],'
+        . '"payment":{"type":"via","payment_via":"USER_WALLET","coin":"USDC","network":"Solana"},'
+        . '"user":{"email":"px@example.com","has_accepted_newsletter":true},"lang":"en"}';
+    for my $case ([ 'proxy answers 403 to CONNECT', 1, "CryptorefillsCACertificateFile \"$ca\"\n" ],
+                  [ 'untrusted certificate through the proxy', 0, '' ]) {
+        my ($label, $refuse, $tls) = @$case;
+        my $px = CrAux->proxy(refuse => $refuse);
+        $sb->clear_requests;
+        my $httpd = CrTest->try_start(sandbox => $sb, conf => $tls
+            . "CryptorefillsUpstreamProxy " . $px->url . "\n") or return;
+        my $key = "px-$refuse-" . int(rand 1e9);
+        for my $try (1, 2) {
+            my $r = $h1->($httpd->url('/api/orders'), method => 'POST', body => $order,
+                headers => [ 'Content-Type: application/json', "Idempotency-Key: $key" ]);
+            is($r->{code}, 502, "$label, try $try: 502");
+            my $more = ($r->{json} && $r->{json}{moreDetails}) || {};
+            ok(!defined $more->{order_state}, "$label, try $try: no order_state unknown")
+                or diag $r->{body};
+            isnt($r->{json} && $r->{json}{detail}, 'ORDER_OUTCOME_UNKNOWN', "$label, try $try: not ORDER_OUTCOME_UNKNOWN");
+        }
+        is($sb->request_count(path => '/v5/orders'), 0, "$label: no order reached the upstream");
+        ok((grep { $_->{method} eq 'CONNECT' } @{ $px->relayed }), "$label: the order went to the proxy");
+        $httpd->stop;
+        $px->stop;
+    }
+};
+
 subtest 'two Locations, one through the proxy: connections never cross' => sub {
     # One process-wide handle pool serves both; handles are keyed by
     # (CA file, proxy), so a direct call never rides a tunnel and back.

@@ -104,6 +104,23 @@ C
     };
 }
 
+# mod_proxy's pre-translation (mapping=encoded) sees the URI still encoded:
+# /%61pi/countries is /api/countries once decoded, under the module's
+# <Location>, and must not go to the app.
+subtest 'ProxyPass mapping=encoded: an encoded module URI stays the module\'s' => sub {
+    my $httpd = CrTest->try_start(sandbox => $sb, modules => \@PROXY_MODS,
+        conf => "ProxyPass / $APP/ mapping=encoded\nProxyPassReverse / $APP/\n") or return;
+    for my $path ('/api/countries', '/%61pi/countries', '/api/%63ountries', '//api/countries') {
+        my $r = CrCurl::request(url => $httpd->url($path), proto => 'h1');
+        is($r->{code}, 200, "$path: 200");
+        ok(!($r->{json} && ref $r->{json} eq 'HASH' && $r->{json}{app}), "$path: not the app's")
+            or diag $r->{body};
+    }
+    my $r = CrCurl::request(url => $httpd->url('/%61piary'), proto => 'h1');
+    is($r->{json} && $r->{json}{app}, 'backend', '/%61piary (not under /api): the app\'s');
+    $httpd->stop;
+};
+
 subtest 'a <Location> inside the module\'s that sets no handler stays the proxy\'s' => sub {
     # Claimed by prefix before the location walk, given back after it: the
     # nested section's requests are translated by mod_proxy and mod_rewrite

@@ -18,7 +18,8 @@ use Mojo::JSON qw(encode_json);
 use Time::HiRes ();
 
 my %opt = ('parent-pid' => 0, log => '/dev/null');
-GetOptions(\%opt, 'log=s', 'parent-pid=i') or die "usage: $0 --log FILE [--parent-pid PID]\n";
+GetOptions(\%opt, 'log=s', 'parent-pid=i', 'refuse')
+    or die "usage: $0 --log FILE [--parent-pid PID] [--refuse]\n";
 open my $LOG, '>>', $opt{log} or die "$opt{log}: $!\n";
 $LOG->autoflush(1);
 
@@ -59,7 +60,13 @@ my $server = Mojo::IOLoop->server({ address => '127.0.0.1', port => 0 } => sub {
         $s->unsubscribe('read');
         $s->on(read => sub { $buf .= $_[1] });    # held until the far side is connected
         my ($line) = $buf =~ /^([^\r\n]*)/;
-        if ($line =~ m{^CONNECT ([^\s:]+):(\d+) HTTP/1\.[01]$}) {
+        if ($opt{refuse} && $line =~ m{^CONNECT (\S+)}) {
+            # --refuse: every tunnel is forbidden (a proxy's policy)
+            record(method => 'CONNECT', target => $1, error => 'refused');
+            $s->write("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                sub { $s->close });
+        }
+        elsif ($line =~ m{^CONNECT ([^\s:]+):(\d+) HTTP/1\.[01]$}) {
             my ($h, $p) = ($1, $2);
             substr($buf, 0, $end + 4, '');
             relay($s, \$buf, $h, $p, 'CONNECT', "$h:$p");

@@ -4,7 +4,7 @@ package CrAux;
 # stopped with the test (also when it dies; they also exit on their own
 # when the test process is gone):
 #
-#   my $px  = CrAux->proxy;        # t/helpers/connect-proxy.pl
+#   my $px  = CrAux->proxy;        # t/helpers/connect-proxy.pl (refuse => 1: 403s)
 #   $px->url; $px->relayed;        # [ {method, target, out_port, time}, ... ]
 #   my $app = CrAux->app;          # t/helpers/app-server.pl
 use strict;
@@ -54,9 +54,9 @@ sub _start {
 sub _slurp { open my $fh, '<', $_[0] or return ''; local $/; <$fh> // '' }
 
 sub proxy {
-    my ($class) = @_;
+    my ($class, %o) = @_;    # refuse => 1: a proxy answering 403 to every CONNECT
     my (undef, $log) = tempfile('cr-proxy-log-XXXXXX', TMPDIR => 1, UNLINK => 1);
-    my $self = $class->_start('connect-proxy.pl', '--log', $log);
+    my $self = $class->_start('connect-proxy.pl', '--log', $log, $o{refuse} ? '--refuse' : ());
     $self->{log} = $log;
     return $self;
 }

@@ -405,9 +405,12 @@ START_TEST(idem_records)
     ck_assert(!memcmp(d.body, r.body, 16));
     ck_assert(!cr_idem_decode(b, n - 1, &d));        /* truncated */
     r.state = CR_IDEM_IN_FLIGHT; r.len = 0; r.body = NULL; r.status = 0;
+    r.token = 0xDEADBEEFu;
     b = cr_idem_encode(pool, &r, &n);
     ck_assert(cr_idem_decode(b, n, &d));
     ck_assert_int_eq(d.state, CR_IDEM_IN_FLIGHT);
+    ck_assert_uint_eq(d.token, 0xDEADBEEFu);
+    ck_assert_uint_eq(d.len, 0);
     b[4] = 9;
     ck_assert(!cr_idem_decode(b, n, &d));            /* unknown state */
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -452,6 +453,70 @@ START_TEST(file_children_as_user)
 }
 END_TEST
 
+/* The parent (root) reopens a store whose directory User could change:
+ * it follows no symbolic link planted there, touches nothing outside it,
+ * and refuses a directory that is not the store's own. */
+static int sh(const char *cmd)
+{
+    return system(cmd);
+}
+
+START_TEST(file_planted_links_not_followed)
+{
+    cr_ids_conf c;
+    cr_idstore *s;
+    struct stat st;
+    const char *victim = newdir("victim"), *vfile, *err;
+    const char *dir = newdir("planted");
+    int as_root = geteuid() == 0;
+    ck_assert_ptr_null(cr_ids_parse(pool, apr_pstrcat(pool, "file:", dir, NULL), &c));
+    if (as_root) {
+        c.chown = 1;
+        c.uid = 65534;
+        c.gid = 65534;
+    }
+    ck_assert_ptr_null(cr_ids_open(pool, &c, &s));
+    /* A victim directory of root's with an "expired record" in it. */
+    ck_assert_int_eq(mkdir(victim, 0755), 0);
+    ck_assert_int_eq(chmod(victim, 0755), 0);
+    vfile = apr_pstrcat(pool, victim, "/0123456789abcdef0123456789abcdef012345", NULL);
+    ck_assert_int_eq(sh(apr_psprintf(pool, "echo secret > %s && touch -d 2000-01-01 %s",
+                                     vfile, vfile)), 0);
+    /* User replaces DIR/00 with a link to it and spoils .stats (a new
+     * header: the old code swept every subdirectory as root). */
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rmdir %s/00 && ln -s %s %s/00 && "
+                                     "dd if=/dev/zero of=%s/.stats bs=8 count=1 conv=notrunc "
+                                     "2>/dev/null", dir, victim, dir, dir)), 0);
+    ck_assert_ptr_null(cr_ids_open(pool, &c, &s));
+    ck_assert_int_eq(stat(vfile, &st), 0);              /* not swept */
+    ck_assert_int_eq(lstat(victim, &st), 0);
+    ck_assert_int_eq(st.st_uid, geteuid());             /* not given to User */
+    /* .lock, then .stats, as a link to a victim file: refused, untouched. */
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rm %s/.lock && ln -s %s %s/.lock", dir, vfile,
+                                     dir)), 0);
+    err = cr_ids_open(pool, &c, &s);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_msg(strstr(err, ".lock"), "%s", err);
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rm %s/.lock && ln %s %s/.lock 2>/dev/null || "
+                                     "cp -p %s %s/.lock", dir, vfile, dir, vfile, dir)), 0);
+    ck_assert_ptr_nonnull(cr_ids_open(pool, &c, &s));   /* a hard link / root's file */
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rm %s/.lock %s/.stats && ln -s %s %s/.stats",
+                                     dir, dir, vfile, dir)), 0);
+    ck_assert_ptr_nonnull(cr_ids_open(pool, &c, &s));
+    ck_assert_int_eq(stat(vfile, &st), 0);
+    ck_assert_int_eq(st.st_size, 7);                    /* "secret\n": not truncated */
+    ck_assert_int_eq(st.st_uid, geteuid());             /* nor given away */
+    /* DIR itself a link, or a directory that is not the store's own. */
+    ck_assert_int_eq(sh(apr_psprintf(pool, "rm -rf %s && ln -s %s %s", dir, victim, dir)), 0);
+    err = cr_ids_open(pool, &c, &s);
+    ck_assert_msg(err && strstr(err, "refusing"), "%s", err ? err : "opened");
+    c.dir = victim;                                     /* mode 0755 (and root's) */
+    err = cr_ids_open(pool, &c, &s);
+    ck_assert_msg(err && strstr(err, "not the store's own"), "%s", err ? err : "opened");
+    ck_assert_int_eq(stat(vfile, &st), 0);
+}
+END_TEST
+
 START_TEST(parse_specs)
 {
     cr_ids_conf c;
@@ -671,6 +736,106 @@ static void net_down_is_an_error(server *sv, int restart)
     stop_server(sv);
 }
 
+/* A relay to a server that passes everything but drops the answer to the
+ * first storing command (marker) and closes: the store applied the claim,
+ * the client never learns it (a timeout or reset in production). */
+static void relay_conn(int c, int port, const char *marker)
+{
+    struct sockaddr_in a;
+    struct pollfd fds[2];
+    char buf[65536];
+    int u = socket(AF_INET, SOCK_STREAM, 0), drop = 0;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(u, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        _exit(1);
+    }
+    fds[0].fd = c;
+    fds[1].fd = u;
+    fds[0].events = fds[1].events = POLLIN;
+    while (poll(fds, 2, -1) > 0) {
+        ssize_t n;
+        if (fds[0].revents) {
+            if ((n = read(c, buf, sizeof(buf))) <= 0) {
+                break;
+            }
+            drop = drop || memmem(buf, (size_t)n, marker, strlen(marker)) != NULL;
+            if (write(u, buf, (size_t)n) != n) {
+                break;
+            }
+        }
+        if (fds[1].revents) {
+            if ((n = read(u, buf, sizeof(buf))) <= 0 || drop) {
+                break;                          /* the answer is lost */
+            }
+            if (write(c, buf, (size_t)n) != n) {
+                break;
+            }
+        }
+    }
+    _exit(0);
+}
+
+static pid_t start_relay(int lport, int port, const char *marker)
+{
+    struct sockaddr_in a;
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    pid_t pid;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)lport);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(l, 16), 0);
+    pid = fork();
+    if (pid == 0) {
+        int dropped = 0;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (;;) {
+            int c = accept(l, NULL, NULL);
+            if (c < 0) {
+                continue;
+            }
+            if (fork() == 0) {
+                close(l);
+                relay_conn(c, port, dropped ? "\x01never\x01" : marker);
+            }
+            close(c);
+            dropped = 1;        /* only the first connection loses an answer */
+        }
+    }
+    close(l);
+    return pid;
+}
+
+/* A claim whose answer is lost is taken back (the token makes it ours):
+ * the key is free again, not held in flight for the window. */
+static void net_lost_reply(server *sv)
+{
+    int lport = free_port();
+    pid_t relay = start_relay(lport, sv->port, strstr(sv->bin, "redis") ? "SET\r\n" : "add ");
+    cr_ids_conf c;
+    cr_idstore *viar, *direct = net_store(sv);
+    const unsigned char *out;
+    apr_size_t n;
+    const char *spec = apr_psprintf(pool, "%s:127.0.0.1:%d",
+                                    strstr(sv->bin, "redis") ? "redis" : "memcache", lport);
+    const char *name = apr_psprintf(pool, "lost-%d", rand());
+    ck_assert_ptr_null(cr_ids_parse(pool, spec, &c));
+    viar = open_store(&c);
+    ck_assert_int_eq(cr_ids_claim(viar, pool, name, "token-1234", 10, apr_time_from_sec(60),
+                                  &out, &n), CR_IDS_UNAVAILABLE);
+    ck_assert_int_eq(cr_ids_get(direct, pool, name, &out, &n), CR_IDS_ABSENT);
+    /* ... while a record with another token is never removed */
+    ck_assert_int_eq(cr_ids_claim(direct, pool, name, "token-5678", 10, apr_time_from_sec(60),
+                                  &out, &n), CR_IDS_CLAIMED);
+    kill(relay, SIGKILL);
+    waitpid(relay, NULL, 0);
+}
+
 #define NET_TESTS(tag, sv, restart)                                                  \
 START_TEST(tag##_lifecycle)                                                          \
 {                                                                                    \
@@ -708,6 +873,12 @@ START_TEST(tag##_restart_idle)                                                  
     race_threads(s, "idle2-" #tag "-", won, &errors);                                \
     assert_one_each(won, errors, "after a restart while idle");                      \
     stop_server(pv);                                                                 \
+}                                                                                    \
+END_TEST                                                                             \
+START_TEST(tag##_lost_reply)                                                         \
+{                                                                                    \
+    if (!sv.pid) { return; }                                                         \
+    net_lost_reply(&sv);                                                             \
 }                                                                                    \
 END_TEST                                                                             \
 START_TEST(tag##_down)                                                               \
@@ -765,6 +936,7 @@ int main(void)
     tcase_add_test(tc, file_byte_bound);
     tcase_add_test(tc, file_unusable_dir_is_an_error);
     tcase_add_test(tc, file_children_as_user);
+    tcase_add_test(tc, file_planted_links_not_followed);
     tcase_add_test(tc, file_claim_cost);
     suite_add_tcase(s, tc);
 
@@ -780,6 +952,8 @@ int main(void)
     /* These stop and restart servers of their own. */
     tcase_add_test(tc, memcache_restart_idle);
     tcase_add_test(tc, redis_restart_idle);
+    tcase_add_test(tc, memcache_lost_reply);
+    tcase_add_test(tc, redis_lost_reply);
     tcase_add_test(tc, memcache_down);
     tcase_add_test(tc, redis_down);
     suite_add_tcase(s, tc);
