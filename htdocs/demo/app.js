@@ -77,6 +77,10 @@ const PROBLEM_TEXT = {
   TOO_MANY_STREAMS: 'Live updates are busy; the page checks your order every few seconds instead.',
   UPSTREAM_TIMEOUT: 'The store took too long to answer. Try again in a moment.',
   UPSTREAM_UNAVAILABLE: 'The store is not reachable right now. Try again in a moment.',
+  IDEMPOTENCY_IN_FLIGHT: 'Your order is still being placed. Wait a moment, then try again.',
+  IDEMPOTENCY_UNAVAILABLE: 'Orders are paused for a moment so none is placed twice. Try again shortly.',
+  IDEMPOTENCY_KEY_REUSED: 'This checkout changed after it was sent. Start the order again.',
+  ORDER_OUTCOME_UNKNOWN: 'We could not confirm whether this order was placed. Do not pay for it twice: check your email for an order confirmation before ordering again.',
   NOT_FOUND: 'This was not found.',
   INVALID_ORDER_ID: 'This order number is not valid.',
 };

@@ -118,7 +118,11 @@ sub _shopper {
             push @answers, $last;
             if ($r->{status} == 200 || $r->{status} == 201) { $order = $j->{order_id}; last }
             last if $r->{status} == 422 || $r->{status} == 400;     # definite refusal
-            # 409 (in flight, outcome unknown), 429, 5xx, 599 (network): same key again
+            # The module says an earlier attempt may have created the order:
+            # the storefront tells the shopper to check before ordering again
+            # (docs/ROUTES.md); retrying the key only repeats the answer.
+            last if $r->{status} == 409 && ($j->{detail} // '') eq 'ORDER_OUTCOME_UNKNOWN';
+            # 409 (in flight), 429, 5xx, 599 (network): same key again
             sleep(0.3 + rand 0.7);
         }
         push @rec, { t => 'order', tag => $tag, key => $key, order_id => $order, tries => $tries, last => $last,
@@ -270,7 +274,8 @@ C
     $c{orders_created_upstream} = 0;
     $c{orders_created_upstream} += @$_ for values %up;
     $c{duplicates} = 0;
-    $c{lost} = 0;           # created upstream, the shopper never learned it (or learned another id)
+    $c{lost} = 0;           # created upstream, the shopper never learned it nor was told to check
+    $c{outcome_unknown_told} = 0;   # created upstream, the shopper told 409 ORDER_OUTCOME_UNKNOWN
     $c{not_created} = 0;    # the shopper gave up and nothing was created: visible to the shopper
     for my $o (@orders) {
         my $ids = $up{ $o->{tag} } || [];
@@ -278,7 +283,10 @@ C
             $c{duplicates} += @$ids - 1;
             push @{ $c{duplicate_attempts} }, join ' / ', @{ $o->{answers} };
         }
-        if (@$ids && !($o->{order_id} && grep { $_ eq $o->{order_id} } @$ids)) { $c{lost}++ }
+        if (@$ids && !($o->{order_id} && grep { $_ eq $o->{order_id} } @$ids)) {
+            if ($o->{last} eq '409 ORDER_OUTCOME_UNKNOWN') { $c{outcome_unknown_told}++ }
+            else { $c{lost}++ }
+        }
         $c{not_created}++ if !@$ids && !$o->{order_id};
     }
     my @states = grep { $_->{t} eq 'states' } @rec;
