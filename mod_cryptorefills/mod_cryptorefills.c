@@ -29,6 +29,7 @@
 
 #include "mod_cryptorefills_int.h"
 #include "mod_cryptorefills_async.h"
+#include "mod_cryptorefills_sections.h"
 #include "cr_countries.h"
 #include "cr_route.h"
 

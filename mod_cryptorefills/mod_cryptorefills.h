@@ -18,6 +18,9 @@
  *     -> _respond.c                answers, errors, the upstream-outcome table
  *     -> _shm.c                    counters segment, stream slots, mod_status
  *     -> _socache.c                socache provider, mutex, get/put/claim/lease
+ *     -> _sections.c               walks of the config tree: sections that set
+ *                                  the handler (start-up check, claimed
+ *                                  prefixes), proxy rules that cover them
  *     -> _config.c                 directives, records, merge, resolved values
  *
  * Every file may call any file listed below it (handler -> upstream,
@@ -29,7 +32,7 @@
  * stream -> async, respond, shm, upstream; async -> shm, upstream;
  * upstream -> respond;
  * respond -> (shm's counters, by macro); shm -> socache, config; socache ->
- * config; config -> nothing.  The pure core
+ * config; sections -> config; config -> nothing.  The pure core
  * (cr_*.c) is below all of them and includes no httpd header.  The log tags
  * (CRLOGNO) are listed in docs/LOGTAGS.md. */
 #ifndef MOD_CRYPTOREFILLS_H
