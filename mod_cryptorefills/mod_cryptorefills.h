@@ -13,7 +13,12 @@
  *               -> _async.c            the suspended relay (event MPM): a
  *                                      per-child event loop; stream.c passes
  *                                      it the built request and callbacks
- *          -> _catalog.c               catalog routes, parsed catalogs
+ *          -> _catalog.c               catalog routes: obtain (leases, stale,
+ *                                      single flight), gzip negotiation
+ *               -> _copies.c           this process's copies (cr_ptable):
+ *                                      variants, last good entries, parsed
+ *                                      catalogs for the validator, their
+ *                                      mod_status rows
  *     -> _upstream.c               one builder and runner for upstream calls
  *     -> _respond.c                answers, errors, the upstream-outcome table
  *     -> _shm.c                    counters segment, stream slots, mod_status
@@ -25,10 +30,11 @@
  *
  * Every file may call any file listed below it (handler -> upstream,
  * catalog -> socache, shm's status hook -> socache, ...), never one above.
- * Checked by reading the calls between the files: catalog -> respond,
- * socache, upstream; orders -> catalog, idem, respond, upstream; idem ->
- * respond, shm (counters), config, and the core's idempotency store
- * (cr_idstore, not the socache); metrics -> idem (its gauges), socache;
+ * Checked by reading the calls between the files: catalog -> copies,
+ * respond, socache, upstream; copies -> socache; orders -> catalog, idem,
+ * respond, upstream; idem -> respond, shm (counters), config, and the
+ * core's idempotency store (cr_idstore, not the socache); metrics -> idem
+ * (its gauges), socache;
  * stream -> async, respond, shm, upstream; async -> shm, upstream;
  * upstream -> respond;
  * respond -> (shm's counters, by macro); shm -> socache, config; socache ->
