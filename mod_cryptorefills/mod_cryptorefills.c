@@ -29,6 +29,7 @@
 
 #include "mod_cryptorefills_int.h"
 #include "mod_cryptorefills_async.h"
+#include "mod_cryptorefills_sections.h"
 #include "cr_countries.h"
 #include "cr_route.h"
 
@@ -86,7 +87,7 @@ static void cr_child_init(apr_pool_t *pchild, server_rec *s)
 {
     cr_socache_child_init(pchild, s);
     cr_idem_child_init(pchild, s);
-    cr_catalog_child_init(pchild);
+    cr_copies_child_init(pchild);
     cr_upstream_child_init(pchild, s);
     cr_async_child_init(pchild, s, cr_stats ? &cr_stats->async : NULL);
 }
@@ -172,7 +173,7 @@ static void cr_register_hooks(apr_pool_t *p)
     ap_hook_handler(cr_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
     cr_shm_register_hooks();
     cr_idem_register_hooks();
-    cr_catalog_register_hooks();
+    cr_copies_register_hooks();
     cr_async_register_hooks();
 }
 

@@ -13,23 +13,32 @@
  *               -> _async.c            the suspended relay (event MPM): a
  *                                      per-child event loop; stream.c passes
  *                                      it the built request and callbacks
- *          -> _catalog.c               catalog routes, parsed catalogs
+ *          -> _catalog.c               catalog routes: obtain (leases, stale,
+ *                                      single flight), gzip negotiation
+ *               -> _copies.c           this process's copies (cr_ptable):
+ *                                      variants, last good entries, parsed
+ *                                      catalogs for the validator, their
+ *                                      mod_status rows
  *     -> _upstream.c               one builder and runner for upstream calls
  *     -> _respond.c                answers, errors, the upstream-outcome table
  *     -> _shm.c                    counters segment, stream slots, mod_status
  *     -> _socache.c                socache provider, mutex, get/put/claim/lease
+ *     -> _sections.c               walks of the config tree: sections that set
+ *                                  the handler (start-up check, claimed
+ *                                  prefixes), proxy rules that cover them
  *     -> _config.c                 directives, records, merge, resolved values
  *
  * Every file may call any file listed below it (handler -> upstream,
  * catalog -> socache, shm's status hook -> socache, ...), never one above.
- * Checked by reading the calls between the files: catalog -> respond,
- * socache, upstream; orders -> catalog, idem, respond, upstream; idem ->
- * respond, shm (counters), config, and the core's idempotency store
- * (cr_idstore, not the socache); metrics -> idem (its gauges), socache;
+ * Checked by reading the calls between the files: catalog -> copies,
+ * respond, socache, upstream; copies -> socache; orders -> catalog, idem,
+ * respond, upstream; idem -> respond, shm (counters), config, and the
+ * core's idempotency store (cr_idstore, not the socache); metrics -> idem
+ * (its gauges), socache;
  * stream -> async, respond, shm, upstream; async -> shm, upstream;
  * upstream -> respond;
  * respond -> (shm's counters, by macro); shm -> socache, config; socache ->
- * config; config -> nothing.  The pure core
+ * config; sections -> config; config -> nothing.  The pure core
  * (cr_*.c) is below all of them and includes no httpd header.  The log tags
  * (CRLOGNO) are listed in docs/LOGTAGS.md. */
 #ifndef MOD_CRYPTOREFILLS_H

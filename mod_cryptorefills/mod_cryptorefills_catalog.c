@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Catalog routes (brands, homepage, payment_vias) served from the shared
- * store, and parsed catalogs for the validator.
+ * store, and the validator's parsed catalogs.
  *
  * One refresher per name at a time, chosen by a lease (see
  * cr_socache_lease) with an expiry, so a refresher that dies (killed child)
  * frees the name when its lease runs out; the others serve the stale copy
  * or, with none, wait a bounded time.  Each process keeps a copy of the
- * variants and parsed catalogs it used last (cr_ptable), so a hit copies
- * 64 bytes of meta out of the shared store rather than the catalog. */
+ * variants and parsed catalogs it used last (mod_cryptorefills_copies.c),
+ * so a hit copies 64 bytes of meta out of the shared store rather than the
+ * catalog. */
 #include <string.h>
 
 #include "httpd.h"
@@ -18,15 +19,9 @@
 #include "http_request.h"
 #include "apr_strings.h"
 #include "apr_date.h"
-#include <stdlib.h>
-#include <unistd.h>
-#include "mod_status.h"
-#include "apr_optional_hooks.h"
 
 #include "mod_cryptorefills_int.h"
 #include "cr_json.h"
-#include "cr_validate.h"
-#include "cr_ptable.h"
 
 /* After a failed refresh, the next attempt waits this long (stale is served). */
 #define CR_REFRESH_BACKOFF      apr_time_from_sec(5)
@@ -40,161 +35,6 @@ static int get_meta(request_rec *r, const char *name, cr_record_meta *m)
     apr_size_t n;
     return cr_socache_get(r, CR_CID_META, name, buf, sizeof(buf), &n)
         && cr_record_meta_decode(buf, n, m);
-}
-
-/* Each process keeps the variants it served last, per name and version, so
- * a hit copies 64 bytes of meta out of the shared cache instead of the
- * whole catalog: the cross-process mutex is then held for a moment, not
- * for a 170 KB copy (which serialised all children under load).  Memory is
- * bounded per process; a copy in use by a request lives until that request
- * ends. */
-#define CR_LOCAL_COPIES_MAX (32 * 1024 * 1024)
-static cr_ptable *local_copies;
-
-/* Each process also keeps the last parsed copy of each catalog it validated
- * against, keyed by name and version, so a checkout costs a lookup instead
- * of parsing a few hundred KB of JSON.  The validator only reads catalogs,
- * so threads share a copy.  A json-c tree takes several times its text's
- * size (objects, hash tables, strings, the brand index): it is counted as
- * CR_PARSED_COST times the text, and the table holds at most
- * CR_PARSED_CATALOGS_MAX of that per process, least recently used out
- * first (a copy in use by a request lives until that request ends). */
-#define CR_PARSED_CATALOGS_MAX (32 * 1024 * 1024)
-#define CR_PARSED_COST 8
-static cr_ptable *parsed_catalogs;
-
-static void free_json(void *obj)
-{
-    json_object_put(obj);
-}
-
-void cr_catalog_child_init(apr_pool_t *pchild)
-{
-    /* Without them every request goes to the shared store: slower, correct. */
-    if (cr_ptable_create(&local_copies, pchild, CR_LOCAL_COPIES_MAX, free) != APR_SUCCESS) {
-        local_copies = NULL;
-    }
-    if (cr_ptable_create(&parsed_catalogs, pchild, CR_PARSED_CATALOGS_MAX, free_json)
-        != APR_SUCCESS) {
-        parsed_catalogs = NULL;
-    }
-}
-
-/* Each process also remembers, per name, the meta of the last entry it
- * served a variant of (key NAME#m in local_copies, so under the same byte
- * budget and LRU): when the shared store has lost the entry (a Redis
- * restarted without persistence, an evicting memcached) or cannot be
- * reached, and the upstream fails at that moment, the copies of that entry
- * this process still holds are served stale within the same window as a
- * shared stale copy.  The value is a read-only cr_record_meta; info.stamp
- * is when this process last saw a refresh fail while relying on it (its
- * own back-off: one upstream try per CR_REFRESH_BACKOFF). */
-#define CR_LAST_GOOD_SUFFIX "#m"
-
-static void remember_last_good(request_rec *r, const char *name, const cr_record_meta *m)
-{
-    const char *key = apr_pstrcat(r->pool, name, CR_LAST_GOOD_SUFFIX, NULL);
-    const cr_record_meta *old;
-    cr_record_meta *copy;
-    cr_ptable_info info;
-
-    old = cr_ptable_get(local_copies, key, NULL, r->pool, NULL);
-    if (old && old->version == m->version && old->fetched >= m->fetched) {
-        return;
-    }
-    if (!(copy = malloc(sizeof(*copy)))) {
-        return;
-    }
-    *copy = *m;
-    memset(&info, 0, sizeof(info));
-    info.version = m->version;
-    info.size = sizeof(*copy);
-    cr_ptable_put(local_copies, key, copy, &info, NULL);
-}
-
-static int accepts_gzip(request_rec *r);
-
-/* This process's last good entry for name (a copy in *m), and when a
- * refresh last failed while it was relied on (*failed_at); 0 if none, or
- * if the table no longer holds a variant this request can take (the
- * identity copy, or the gzip one when the request accepts gzip). */
-static int last_good(request_rec *r, const char *name, cr_record_meta *m, apr_time_t *failed_at)
-{
-    cr_ptable_info info;
-    const cr_record_meta *lg = local_copies
-        ? cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, CR_LAST_GOOD_SUFFIX, NULL),
-                        NULL, r->pool, &info)
-        : NULL;
-    if (!lg
-        || (!cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, "#b", NULL), &lg->version,
-                           r->pool, NULL)
-            && !(lg->gz_len && accepts_gzip(r)
-                 && cr_ptable_get(local_copies, apr_pstrcat(r->pool, name, "#z", NULL),
-                                  &lg->version, r->pool, NULL)))) {
-        return 0;
-    }
-    *m = *lg;
-    *failed_at = info.stamp;
-    return 1;
-}
-
-static void last_good_failed(request_rec *r, const char *name, const cr_record_meta *m)
-{
-    cr_ptable_restamp(local_copies, apr_pstrcat(r->pool, name, CR_LAST_GOOD_SUFFIX, NULL),
-                      m->version, apr_time_now(), 0);
-}
-
-/* Keep a copy of a variant of entry m in this process (and remember m as
- * the last good entry of name). */
-static void keep_copy(request_rec *r, const char *name, const cr_record_meta *m, int gz,
-                      const char *bytes, apr_size_t len)
-{
-    cr_ptable_info info;
-    char *copy;
-
-    if (local_copies && len <= CR_LOCAL_COPIES_MAX / 4 && (copy = malloc(len ? len : 1))) {
-        memset(&info, 0, sizeof(info));
-        info.version = m->version;
-        info.size = len;
-        memcpy(copy, bytes, len);
-        if (cr_ptable_put(local_copies, apr_pstrcat(r->pool, name, gz ? "#z" : "#b", NULL),
-                          copy, &info, NULL)) {
-            remember_last_good(r, name, m);
-        }
-    }
-}
-
-/* The variant's bytes (without header) for meta m, or NULL when evicted or
- * replaced by another generation meanwhile.  local_only: this process's
- * copies only, the shared store is not asked. */
-static const char *get_variant(request_rec *r, const char *name, const cr_record_meta *m,
-                               int gz, int local_only, apr_size_t *len)
-{
-    apr_size_t want = (gz ? m->gz_len : m->body_len) + CR_RECORD_VHDR_LEN, n;
-    const char *key = apr_pstrcat(r->pool, name, gz ? "#z" : "#b", NULL);
-    cr_ptable_info info;
-    const char *local = local_copies ? cr_ptable_get(local_copies, key, &m->version, r->pool,
-                                                     &info) : NULL;
-    unsigned char *buf;
-
-    if (local) {
-        *len = info.size;
-        if (!local_only) {
-            remember_last_good(r, name, m);
-        }
-        return local;
-    }
-    if (local_only) {
-        return NULL;
-    }
-    buf = apr_palloc(r->pool, want);
-    if (!cr_socache_get(r, gz ? CR_CID_GZIP : CR_CID_BODY, name, buf, want, &n)
-        || n != want || !cr_record_vhdr_check(buf, n, m->version)) {
-        return NULL;
-    }
-    *len = n - CR_RECORD_VHDR_LEN;
-    keep_copy(r, name, m, gz, (const char *)buf + CR_RECORD_VHDR_LEN, *len);
-    return (const char *)buf + CR_RECORD_VHDR_LEN;
 }
 
 /* Store a fresh answer: variants first, meta last, so a reader that finds
@@ -291,11 +131,11 @@ static int send_cached(request_rec *r, const char *name, const cr_record_meta *m
     /* The variant first: if it was evicted meanwhile, the caller answers
      * another way and must not inherit this version's validators. */
     if (!not_modified) {
-        body = get_variant(r, name, m, gz, local_only, &len);
+        body = cr_copies_variant(r, name, m, gz, local_only, &len);
         if (!body && gz && local_only) {
             /* This process served only the identity variant of it. */
             gz = 0;
-            body = get_variant(r, name, m, 0, 1, &len);
+            body = cr_copies_variant(r, name, m, 0, 1, &len);
         }
         if (!body) {
             return -1;
@@ -397,11 +237,12 @@ static int local_stale(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     apr_time_t failed_at;
     apr_time_t now = apr_time_now();
 
-    if (!serve_stale_after(resp) || !last_good(r, name, m, &failed_at)
+    if (!serve_stale_after(resp)
+        || !cr_copies_last_good(r, name, accepts_gzip(r), m, &failed_at)
         || now >= m->fetched + c->cache_ttl + c->cache_stale) {
         return 0;
     }
-    last_good_failed(r, name, m);
+    cr_copies_last_good_failed(r, name, m);
     ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, CRLOGNO(01216)
                   "no shared entry for %s:%s in the cache %s and the upstream failed (%s, "
                   "status %ld): serving this process's copy of %" APR_TIME_T_FMT "s ago",
@@ -414,7 +255,7 @@ static int local_stale(request_rec *r, const cr_conf *c, const cr_route_req *rr,
  * are; otherwise one request server-wide (the lease holder) refreshes while
  * the others serve the stale copy or, with none, wait a bounded time.
  * Without a shared entry, this process's last good copy (see
- * remember_last_good) stands in for the stale one: *local is then set and
+ * cr_copies_last_good) stands in for the stale one: *local is then set and
  * *m describes that copy. */
 static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                         const char *country, const char *name, cr_record_meta *m,
@@ -437,7 +278,8 @@ static obtain_rc obtain(request_rec *r, const cr_conf *c, const cr_route_req *rr
             return OBTAIN_ENTRY;
         }
         /* A local copy within the stale window, when the shared one is gone. */
-        have_local = !have && last_good(r, name, &lm, &failed_at)
+        have_local = !have
+            && cr_copies_last_good(r, name, accepts_gzip(r), &lm, &failed_at)
             && now < lm.fetched + ttl + stale;
         if (have_local && now < failed_at + CR_REFRESH_BACKOFF) {
             /* This process saw the upstream fail moments ago: no new try yet. */
@@ -495,7 +337,7 @@ refresh:
         *how = "miss";
         if (!stored) {
             /* Unstored, it is still this process's last good copy. */
-            keep_copy(r, name, m, 0, resp->body, resp->len);
+            cr_copies_keep(r, name, m, 0, resp->body, resp->len);
             return OBTAIN_UNSTORED;
         }
         return OBTAIN_ENTRY;
@@ -583,30 +425,18 @@ int cr_catalog_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
 
 /* ---- parsed catalogs for the validator ------------------------------------------------ */
 
-/* A parsed copy confirmed against the shared cache this recently is used
- * without asking again: a checkout then takes no cross-process lock at all
- * for its catalog and payment methods.  Catalogs stay fresh for minutes. */
-#define CR_PARSED_RECHECK apr_time_from_msec(1000)
-
 json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route,
                              const char *country, int *stale)
 {
     const cr_route_def *def = cr_route_def_get(route);
     const char *name = entry_name(r, c, def->name, country);
     cr_record_meta m;
-    cr_ptable_info info;
-    const char *body;
-    apr_size_t len = 0;
     apr_time_t now;
     json_object *obj;
 
     *stale = 0;
-    if (parsed_catalogs) {
-        obj = cr_ptable_get(parsed_catalogs, name, NULL, r->pool, &info);
-        if (obj && apr_time_now() - info.stamp < CR_PARSED_RECHECK) {
-            *stale = info.flag;
-            return obj;
-        }
+    if ((obj = cr_copies_parsed_recent(r, name, stale))) {
+        return obj;
     }
     /* Never a refresh here: the request that validates waits for no
      * upstream exchange (a body naming many countries would make one per
@@ -620,70 +450,5 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
         return NULL;
     }
     *stale = now >= m.fetched + c->cache_ttl;
-    if (parsed_catalogs) {
-        obj = cr_ptable_get(parsed_catalogs, name, &m.version, r->pool, NULL);
-        if (obj) {
-            cr_ptable_restamp(parsed_catalogs, name, m.version, apr_time_now(), *stale);
-            return obj;
-        }
-    }
-    body = get_variant(r, name, &m, 0, 0, &len);
-    if (!body || cr_json_parse_unowned(body, len, CR_JSON_MAX_DEPTH, &obj)) {
-        return NULL;
-    }
-    if (route == CR_ROUTE_BRANDS) {
-        /* Before it is shared: readers only read. */
-        cr_validate_index_catalog(obj);
-    }
-    if (!parsed_catalogs) {
-        return cr_json_own(r->pool, obj);
-    }
-    memset(&info, 0, sizeof(info));
-    info.version = m.version;
-    info.size = len * CR_PARSED_COST;
-    info.stamp = apr_time_now();
-    info.flag = *stale;
-    cr_ptable_put(parsed_catalogs, name, obj, &info, r->pool);
-    return obj;
-}
-
-/* ---- mod_status: this process's copies ------------------------------------------------ */
-
-static void table_status(request_rec *r, int flags, const char *what, cr_ptable *t)
-{
-    apr_size_t n, bytes = 0, max = 0;
-    apr_uint64_t ev = 0;
-    if (!t) {
-        return;
-    }
-    n = cr_ptable_stats(t, &bytes, &max, &ev);
-    if (flags & AP_STATUS_SHORT) {
-        ap_rprintf(r, "Cryptorefills%s_entries: %" APR_SIZE_T_FMT "\n"
-                   "Cryptorefills%s_bytes: %" APR_SIZE_T_FMT "\n"
-                   "Cryptorefills%s_max_bytes: %" APR_SIZE_T_FMT "\n"
-                   "Cryptorefills%s_evictions: %" APR_UINT64_T_FMT "\n",
-                   what, n, what, bytes, what, max, what, ev);
-        return;
-    }
-    ap_rprintf(r, "<tr><th>%s (process %" APR_PID_T_FMT ")</th><td>%" APR_SIZE_T_FMT
-               " entries, %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT " bytes, %"
-               APR_UINT64_T_FMT " evictions</td></tr>\n", what, getpid(), n, bytes, max, ev);
-}
-
-static int status_hook(request_rec *r, int flags)
-{
-    if (!(flags & AP_STATUS_SHORT)) {
-        ap_rputs("<table>\n", r);
-    }
-    table_status(r, flags, "parsed_catalogs", parsed_catalogs);
-    table_status(r, flags, "local_copies", local_copies);
-    if (!(flags & AP_STATUS_SHORT)) {
-        ap_rputs("</table>\n", r);
-    }
-    return OK;
-}
-
-void cr_catalog_register_hooks(void)
-{
-    APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_LAST);
+    return cr_copies_parsed(r, name, &m, *stale, route);
 }

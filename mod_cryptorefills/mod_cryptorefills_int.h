@@ -52,7 +52,7 @@ int cr_idem_settle(request_rec *r, cr_idem_claim *cl, const cr_route_req *rr,
 int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                       const char *country);
 
-/* ---- mod_cryptorefills_catalog.c: catalog routes and parsed catalogs ------------- */
+/* ---- mod_cryptorefills_catalog.c: catalog routes, the validator's catalogs ------- */
 int cr_catalog_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                        const char *country);
 /* A catalog-like route's answer for country, parsed, from the cache only
@@ -61,9 +61,37 @@ int cr_catalog_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
  * copy is past its freshness. */
 json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route,
                              const char *country, int *stale);
-void cr_catalog_child_init(apr_pool_t *pchild);
+
+/* ---- mod_cryptorefills_copies.c: this process's copies of catalog entries --------- */
+void cr_copies_child_init(apr_pool_t *pchild);
 /* mod_status rows for this process's copies (parsed catalogs, variants). */
-void cr_catalog_register_hooks(void);
+void cr_copies_register_hooks(void);
+/* The variant's bytes (without header) for meta m, or NULL when evicted or
+ * replaced by another generation meanwhile.  local_only: this process's
+ * copies only, the shared store is not asked. */
+const char *cr_copies_variant(request_rec *r, const char *name, const cr_record_meta *m,
+                              int gz, int local_only, apr_size_t *len);
+/* Keep a copy of a variant of entry m in this process (and remember m as
+ * the last good entry of name). */
+void cr_copies_keep(request_rec *r, const char *name, const cr_record_meta *m, int gz,
+                    const char *bytes, apr_size_t len);
+/* This process's last good entry for name (a copy in *m), and when a
+ * refresh last failed while it was relied on (*failed_at); 0 if none, or
+ * if the table no longer holds a variant this request can take (the
+ * identity copy, or the gzip one when gz_ok: the request accepts gzip). */
+int cr_copies_last_good(request_rec *r, const char *name, int gz_ok, cr_record_meta *m,
+                        apr_time_t *failed_at);
+/* Note that a refresh failed now while the last good entry m was relied on
+ * (this process's back-off). */
+void cr_copies_last_good_failed(request_rec *r, const char *name, const cr_record_meta *m);
+/* The parsed catalog of name confirmed against the shared store within the
+ * last second (*stale: as it was then), or NULL. */
+json_object *cr_copies_parsed_recent(request_rec *r, const char *name, int *stale);
+/* The parsed catalog of entry m (parsed and kept on first use; a brands
+ * catalog indexed for the validator), or NULL when its variant is gone or
+ * not JSON.  Valid until r's pool is cleared. */
+json_object *cr_copies_parsed(request_rec *r, const char *name, const cr_record_meta *m,
+                              int stale, cr_route_id route);
 
 /* ---- mod_cryptorefills_upstream.c: upstream calls -------------------------------- */
 apr_status_t cr_upstream_post_config(apr_pool_t *pconf);
