@@ -300,9 +300,13 @@ cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
     SETOPT(h, CURLOPT_WRITEFUNCTION, on_write);
     SETOPT(h, CURLOPT_WRITEDATA, &xf->x);
     if (req->on_data) {
-        /* A stream sits mostly idle for minutes: a small receive buffer
-         * (events are a few KB) keeps a thousand of them cheap. */
-        SETOPT(h, CURLOPT_BUFFERSIZE, 4096L);
+        /* A stream sits mostly idle for minutes: libcurl's smallest
+         * receive buffer (an event is a few hundred bytes; larger ones
+         * arrive in pieces) and, for TLS, the smallest send buffer (64 KB
+         * by default, held for the transfer's life) keep ten thousand of
+         * them cheap. */
+        SETOPT(h, CURLOPT_BUFFERSIZE, 1024L);
+        SETOPT(h, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
     }
     if (!req->on_data) {
         /* Collected bodies may come compressed; streams must not be held
