@@ -35,7 +35,7 @@ my $DATA = "$BENCH/data";
 my %opt = (duration => 10, rounds => 3, warmup => 2);
 GetOptions(\%opt, 'duration=f', 'rounds=i', 'conns=s', 'streams=s', 'hold=f', 'quick',
            'warmup=f', 'no-wait', 'baseline-module=s', 'baseline-rev=s',
-           'small-mpm', 'baseline=s') or die "bad options\n";
+           'small-mpm', 'baseline=s', 'stock-mpm=s', 'relays=s', 'mem-detail') or die "bad options\n";
 if ($opt{quick}) { $opt{duration} = 2; $opt{rounds} = 1; $opt{warmup} = 1; $opt{hold} //= 3;
                    $opt{streams} //= '100'; }
 $opt{hold} //= 10;
@@ -125,6 +125,29 @@ sub cpu_ticks {
         $t += $f[11] + $f[12];
     }
     return $t;
+}
+sub threads_of {   # threads summed over the processes
+    my $t = 0;
+    for my $p (@_) { $t += $1 if (eval { slurp("/proc/$p/status") } // '') =~ /^Threads:\s+(\d+)/m }
+    return $t;
+}
+# --mem-detail: PSS by kind of mapping (heap, anonymous, thread stacks and
+# other private maps, files), summed over the processes: where a stream's
+# memory goes.
+sub mem_detail {
+    my %k;
+    for my $p (@_) {
+        open my $fh, '<', "/proc/$p/smaps" or next;
+        my $kind = 'other';
+        while (<$fh>) {
+            if (/^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/) {
+                my $n = $1;
+                $kind = $n eq '[heap]' ? 'heap' : $n eq '' ? 'anon' : $n =~ /^\[/ ? 'other' : 'file';
+            }
+            $k{$kind} += $1 if /^Pss:\s+(\d+)/;
+        }
+    }
+    return \%k;
 }
 sub mem_kb {   # (rss, pss) summed over the processes
     my ($rss, $pss) = (0, 0);
@@ -652,9 +675,12 @@ sub stream_run {
     # --small-mpm: 4 x 25 threads for both, AsyncRequestWorkerFactor sized so
     # the event MPM accepts N suspended streams (issue #12): what a stream
     # costs when it does not hold a worker, against a relay that needs one.
+    # (--stock-mpm big: mod_proxy_http keeps 24 x 64 while the module runs
+    # on 4 x 25: each relay on the MPM it needs.)  The factor leaves room for
+    # children that accept more than their share.
     my ($mpm, $children) = ($MPM_BIG, 24);
-    if ($opt{'small-mpm'}) {
-        ($mpm, $children) = ($MPM_SMALL . "AsyncRequestWorkerFactor " . (int($n / 100) + 2)
+    if ($opt{'small-mpm'} && !($kind eq 'stock' && ($opt{'stock-mpm'} // '') eq 'big')) {
+        ($mpm, $children) = ($MPM_SMALL . "AsyncRequestWorkerFactor " . (int($n / 50) + 2)
                              . "\nListenBacklog 4096\n", 4);
     }
     my $srv = $kind eq 'module'
@@ -672,16 +698,20 @@ sub stream_run {
     die "probe $probe: $pr->{status}\n" unless $pr->{status} == 200;
     sleep 0.5;
     my ($rss0, $pss0) = mem_kb(tree($srv->{pid}));
+    my $md0 = $opt{'mem-detail'} ? mem_detail(tree($srv->{pid})) : undef;
+    my $threads0 = threads_of(tree($srv->{pid}));
     my $cpu0 = cpu_ticks(tree($srv->{pid}));
     my $t0 = time;
     open my $cl, '-|', "$WORK/sse-client", '-p', $srv->port, '-u', $prefix, '-n', $n, '-d', $opt{hold},
         '-q', $probe, '-r', 20, '-w', 30 or die "sse-client: $!";
-    my ($ready, $json, $rss1, $pss1, $ups);
+    my ($ready, $json, $rss1, $pss1, $ups, $threads1, $md1);
     while (my $l = <$cl>) {
         if ($l =~ /^ready (\S+) (\d+)/) {
             $ready = { secs => $1, with_event => $2 };
             sleep 1;
             ($rss1, $pss1) = mem_kb(tree($srv->{pid}));
+            $md1 = mem_detail(tree($srv->{pid})) if $md0;
+            $threads1 = threads_of(tree($srv->{pid}));
             $ups = up_stats($up);
         }
         $json = decode_json($l) if $l =~ /^\{/;
@@ -698,14 +728,21 @@ sub stream_run {
     $json->{rss_per_stream_kb} = ($rss1 - $rss0) / $n;
     $json->{pss_per_stream_kb} = ($pss1 - $pss0) / $n;
     $json->{upstream_streams} = $ups->{streams};
+    $json->{httpd_threads} = $threads1; $json->{httpd_threads_base} = $threads0;
+    if ($md0) {
+        $json->{pss_detail_per_stream_kb} = { map { $_ => (($md1->{$_} // 0) - ($md0->{$_} // 0)) / $n } keys %$md1 };
+        printf "  PSS by mapping, KB/stream: %s\n",
+            join(' ', map { sprintf '%s %+.1f', $_, $json->{pss_detail_per_stream_kb}{$_} } sort keys %{ $json->{pss_detail_per_stream_kb} });
+    }
     $json->{httpd_cpu_util} = ($cpu1 - $cpu0) / $HZ / $wall;
     $json->{load1} = loadavg();
     printf "  %-7s n=%-5d ready %5.2fs  upstream streams %5d  delay p50 %6.2f p99 %7.2f max %7.2f ms  "
-         . "catalog p50 %6.2f p99 %7.2f ms (%d)  mem %+.0f KB/stream (PSS %+.0f)  errors %d/%d/%d\n",
+         . "catalog p50 %6.2f p99 %7.2f ms (%d)  mem %+.0f KB/stream (PSS %+.0f)  errors %d/%d/%d  "
+         . "threads %d  httpd CPU %.2f cores  load %.1f\n",
         $kind, $n, $json->{ready_s}, $json->{upstream_streams} // -1, $json->{delay_p50_ms}, $json->{delay_p99_ms},
         $json->{delay_max_ms}, $json->{probe_p50_ms}, $json->{probe_p99_ms}, $json->{probe_n},
         $json->{rss_per_stream_kb}, $json->{pss_per_stream_kb}, $json->{errors}, $json->{closed_early},
-        $json->{probe_errors};
+        $json->{probe_errors}, $threads1 // -1, $json->{httpd_cpu_util}, $json->{load1};
     return $json;
 }
 
@@ -714,10 +751,11 @@ sub cmpword { my ($x, $y) = @_; sprintf('%.2f', $x) eq sprintf('%.2f', $y) ? 'eq
 sub bench_streams {
     print "\n== streams (hold $opt{hold}s x $opt{rounds} rounds, load ${\ loadavg()})\n";
     my @ns = split /,/, ($opt{streams} // '100,500,1000,1400');
+    my @relays = split /,/, ($opt{relays} // 'module,stock');
     my %runs;
     for my $round (1 .. $opt{rounds}) {
         for my $n (@ns) {
-            for my $kind (qw(module stock)) {
+            for my $kind (@relays) {
                 push @{ $runs{$n}{$kind} }, stream_run($kind, $n);
             }
         }
@@ -728,11 +766,11 @@ sub bench_streams {
     printf $fmt, 'N', 'relay', 'ready s', 'delay p50', 'delay p99', 'catalog p50', 'catalog p99', 'RSS KB/strm', 'PSS KB/strm', 'errors';
     printf $fmt, map { '-' x $_ } 6, 22, 8, 8, 8, 9, 9, 11, 11, 6;
     for my $n (@ns) {
-        for my $kind (qw(module stock)) {
+        for my $kind (@relays) {
             my $rs = $runs{$n}{$kind};
             my %m = (n => $n, kind => $kind, runs => $rs);
             for my $k (qw(ready_s delay_p50_ms delay_p99_ms delay_max_ms probe_p50_ms probe_p99_ms
-                          rss_per_stream_kb pss_per_stream_kb rss_kb httpd_cpu_util)) {
+                          rss_per_stream_kb pss_per_stream_kb rss_kb httpd_cpu_util httpd_threads)) {
                 $m{$k} = median(map { $_->{$k} } @$rs);
             }
             $m{errors} = 0; $m{errors} += $_->{errors} + $_->{closed_early} + $_->{probe_errors} for @$rs;
@@ -741,7 +779,8 @@ sub bench_streams {
                 qw(ready_s delay_p50_ms delay_p99_ms probe_p50_ms probe_p99_ms rss_per_stream_kb pss_per_stream_kb)),
                 $m{errors};
         }
-        my ($mo, $st) = grep { $_->{n} == $n } @rows;
+        my ($mo, $st) = map { my $k = $_; grep { $_->{n} == $n && $_->{kind} eq $k } @rows } qw(module stock);
+        next unless $mo && $st;
         printf "  n=%d: module delay p99 %.2f vs %.2f ms (%s), memory/stream %.0f vs %.0f KB RSS (%s), catalog p99 %.2f ms (%s)\n",
             $n, $mo->{delay_p99_ms}, $st->{delay_p99_ms}, cmpword($mo->{delay_p99_ms}, $st->{delay_p99_ms}),
             $mo->{rss_per_stream_kb}, $st->{rss_per_stream_kb},

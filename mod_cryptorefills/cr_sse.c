@@ -39,7 +39,7 @@ typedef enum {
 
 struct cr_sse_parser {
     apr_pool_t *pool;
-    apr_pool_t *evpool;          /* cleared after each callback */
+    apr_pool_t *evpool;          /* made for each callback, destroyed after it */
     apr_size_t max_event;
     apr_status_t err;            /* sticky: once set, feeds return it */
 
@@ -123,6 +123,17 @@ static apr_status_t buf_append(cr_sse_parser *ps, sse_buf *sb, const char *s, ap
     return APR_SUCCESS;
 }
 
+/* An empty buffer gives its memory back: a parser waits far longer between
+ * events than it spends on one, and ten thousand idle ones add up. */
+static void buf_release(sse_buf *sb)
+{
+    if (sb->len == 0 && sb->b) {
+        free(sb->b);
+        sb->b = NULL;
+        sb->cap = 0;
+    }
+}
+
 static apr_status_t buf_set(cr_sse_parser *ps, sse_buf *sb, const char *s, apr_size_t n)
 {
     sb->len = 0;
@@ -143,9 +154,6 @@ cr_sse_parser *cr_sse_parser_create(apr_pool_t *p, apr_size_t max_event)
     ps->bom = 0;
     ps->block_retry = -1;
     ps->retry = -1;
-    if (apr_pool_create(&ps->evpool, p) != APR_SUCCESS) {
-        return NULL;
-    }
     apr_pool_cleanup_register(p, ps, parser_free, apr_pool_cleanup_null);
     return ps;
 }
@@ -278,13 +286,22 @@ static apr_status_t dispatch(cr_sse_parser *ps, cr_sse_event_fn cb, void *baton)
     }
     ev.id = ps->block_id ? (ps->lastid.b ? ps->lastid.b : "") : NULL;
     ev.retry = ps->block_retry;
-    ev.pool = ps->evpool;
     ev.oversize = ps->block_oversize;
 
+    /* The event's pool lives only for the callback: an idle parser holds no
+     * pool block (a thousand idle streams would otherwise keep a thousand
+     * 8 KB blocks), and its block goes back to the allocator for the next
+     * event of any parser sharing it. */
     if (cb) {
+        if (apr_pool_create(&ps->evpool, ps->pool) != APR_SUCCESS) {
+            ps->err = APR_ENOMEM;
+            return APR_ENOMEM;
+        }
+        ev.pool = ps->evpool;
         rv = cb(baton, &ev);
+        apr_pool_destroy(ps->evpool);
+        ps->evpool = NULL;
     }
-    apr_pool_clear(ps->evpool);
     block_reset(ps);
     return rv;
 }
@@ -496,6 +513,12 @@ apr_status_t cr_sse_feed(cr_sse_parser *ps, const char *buf, apr_size_t len,
         return APR_SUCCESS;
     }
     ps->err = feed(ps, buf, len, cb, baton);
+    /* Between blocks nothing but the last-event-id need be kept. */
+    if (ps->data.len == 0 && ps->type.len == 0) {
+        buf_release(&ps->data);
+        buf_release(&ps->type);
+    }
+    buf_release(&ps->line);
     return ps->err;
 }
 

@@ -339,9 +339,12 @@ cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
     SETOPT(h, CURLOPT_WRITEDATA, &xf->x);
     /* Every option below is set on each request, to this request's value or
      * back to libcurl's default, so nothing of a previous use carries over. */
-    /* A stream sits mostly idle for minutes: a small receive buffer (events
-     * are a few KB) keeps a thousand of them cheap. */
-    SETOPT(h, CURLOPT_BUFFERSIZE, req->on_data ? 4096L : (long)CURL_MAX_WRITE_SIZE);
+    /* A stream sits mostly idle for minutes: libcurl's smallest receive
+     * buffer (an event is a few hundred bytes; larger ones arrive in pieces)
+     * and, for TLS, a small send buffer (64 KB by default, held for the
+     * transfer's life) keep ten thousand of them cheap. */
+    SETOPT(h, CURLOPT_BUFFERSIZE, req->on_data ? 1024L : (long)CURL_MAX_WRITE_SIZE);
+    SETOPT(h, CURLOPT_UPLOAD_BUFFERSIZE, req->on_data ? 16384L : 65536L);
     /* Collected bodies may come compressed; streams must not be held back
      * by a decompressor waiting for a block. */
     SETOPT(h, CURLOPT_ACCEPT_ENCODING, req->on_data ? NULL : "");

@@ -70,6 +70,8 @@
 #define CR_ASYNC_WRITE_WAIT     apr_time_from_sec(5)
 /* Bytes a stream may have pending for its browser: a few large events. */
 #define CR_ASYNC_BUFFER_CAP     (1024 * 1024)
+/* What the streams' allocator keeps free for reuse (bytes). */
+#define CR_ASYNC_MAX_FREE       (1024 * 1024)
 #define CR_ASYNC_TICK           apr_time_from_sec(1)
 /* Per-stream memory measured with TLS (+44 KB) plus parser buffers, for
  * sizing the default stream cap from memory. */
@@ -85,7 +87,7 @@ struct astream {
     request_rec *r;
     conn_rec *c;
     server_rec *s;
-    apr_pool_t *pool;           /* own allocator: handler, then loop, then finisher */
+    apr_pool_t *pool;           /* L.alloc: handler, then loop, then finisher */
     apr_thread_mutex_t *mtx;
     apr_thread_cond_t *cond;
     const char *order_id;
@@ -144,6 +146,13 @@ static struct {
     cr_async_stats_t *stats;
     apr_interval_time_t write_wait;
     volatile apr_uint32_t next_id;
+    /* The streams' pools: one allocator per child, with a mutex (the
+     * handler, the loop and the finisher threads create, grow and destroy
+     * them) and a bound on what it keeps free.  An allocator per stream
+     * would keep every block a stream ever used, a parser's per-event pool
+     * included; shared, an idle stream holds one block.  Never destroyed: a
+     * stream may end after pchild's cleanups. */
+    apr_allocator_t *alloc;
 
     apr_thread_t *thread;
     apr_thread_mutex_t *qmtx;   /* guards the command queue only */
@@ -801,7 +810,10 @@ static void stream_cb(void *baton)
                 }
             }
         }
-        st->wbuf.len = 0;
+        /* Written: free it, so an idle stream holds no queue memory (the
+         * next take hands the loop an empty queue; it allocates on the
+         * next event). */
+        cr_outq_free(&st->wbuf);
         if (end) {
             /* loop_done: nothing more can be queued, and out was emptied. */
             stream_finish(st);
@@ -856,7 +868,7 @@ static astream *stream_create(request_rec *r, const cr_async_spec *spec)
     if (!st) {
         return NULL;
     }
-    if (apr_pool_create_unmanaged_ex(&st->pool, NULL, NULL) != APR_SUCCESS) {
+    if (apr_pool_create_unmanaged_ex(&st->pool, NULL, L.alloc) != APR_SUCCESS) {
         free(st);
         return NULL;
     }
@@ -1139,6 +1151,33 @@ static apr_status_t loop_cleanup(void *data)
     return APR_SUCCESS;
 }
 
+static apr_status_t stream_allocator_create(void)
+{
+    apr_allocator_t *a;
+    apr_pool_t *owner;
+    apr_thread_mutex_t *m;
+    apr_status_t rv = apr_allocator_create(&a);
+
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    /* The mutex lives in a pool of the allocator itself, like the
+     * allocator, for the life of the process. */
+    if ((rv = apr_pool_create_unmanaged_ex(&owner, NULL, a)) != APR_SUCCESS) {
+        apr_allocator_destroy(a);
+        return rv;
+    }
+    apr_allocator_owner_set(a, owner);
+    if ((rv = apr_thread_mutex_create(&m, APR_THREAD_MUTEX_DEFAULT, owner)) != APR_SUCCESS) {
+        apr_pool_destroy(owner);
+        return rv;
+    }
+    apr_allocator_mutex_set(a, m);
+    apr_allocator_max_free_set(a, CR_ASYNC_MAX_FREE);
+    L.alloc = a;
+    return APR_SUCCESS;
+}
+
 void cr_async_child_init(apr_pool_t *pchild, server_rec *s, cr_async_stats_t *stats)
 {
     apr_status_t rv;
@@ -1160,6 +1199,7 @@ void cr_async_child_init(apr_pool_t *pchild, server_rec *s, cr_async_stats_t *st
     L.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     L.multi = curl_multi_init();
     if (L.epfd < 0 || L.evfd < 0 || !L.multi
+        || stream_allocator_create() != APR_SUCCESS
         || apr_pool_create_unmanaged_ex(&L.lpool, NULL, NULL) != APR_SUCCESS
         || apr_thread_mutex_create(&L.qmtx, APR_THREAD_MUTEX_DEFAULT, pchild) != APR_SUCCESS
         || epoll_set(L.evfd, EPOLLIN, 0) != 0) {

@@ -325,13 +325,8 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
         CR_COUNT(streams_total);
     }
 
+    /* Both relays write the head through it (open_stream). */
     st->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    /* An oversized event is dropped like a malformed one; the stream goes on. */
-    st->relay = cr_sse_relay_create(r->pool, CR_STREAM_MAX_EVENT, st->order_id);
-    if (!st->relay) {
-        return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", NULL, NULL);
-    }
-
     cr_upstream_build(r, c, rr, country, NULL, 0, last_id, &req);
     req.on_headers = on_headers;
     req.on_data = on_data;
@@ -344,6 +339,14 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
         return SUSPENDED;
     }
     if (relay == DECLINED) {
+        /* The blocking relay's parser, made only for it: a suspended
+         * stream's relay has its own, and the one here would take r->pool
+         * past its first 8 KB block. */
+        /* An oversized event is dropped like a malformed one; the stream goes on. */
+        st->relay = cr_sse_relay_create(r->pool, CR_STREAM_MAX_EVENT, st->order_id);
+        if (!st->relay) {
+            return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", NULL, NULL);
+        }
         cr_upstream_run(r, &req, &resp);
     }
 

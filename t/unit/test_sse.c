@@ -1031,8 +1031,12 @@ START_TEST(memory_bounded)
     ck_assert_uint_eq(m.relayed, N);
     /* the event pool was cleared after every callback */
     ck_assert_uint_eq(m.cleared, N);
-    /* the parser's buffers stopped growing early and stay within the bound */
-    ck_assert_uint_eq(cr_sse_buffered_capacity(m.ps), m.cap_at_1000);
+    /* the parser's buffers never grew past their early size and stay within
+     * the bound; the input ends between blocks, where only the last-event-id
+     * buffer (256 bytes for a short id) is kept: an idle stream holds no
+     * line or data buffer */
+    ck_assert_uint_le(cr_sse_buffered_capacity(m.ps), m.cap_at_1000);
+    ck_assert_uint_eq(cr_sse_buffered_capacity(m.ps), 256);
     ck_assert_uint_le(cr_sse_buffered_capacity(m.ps), 4 * (4096 + 8));
     ck_assert_uint_eq(cr_sse_comments_seen(m.ps), N);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)) \
