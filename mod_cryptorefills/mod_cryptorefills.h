@@ -10,9 +10,17 @@
  *          -> _orders.c                orders/validations, orders
  *               -> _idem.c             idempotency claims of POST orders
  *          -> _stream.c                the order stream relay
- *               -> _async.c            the suspended relay (event MPM): a
- *                                      per-child event loop; stream.c passes
+ *               -> _async.c            the suspended relay (event MPM):
+ *                                      handler's side (start, wait for the
+ *                                      head) and lifecycle; stream.c passes
  *                                      it the built request and callbacks
+ *                    -> _async_loop.c  the per-child loop thread (libcurl,
+ *                                      epoll, commands, tick), its setup
+ *                         -> _async_worker.c  the worker's side (writes,
+ *                                      ending the request), suspend hook,
+ *                                      commands to the loop, callbacks to
+ *                                      a worker (the files share
+ *                                      _async_int.h, included by no other)
  *          -> _catalog.c               catalog routes: obtain (leases, stale,
  *                                      single flight), gzip negotiation
  *               -> _copies.c           this process's copies (cr_ptable):
@@ -35,7 +43,9 @@
  * respond, upstream; idem -> respond, shm (counters), config, and the
  * core's idempotency store (cr_idstore, not the socache); metrics -> idem
  * (its gauges), socache;
- * stream -> async, respond, shm, upstream; async -> shm, upstream;
+ * stream -> async (and async_loop's cr_relay_account), respond, shm,
+ * upstream; async -> async_loop, async_worker, shm, upstream; async_loop ->
+ * async_worker, shm, upstream; async_worker -> shm;
  * upstream -> respond;
  * respond -> (shm's counters, by macro); shm -> socache, config; socache ->
  * config; sections -> config; config -> nothing.  The pure core

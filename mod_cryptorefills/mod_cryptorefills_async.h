@@ -3,8 +3,9 @@
  * stream's handler hands the browser connection and the upstream transfer
  * to a per-child event loop and returns SUSPENDED; workers run only to write
  * events, heartbeats and the end.  See docs/design (streams-without-threads)
- * for the httpd 2.4 facts this leans on, and the .c file for the protocol
- * between the handler, the loop thread and the worker callbacks.
+ * for the httpd 2.4 facts this leans on, and mod_cryptorefills_async_int.h
+ * for the protocol between the handler, the loop thread and the worker
+ * callbacks, and for the relay's three files.
  *
  * The blocking relay stays for HTTP/2 (c->master), prefork and worker MPMs
  * and connections with clogging input filters: cr_async_available() says

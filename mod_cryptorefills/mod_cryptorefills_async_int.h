@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Order streams without a thread each: what the suspended relay's files
+ * share (see mod_cryptorefills_async.h and docs/design
+ * streams-without-threads).  Included by the async files only:
+ *
+ *   mod_cryptorefills_async.c         the handler's side (cr_async_start) and
+ *                                     the lifecycle (sizing, child_init, hooks)
+ *     -> mod_cryptorefills_async_loop.c   the loop thread: libcurl's sockets
+ *                                     and timer, epoll, the commands, the tick;
+ *                                     its setup and teardown
+ *       -> mod_cryptorefills_async_worker.c  the worker's side (stream_cb
+ *                                     writes, stream_finish ends the request),
+ *                                     the suspend hook, and the senders of
+ *                                     commands to the loop (cr_async_send_cmd)
+ *                                     and of callbacks to a worker
+ *                                     (cr_async_schedule)
+ *
+ * An arrow is "calls": async.c calls the loop file (its setup, the transfer
+ * callbacks it hands to libcurl) and the worker file (commands, freeing a
+ * stream that never opened, the suspend hook it registers); the loop file
+ * calls the worker file (cr_async_schedule, and CMD_QUIT at teardown); the
+ * worker file calls neither.
+ *
+ * Threads and who owns what
+ * -------------------------
+ * - The handler's thread prepares a stream (its own pool with its own
+ *   allocator, the libcurl transfer, the SSE relay), sends it to the loop
+ *   (CMD_ADD) and waits for the upstream's response head.  On a 2xx it
+ *   writes the first bytes (spec->open) and returns SUSPENDED: the core
+ *   then releases r->invoke_mtx and the event MPM forgets the connection.
+ * - One loop thread per child owns, once a stream is added, its transfer
+ *   (one curl multi handle driven by curl_multi_socket_action, sockets in
+ *   an epoll set), its SSE relay and its browser socket's EPOLLRDHUP watch.
+ *   Epoll events carry the fd, never a pointer (libcurl may close a socket
+ *   mid-batch); commands arrive on a queue woken by an eventfd.  Relayed
+ *   bytes go to the stream's pending queue (heap memory under the stream's
+ *   mutex; never r->pool, whose allocator has no mutex).  A 1 s tick runs
+ *   heartbeats and the lifetime and stall limits.
+ * - A worker runs stream_cb (ap_mpm_register_timed_callback with delay 0,
+ *   registered only when none is pending): it takes r->invoke_mtx, writes
+ *   the pending bytes plus a FLUSH down r->output_filters with a bounded
+ *   socket wait, and once the loop has let go of the stream (loop_done)
+ *   ends the request: ap_finalize_request_protocol (or c->aborted),
+ *   ap_process_request_after_handler (logs it, frees r->pool), state back
+ *   to CONN_STATE_SUSPENDED, ap_start_lingering_close, and c->pool (the
+ *   MPM's per-connection pool, whose cleanups fix the MPM's counters)
+ *   destroyed.  That leans on the event MPM of httpd 2.4 (checked in
+ *   event.c): the path is enabled only when ap_show_mpm() is "event".
+ *
+ * Lifetime of a stream: freed by whoever ends it last: the handler when the
+ * stream never opened (it waits for loop_done first), else the worker that
+ * finishes the request; loop_done is set only by the loop thread, after
+ * which it never touches the stream again.  Commands other than CMD_ADD name
+ * a stream by id, looked up in the loop's table, so a late command for a
+ * stream already gone is ignored. */
+#ifndef MOD_CRYPTOREFILLS_ASYNC_INT_H
+#define MOD_CRYPTOREFILLS_ASYNC_INT_H
+
+#include "httpd.h"
+#include "apr_atomic.h"
+#include "apr_hash.h"
+#include "apr_thread_proc.h"
+#include "apr_thread_mutex.h"
+#include "apr_thread_cond.h"
+
+#include <curl/curl.h>
+
+#include "mod_cryptorefills_async.h"
+#include "cr_sse.h"
+#include "cr_outq.h"
+
+/* How long a worker waits for a browser to take bytes before dropping it
+ * (it reconnects with Last-Event-ID).  Bounded by the server's Timeout. */
+#define CR_ASYNC_WRITE_WAIT     apr_time_from_sec(5)
+/* Bytes a stream may have pending for its browser: a few large events. */
+#define CR_ASYNC_BUFFER_CAP     (1024 * 1024)
+/* What the streams' allocator keeps free for reuse (bytes). */
+#define CR_ASYNC_MAX_FREE       (1024 * 1024)
+#define CR_ASYNC_TICK           apr_time_from_sec(1)
+/* Per-stream memory measured with TLS (+44 KB) plus parser buffers, for
+ * sizing the default stream cap from memory. */
+#define CR_ASYNC_STREAM_BYTES   (96 * 1024)
+
+enum { HEAD_WAIT, HEAD_OK, HEAD_FAILED, HEAD_ABANDONED };
+enum { FD_NONE, FD_CURL, FD_BROWSER };
+enum { CMD_ADD, CMD_ABORT, CMD_STOP_ALL, CMD_QUIT };
+
+typedef struct astream astream;
+struct astream {
+    apr_uint32_t id;
+    request_rec *r;
+    conn_rec *c;
+    server_rec *s;
+    apr_pool_t *pool;           /* L.alloc: handler, then loop, then finisher */
+    apr_thread_mutex_t *mtx;
+    apr_thread_cond_t *cond;
+    const char *order_id;
+    const char *client_ip;
+
+    /* Under mtx. */
+    cr_outq out;                /* relayed bytes waiting for a worker */
+    int cb_pending;             /* a worker callback is registered or running */
+    int loop_done;              /* the loop let go: no more bytes; the request may end */
+    int head;                   /* HEAD_* */
+    int gone;                   /* the browser left (or was dropped) */
+    int slow;                   /* ... because it did not keep up */
+    int suspended;              /* the MPM finished suspending the connection */
+    long upstream_status;
+    const char *end_reason;
+
+    /* Loop thread only (the handler before CMD_ADD). */
+    cr_upstream_req req;
+    cr_upstream_xfer *xf;
+    CURL *easy;
+    cr_upstream_resp resp;
+    cr_sse_relay *relay;
+    int fd;                     /* the browser's socket, -1 when not watched */
+    int in_multi;
+    int opened;                 /* loop's copy of head == HEAD_OK */
+    apr_time_t started, last_queued, last_upstream_byte;
+    apr_interval_time_t heartbeat, lifetime, stall;
+    apr_size_t max_event;
+    const char *pending_reason; /* why a curl callback stopped the transfer */
+    int pending_gone, pending_slow;
+    astream *prev, *next;
+
+    /* The worker holding r->invoke_mtx only. */
+    cr_outq wbuf;
+    apr_bucket_brigade *bb;
+};
+
+typedef struct cmd_t {
+    int type;
+    apr_uint32_t id;
+    astream *st;                /* CMD_ADD only */
+    const char *reason;
+    int gone, slow;
+    struct cmd_t *next;
+} cmd_t;
+
+typedef struct {
+    char kind;
+    astream *st;
+} fdslot;
+
+struct cr_async_state {
+    int enabled;                /* this child runs a loop */
+    volatile apr_uint32_t stopping;
+    server_rec *s;
+    cr_async_stats_t *stats;
+    apr_interval_time_t write_wait;
+    volatile apr_uint32_t next_id;
+    /* The streams' pools: one allocator per child, with a mutex (the
+     * handler, the loop and the finisher threads create, grow and destroy
+     * them) and a bound on what it keeps free.  An allocator per stream
+     * would keep every block a stream ever used, a parser's per-event pool
+     * included; shared, an idle stream holds one block.  Never destroyed: a
+     * stream may end after pchild's cleanups. */
+    apr_allocator_t *alloc;
+
+    apr_thread_t *thread;
+    apr_thread_mutex_t *qmtx;   /* guards the command queue only */
+    cmd_t *qhead, *qtail;
+    int evfd;
+
+    /* Loop thread only. */
+    int epfd;
+    CURLM *multi;
+    apr_pool_t *lpool;          /* own allocator */
+    apr_hash_t *streams;        /* id -> astream */
+    astream *list;
+    apr_uint32_t nstreams;
+    apr_time_t curl_deadline;   /* 0: none */
+    fdslot *fds;
+    int nfds;
+    int quit;
+};
+
+/* Defined in mod_cryptorefills_async_loop.c; L for short in the async files. */
+extern struct cr_async_state cr_async_L;
+#define L cr_async_L
+
+#define STAT_INC(f) do { if (L.stats) apr_atomic_inc32(&L.stats->f); } while (0)
+#define STAT_DEC(f) do { if (L.stats) apr_atomic_dec32(&L.stats->f); } while (0)
+
+/* ---- the worker's file ---------------------------------------------------------------- */
+
+/* Any thread but the loop's: queue a command for the loop and wake it. */
+void cr_async_send_cmd(int type, astream *st, apr_uint32_t id, const char *reason, int gone,
+                       int slow);
+/* Have a worker run the stream's callback (the caller set cb_pending). */
+void cr_async_schedule(astream *st);
+void cr_async_stream_free(astream *st);
+void cr_async_suspend_hook(conn_rec *c, request_rec *r);
+
+/* ---- the loop's file ------------------------------------------------------------------ */
+
+/* The transfer's callbacks (cr_upstream_req), run on the loop thread. */
+int cr_async_on_headers(void *baton, long status, const char *ctype);
+int cr_async_on_data(void *baton, long status, const char *buf, apr_size_t len);
+/* child_init, event MPM: set up the loop and start its thread; L.enabled
+ * once it runs.  L.s, L.stats and L.write_wait are set. */
+void cr_async_loop_start(apr_pool_t *pchild);
+
+#endif
