@@ -42,8 +42,10 @@ test('full purchase flow from country to Done', { timeout: 120000 }, async (t) =
   // Logos: the `_300x190.webp` variant is asked for; unreachable here, so a placeholder replaces it.
   const card = page.locator(`#brands button[data-brand="${brand.brand}"]`);
   await card.waitFor();
-  const img = card.locator('img');
-  if (await img.count()) assert.match(await img.getAttribute('src'), /_300x190\.webp$/);
+  // The <img> is replaced by the placeholder as soon as its load fails: read whatever is there in
+  // one step (a count followed by getAttribute races that swap and waits for an image that is gone).
+  const srcs = await card.locator('img').evaluateAll((els) => els.map((e) => e.getAttribute('src')));
+  for (const src of srcs) assert.match(src, /_300x190\.webp$/);
   await page.waitForFunction((b) => document.querySelector(`#brands button[data-brand="${CSS.escape(b)}"] .logo`)?.dataset.logo === 'placeholder', brand.brand);
 
   await openBrand(page, brand.brand);
