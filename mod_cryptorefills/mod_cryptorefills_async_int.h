@@ -104,7 +104,8 @@ struct astream {
     int head;                   /* HEAD_* */
     int gone;                   /* the browser left (or was dropped) */
     int slow;                   /* ... because it did not keep up */
-    int suspended;              /* the MPM finished suspending the connection */
+    int suspended;              /* the MPM ran our suspend hook (its last steps follow) */
+    int mpm_through;            /* notify_suspend has returned: c->pool may go (worker only) */
     long upstream_status;
     const char *end_reason;
 

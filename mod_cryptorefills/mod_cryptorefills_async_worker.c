@@ -70,6 +70,29 @@ void cr_async_schedule(astream *st)
     }
 }
 
+/* Wait until c->pool may go.  Our suspend hook runs inside the event
+ * MPM's notify_suspend(), which afterwards still writes into the
+ * connection's state (c->sbh = NULL, then cs->suspended = 1; cs lives in
+ * c->pool): a worker that ended the stream in between freed memory that
+ * thread was about to write (a crash of the child right after the hook
+ * returned, caught in a core dump).  The MPM's thread is a few
+ * instructions from done: wait for its first store, then long enough for
+ * the second.  Bounded; in the usual case c->sbh was cleared long ago. */
+static void wait_mpm_through(astream *st)
+{
+    int i;
+    if (st->mpm_through) {
+        return;
+    }
+    for (i = 0; i < 1000 && apr_atomic_casptr((void *)&st->c->sbh, NULL, NULL); i++) {
+        apr_sleep(100);
+    }
+    if (i > 0 || apr_time_now() - st->started < apr_time_from_sec(1)) {
+        apr_sleep(1000);    /* a stream that ended young: the second store */
+    }
+    st->mpm_through = 1;
+}
+
 
 /* ---- the worker's side ---------------------------------------------------------------------- */
 
@@ -197,6 +220,7 @@ static void stream_cb(void *baton)
          * next event). */
         cr_outq_free(&st->wbuf);
         if (end) {
+            wait_mpm_through(st);
             /* loop_done: nothing more can be queued, and out was emptied. */
             stream_finish(st);
             return;
