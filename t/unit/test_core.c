@@ -4,6 +4,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <check.h>
+#include "unit_run.h"
 #include <apr_general.h>
 #include <apr_strings.h>
 
@@ -617,8 +618,6 @@ int main(void)
 {
     Suite *s = suite_create("core");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
 
     apr_initialize();
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -645,10 +644,5 @@ int main(void)
     tcase_add_test(tc, ptable_refs);
     tcase_add_test(tc, ptable_lru);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return cr_unit_run(s);
 }

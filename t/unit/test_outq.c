@@ -4,6 +4,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <check.h>
+#include "unit_run.h"
 #include <apr_general.h>
 #include <apr_thread_proc.h>
 #include <apr_thread_mutex.h>
@@ -123,8 +124,6 @@ int main(void)
 {
     Suite *s = suite_create("outq");
     TCase *tc = tcase_create("outq");
-    SRunner *sr;
-    int failed;
 
     apr_initialize();
     tcase_set_timeout(tc, 60);
@@ -132,10 +131,5 @@ int main(void)
     tcase_add_test(tc, limit);
     tcase_add_test(tc, two_threads);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return cr_unit_run(s);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <string.h>
 #include <check.h>
+#include "unit_run.h"
 #include <apr_general.h>
 #include <apr_strings.h>
 #include <apr_network_io.h>
@@ -332,8 +333,6 @@ int main(void)
 {
     Suite *s = suite_create("upstream");
     TCase *tc = tcase_create("settings");
-    SRunner *sr;
-    int failed;
 
     apr_initialize();
     cr_upstream_global_init();
@@ -347,10 +346,5 @@ int main(void)
     tcase_add_test(tc, ca_check);
     tcase_add_test(tc, proxy_check);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return cr_unit_run(s);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <check.h>
+#include "unit_run.h"
 #include <apr_general.h>
 #include <apr_strings.h>
 
@@ -1377,8 +1378,6 @@ int main(void)
 {
     Suite *s = suite_create("validate");
     TCase *tc;
-    SRunner *sr;
-    int failed;
 
     apr_initialize();
 
@@ -1416,10 +1415,5 @@ int main(void)
     tcase_add_test(tc, long_numbers_not_misread);
     suite_add_tcase(s, tc);
 
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return cr_unit_run(s);
 }
