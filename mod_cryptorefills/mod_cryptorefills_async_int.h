@@ -23,8 +23,9 @@
  *
  * Threads and who owns what
  * -------------------------
- * - The handler's thread prepares a stream (its own pool with its own
- *   allocator, the libcurl transfer, the SSE relay), sends it to the loop
+ * - The handler's thread prepares a stream (one heap block with its
+ *   strings, the libcurl transfer and the SSE relay on the heap, a mutex
+ *   and condition shared with other streams), sends it to the loop
  *   (CMD_ADD) and waits for the upstream's response head.  On a 2xx it
  *   writes the first bytes (spec->open) and returns SUSPENDED: the core
  *   then releases r->invoke_mtx and the event MPM forgets the connection.
@@ -80,6 +81,10 @@
 /* Per-stream memory measured with TLS (+44 KB) plus parser buffers, for
  * sizing the default stream cap from memory. */
 #define CR_ASYNC_STREAM_BYTES   (96 * 1024)
+/* Mutex and condition pairs the streams share (by id): a stream's own
+ * would cost a pool block.  Never held two at a time; a broadcast may wake
+ * a handler waiting for another stream's head, which checks and waits on. */
+#define CR_ASYNC_LOCKS          64
 
 enum { HEAD_WAIT, HEAD_OK, HEAD_FAILED, HEAD_ABANDONED };
 enum { FD_NONE, FD_CURL, FD_BROWSER };
@@ -91,8 +96,7 @@ struct astream {
     request_rec *r;
     conn_rec *c;
     server_rec *s;
-    apr_pool_t *pool;           /* L.alloc: handler, then loop, then finisher */
-    apr_thread_mutex_t *mtx;
+    apr_thread_mutex_t *mtx;    /* L.locks[id % CR_ASYNC_LOCKS], shared */
     apr_thread_cond_t *cond;
     const char *order_id;
     const char *client_ip;
@@ -151,13 +155,17 @@ struct cr_async_state {
     cr_async_stats_t *stats;
     apr_interval_time_t write_wait;
     volatile apr_uint32_t next_id;
-    /* The streams' pools: one allocator per child, with a mutex (the
-     * handler, the loop and the finisher threads create, grow and destroy
-     * them) and a bound on what it keeps free.  An allocator per stream
-     * would keep every block a stream ever used, a parser's per-event pool
-     * included; shared, an idle stream holds one block.  Never destroyed: a
+    /* The streams' short-lived pools (a relay's per-event pool, the
+     * handler's scratch pool for the upstream request): one allocator per
+     * child, with a mutex (the handler and loop threads create and destroy
+     * them) and a bound on what it keeps free, so their blocks are reused
+     * by every stream and an idle stream holds none.  Never destroyed: a
      * stream may end after pchild's cleanups. */
     apr_allocator_t *alloc;
+    struct {
+        apr_thread_mutex_t *mtx;
+        apr_thread_cond_t *cond;
+    } locks[CR_ASYNC_LOCKS];    /* in alloc's owner pool, never destroyed */
 
     apr_thread_t *thread;
     apr_thread_mutex_t *qmtx;   /* guards the command queue only */

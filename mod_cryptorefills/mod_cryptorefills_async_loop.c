@@ -542,6 +542,7 @@ static apr_status_t stream_allocator_create(void)
     apr_allocator_t *a;
     apr_pool_t *owner;
     apr_thread_mutex_t *m;
+    int i;
     apr_status_t rv = apr_allocator_create(&a);
 
     if (rv != APR_SUCCESS) {
@@ -560,6 +561,13 @@ static apr_status_t stream_allocator_create(void)
     }
     apr_allocator_mutex_set(a, m);
     apr_allocator_max_free_set(a, CR_ASYNC_MAX_FREE);
+    for (i = 0; i < CR_ASYNC_LOCKS; i++) {
+        if ((rv = apr_thread_mutex_create(&L.locks[i].mtx, APR_THREAD_MUTEX_DEFAULT, owner))
+            != APR_SUCCESS
+            || (rv = apr_thread_cond_create(&L.locks[i].cond, owner)) != APR_SUCCESS) {
+            return rv;      /* the loop is not started: nothing uses them */
+        }
+    }
     L.alloc = a;
     return APR_SUCCESS;
 }

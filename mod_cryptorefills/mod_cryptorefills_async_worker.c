@@ -129,8 +129,9 @@ void cr_async_stream_free(astream *st)
 {
     cr_outq_free(&st->out);
     cr_outq_free(&st->wbuf);
-    apr_pool_destroy(st->pool);     /* the mutex, the relay, the xfer */
-    free(st);
+    cr_sse_relay_destroy(st->relay);
+    cr_upstream_xfer_free(st->xf);
+    free(st);                       /* the record and its strings */
 }
 
 /* The loop has let go and every byte is written: end the request. */
