@@ -142,16 +142,26 @@ void cr_async_start(request_rec *r, const cr_async_spec *spec, cr_async_result *
     if (spec->req_pool) {
         apr_pool_destroy(spec->req_pool);   /* copied */
     }
-    st->xf = cr_upstream_start(NULL, &st->req, &st->resp);
-    if (!st->xf) {
+    /* A plain http:// upstream without a proxy: the loop's own exchange;
+     * else a libcurl transfer. */
+    switch (cr_async_h1_prepare(st)) {
+    case 1:
+        break;
+    case 0:
+        st->xf = cr_upstream_start(NULL, &st->req, &st->resp);
+        if (st->xf) {
+            st->easy = cr_upstream_xfer_easy(st->xf);
+            curl_easy_setopt(st->easy, CURLOPT_PRIVATE, (char *)st);
+            break;
+        }
+        /* fall through */
+    default:
         res->outcome = CR_ASYNC_UPSTREAM_FAILED;
         res->resp.rc = st->resp.rc;
         res->resp.error = apr_pstrdup(r->pool, st->resp.error);
         cr_async_stream_free(st);
         return;
     }
-    st->easy = cr_upstream_xfer_easy(st->xf);
-    curl_easy_setopt(st->easy, CURLOPT_PRIVATE, (char *)st);
 
     cr_async_send_cmd(CMD_ADD, st, st->id, NULL, 0, 0);
 

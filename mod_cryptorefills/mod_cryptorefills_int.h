@@ -97,6 +97,8 @@ json_object *cr_copies_parsed(request_rec *r, const char *name, const cr_record_
 apr_status_t cr_upstream_post_config(apr_pool_t *pconf);
 void cr_upstream_child_init(apr_pool_t *pchild, server_rec *s);
 int cr_upstream_ready(void);
+/* The User-Agent upstream requests carry unless they set one. */
+const char *cr_upstream_user_agent(void);
 /* Build the upstream request for a parsed route: URL, headers (partner,
  * country, Accept; on order routes the visitor's address and User-Agent),
  * timeouts and limits.  Streams (CR_RF_STREAM) ask for text/event-stream

@@ -62,6 +62,11 @@ int cr_upstream_ready(void)
     return upstream != NULL;
 }
 
+const char *cr_upstream_user_agent(void)
+{
+    return user_agent;
+}
+
 static const char *const *build_headers(request_rec *r, apr_pool_t *p, const cr_conf *c,
                                         const char *country,
                                         const char *accept, int order_route,
