@@ -188,6 +188,12 @@ void cr_async_start(request_rec *r, const cr_async_spec *spec, cr_async_result *
          * after the stream.  "nokeepalive" keeps the chunked framing (the
          * stream's end is explicit) and says "Connection: close". */
         apr_table_setn(r->subprocess_env, "nokeepalive", "1");
+        /* The connection's allocator (the MPM's, one per connection, gone
+         * with c->pool when the stream ends) keeps every block freed into
+         * it: the 8 KB buffer the response head is written from, later
+         * ones a slow write set aside.  An idle stream needs none of them
+         * again soon: give them back to the system as they are freed. */
+        apr_allocator_max_free_set(apr_pool_allocator_get(r->connection->pool), 1);
         ap_set_module_config(r->connection->conn_config, &cryptorefills_module, st);
         if (spec->open(spec->open_baton) != 0) {
             int end;
