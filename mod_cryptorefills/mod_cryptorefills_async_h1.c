@@ -37,6 +37,8 @@
 #include "mod_cryptorefills_async_int.h"
 
 enum { H1_CONNECTING, H1_SENDING, H1_READING };
+/* Addresses of the upstream's name tried at most. */
+#define CR_H1_MAX_ADDRS 8
 
 struct cr_async_h1 {
     int fd;
@@ -45,6 +47,9 @@ struct cr_async_h1 {
     char *out;                  /* the request head until it is sent (malloc) */
     apr_size_t out_len, out_off;
     apr_time_t connect_deadline;
+    struct sockaddr_storage *addrs;     /* the addresses to try, until connected */
+    socklen_t *addrlens;
+    int naddrs, next_addr;
     cr_h1_parser ps;
     char *ctype;                /* the response's Content-Type (malloc) */
     char err[128];
@@ -108,6 +113,34 @@ static int split_url(const char *url, char *host, apr_size_t hcap, unsigned *por
     return 1;
 }
 
+/* Start a non-blocking connect to the next address not tried yet: 0 (the
+ * connect is under way in h->fd), or the errno of the last one that
+ * failed at once (h->fd -1). */
+static int connect_next(cr_async_h1 *h)
+{
+    int err = ECONNREFUSED, one = 1;
+
+    while (h->next_addr < h->naddrs) {
+        int i = h->next_addr++;
+        int fd = socket(h->addrs[i].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (connect(fd, (struct sockaddr *)&h->addrs[i], h->addrlens[i]) == 0
+            || errno == EINPROGRESS) {
+            h->fd = fd;
+            return 0;
+        }
+        err = errno;
+        close(fd);
+    }
+    h->fd = -1;
+    return err;
+}
+
 static void fail(astream *st, cr_upstream_rc rc, const char *fmt, const char *a, int err)
 {
     st->resp.rc = rc;
@@ -124,11 +157,11 @@ int cr_async_h1_prepare(astream *st)
     char host[256], portstr[8];
     const char *target, *name;
     unsigned port;
-    struct addrinfo hints, *ai = NULL;
+    struct addrinfo hints, *ai = NULL, *a;
     cr_h1_request hr;
     cr_async_h1 *h;
     apr_size_t n;
-    int fd, rv, one = 1;
+    int rv, err, i;
 
     if ((rq->proxy && *rq->proxy)
         || !split_url(rq->url, host, sizeof(host), &port, &target)) {
@@ -156,11 +189,13 @@ int cr_async_h1_prepare(astream *st)
     st->resp.retry_after = -1;
 
     /* Resolve here, on the handler's thread (it waits for the head anyway;
-     * a literal address costs nothing). */
+     * a literal address costs nothing).  Every address is tried in turn,
+     * as libcurl would (one refusing, e.g. ::1 for "localhost", is not the
+     * end). */
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+    hints.ai_flags = AI_NUMERICSERV;
     snprintf(portstr, sizeof(portstr), "%u", port);
     name = host;
     if (*host == '[') {
@@ -168,27 +203,29 @@ int cr_async_h1_prepare(astream *st)
         name = host + 1;
     }
     rv = getaddrinfo(name, portstr, &hints, &ai);
-    if (rv != 0 || !ai) {
+    for (a = rv == 0 ? ai : NULL; a; a = a->ai_next) {
+        h->naddrs++;
+    }
+    if (h->naddrs > CR_H1_MAX_ADDRS) {
+        h->naddrs = CR_H1_MAX_ADDRS;
+    }
+    if (h->naddrs == 0
+        || !(h->addrs = calloc((apr_size_t)h->naddrs, sizeof(*h->addrs) + sizeof(socklen_t)))) {
         fail(st, CR_UP_CONNECT, "could not resolve %.64s%s", name, 0);
-        if (ai) {
+        if (rv == 0) {
             freeaddrinfo(ai);
         }
         return -1;
     }
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        fail(st, CR_UP_CONNECT, "socket for %.64s: %s", name, errno);
-        freeaddrinfo(ai);
-        return -1;
+    h->addrlens = (socklen_t *)(h->addrs + h->naddrs);
+    for (a = ai, i = 0; i < h->naddrs; a = a->ai_next, i++) {
+        memcpy(&h->addrs[i], a->ai_addr, a->ai_addrlen);
+        h->addrlens[i] = a->ai_addrlen;
     }
-    h->fd = fd;
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    CR_COUNT(upstream_connects);
-    rv = connect(fd, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
-    if (rv != 0 && errno != EINPROGRESS) {
-        fail(st, CR_UP_CONNECT, "Failed to connect to %.64s: %s", name, errno);
+    CR_COUNT(upstream_connects);
+    if ((err = connect_next(h)) != 0) {
+        fail(st, CR_UP_CONNECT, "Failed to connect to %.64s: %s", name, err);
         return -1;
     }
     h->phase = H1_CONNECTING;
@@ -285,6 +322,8 @@ void cr_async_h1_close(astream *st)
     cr_h1_parser_release(&h->ps);
     free(h->out);
     h->out = NULL;
+    free(h->addrs);
+    h->addrs = NULL;
 }
 
 void cr_async_h1_free(astream *st)
@@ -295,6 +334,7 @@ void cr_async_h1_free(astream *st)
         }
         cr_h1_parser_release(&st->h1->ps);
         free(st->h1->out);
+        free(st->h1->addrs);
         free(st->h1->ctype);
         free(st->h1);
         st->h1 = NULL;
@@ -363,14 +403,24 @@ int cr_async_h1_event(astream *st, apr_uint32_t events)
             err = errno;
         }
         if (err) {
-            fail(st, CR_UP_CONNECT, "Failed to connect to %.64s: %s", "the upstream", err);
-            return 1;
+            /* This address refused: the next one, if any. */
+            cr_async_fd_forget(h->fd);
+            close(h->fd);
+            if ((err = connect_next(h)) != 0
+                || cr_async_fd_watch(h->fd, EPOLLOUT, FD_UPSTREAM, st) != 0) {
+                fail(st, CR_UP_CONNECT, "Failed to connect to %.64s: %s", "the upstream",
+                     err ? err : errno);
+                return 1;
+            }
+            return 0;
         }
         if (getpeername(h->fd, (struct sockaddr *)&peer, &pl) != 0) {
             return 0;           /* not yet (a stale event) */
         }
         h->phase = H1_SENDING;
         events |= EPOLLOUT;
+        free(h->addrs);
+        h->addrs = NULL;
     }
     if (h->phase == H1_SENDING && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
         while (h->out_off < h->out_len) {

@@ -108,6 +108,10 @@ CryptorefillsStreamHeartbeat 5
     SetHandler cryptorefills
     CryptorefillsUpstream http://127.0.0.1:$up_port
 </Location>
+<Location "/byname">
+    SetHandler cryptorefills
+    CryptorefillsUpstream http://localhost:$up_port
+</Location>
 CONF
     my $port = $httpd->port;
     my $open = sub {
@@ -138,6 +142,14 @@ CONF
     like($head, qr{\r\nUser-Agent: test-browser/1\r\n}, "$mpm: the browser's User-Agent");
     unlike($head, qr{\r\nAccept-Encoding:}i, "$mpm: no compression asked");
     is(scalar(() = $head =~ /\r\nUser-Agent:/g), 1, "$mpm: one User-Agent");
+
+    # By name: "localhost" may give ::1 first, where nothing listens (the
+    # upstream is on 127.0.0.1): the next address is tried.
+    $c = SseClient->new(port => $port, path => "/byname/orders/bytes-name-$mpm/subscribe");
+    ok($c->wait_done(15), "$mpm: upstream by name: the stream ends") or return;
+    is($c->{status}, 200, "$mpm: upstream by name: 200");
+    is(scalar(my @n = $c->events), 3, "$mpm: upstream by name: three events");
+    $c->close;
 
     # A close inside a chunk: what came whole is relayed, then a clean end.
     $c = $open->("cut-$mpm");
