@@ -38,7 +38,8 @@ typedef enum {
 #define LK_HEAD 7   /* field name (<= 5), colon, and the optional space */
 
 struct cr_sse_parser {
-    apr_pool_t *pool;
+    apr_pool_t *pool;            /* NULL: on the heap (cr_sse_relay_create_heap) */
+    apr_allocator_t *alloc;      /* ... and the event pools come from this allocator */
     apr_pool_t *evpool;          /* made for each callback, destroyed after it */
     apr_size_t max_event;
     apr_status_t err;            /* sticky: once set, feeds return it */
@@ -140,11 +141,8 @@ static apr_status_t buf_set(cr_sse_parser *ps, sse_buf *sb, const char *s, apr_s
     return buf_append(ps, sb, s, n);
 }
 
-cr_sse_parser *cr_sse_parser_create(apr_pool_t *p, apr_size_t max_event)
+static void parser_init(cr_sse_parser *ps, apr_size_t max_event)
 {
-    cr_sse_parser *ps = apr_pcalloc(p, sizeof(*ps));
-
-    ps->pool = p;
     ps->max_event = max_event ? max_event : CR_SSE_DEFAULT_MAX_EVENT;
     /* Keep max_event + LK_HEAD + 1 and the doubling from overflowing. */
     if (ps->max_event > APR_SIZE_MAX / 4) {
@@ -154,6 +152,14 @@ cr_sse_parser *cr_sse_parser_create(apr_pool_t *p, apr_size_t max_event)
     ps->bom = 0;
     ps->block_retry = -1;
     ps->retry = -1;
+}
+
+cr_sse_parser *cr_sse_parser_create(apr_pool_t *p, apr_size_t max_event)
+{
+    cr_sse_parser *ps = apr_pcalloc(p, sizeof(*ps));
+
+    ps->pool = p;
+    parser_init(ps, max_event);
     apr_pool_cleanup_register(p, ps, parser_free, apr_pool_cleanup_null);
     return ps;
 }
@@ -293,7 +299,8 @@ static apr_status_t dispatch(cr_sse_parser *ps, cr_sse_event_fn cb, void *baton)
      * 8 KB blocks), and its block goes back to the allocator for the next
      * event of any parser sharing it. */
     if (cb) {
-        if (apr_pool_create(&ps->evpool, ps->pool) != APR_SUCCESS) {
+        if ((ps->pool ? apr_pool_create(&ps->evpool, ps->pool)
+             : apr_pool_create_unmanaged_ex(&ps->evpool, NULL, ps->alloc)) != APR_SUCCESS) {
             ps->err = APR_ENOMEM;
             return APR_ENOMEM;
         }
@@ -806,6 +813,35 @@ cr_sse_relay *cr_sse_relay_create(apr_pool_t *p, apr_size_t max_event, const cha
     cr_sse_parser_report_state(rl->ps, 1);
     rl->order_id = order_id ? apr_pstrdup(p, order_id) : NULL;
     return rl;
+}
+
+cr_sse_relay *cr_sse_relay_create_heap(apr_allocator_t *a, apr_size_t max_event,
+                                       const char *order_id)
+{
+    apr_size_t n = order_id ? strlen(order_id) + 1 : 0;
+    /* One allocation: the relay, its parser, the order id. */
+    cr_sse_relay *rl = calloc(1, sizeof(*rl) + sizeof(cr_sse_parser) + n);
+
+    if (!rl) {
+        return NULL;
+    }
+    rl->ps = (cr_sse_parser *)(rl + 1);
+    rl->ps->alloc = a;
+    parser_init(rl->ps, max_event);
+    cr_sse_parser_skip_oversize(rl->ps, 1);
+    cr_sse_parser_report_state(rl->ps, 1);
+    if (order_id) {
+        rl->order_id = memcpy(rl->ps + 1, order_id, n);
+    }
+    return rl;
+}
+
+void cr_sse_relay_destroy(cr_sse_relay *rl)
+{
+    if (rl) {
+        parser_free(rl->ps);
+        free(rl);
+    }
 }
 
 cr_sse_parser *cr_sse_relay_parser(cr_sse_relay *rl)

@@ -173,6 +173,15 @@ cr_sse_relay *cr_sse_relay_create(apr_pool_t *p, apr_size_t max_event, const cha
 apr_status_t cr_sse_relay_feed(cr_sse_relay *rl, const char *buf, apr_size_t len,
                                cr_sse_relay_fn fn, void *baton);
 cr_sse_parser *cr_sse_relay_parser(cr_sse_relay *rl);
+/* The same relay on the heap, for one that lives across threads without a
+ * pool of its own (a suspended stream's, see mod_cryptorefills_async_int.h):
+ * every callback's ev->pool is an unmanaged pool on allocator a, which the
+ * callers share and which must therefore have a mutex
+ * (apr_allocator_mutex_set).  NULL when out of memory.  Freed, buffers
+ * included, by cr_sse_relay_destroy (which takes NULL). */
+cr_sse_relay *cr_sse_relay_create_heap(apr_allocator_t *a, apr_size_t max_event,
+                                       const char *order_id);
+void cr_sse_relay_destroy(cr_sse_relay *rl);
 
 /* Order states of shapes.md (case-sensitive; NULL is neither). */
 int cr_order_state_known(const char *s);

@@ -81,10 +81,18 @@ static int on_xferinfo(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
 
 /* The setting a connection depends on besides its URL: what it trusts and
  * how it gets there. */
-static const char *handle_key(apr_pool_t *p, const cr_upstream_req *req)
+static char *handle_key(const cr_upstream_req *req)
 {
-    return apr_pstrcat(p, req->ca_file ? req->ca_file : "", "\n",
-                       req->proxy ? req->proxy : "", NULL);
+    const char *ca = req->ca_file ? req->ca_file : "", *px = req->proxy ? req->proxy : "";
+    apr_size_t a = strlen(ca), b = strlen(px);
+    char *k = malloc(a + b + 2);
+
+    if (k) {
+        memcpy(k, ca, a);
+        k[a] = '\n';
+        memcpy(k + a + 1, px, b + 1);
+    }
+    return k;
 }
 
 /* Options that stay the same for every transfer a handle makes: set once
@@ -289,29 +297,51 @@ static void clear_request_options(CURL *h)
 struct cr_upstream_xfer {
     xfer_t x;
     cr_upstream_pool *up;
-    const char *key;             /* the idle-handle key (CA file, proxy) */
+    char *key;                   /* the idle-handle key (CA file, proxy); malloc'd */
     struct curl_slist *hl;
+    char *ct;                    /* heap mode: the content type finish found */
     char errbuf[CURL_ERROR_SIZE];
 };
+
+void cr_upstream_xfer_free(cr_upstream_xfer *xf)
+{
+    if (xf && !xf->x.p) {
+        if (xf->x.h) {
+            /* Never finished: a transfer stopped half-way. */
+            curl_slist_free_all(xf->hl);
+            curl_easy_cleanup(xf->x.h);
+            free(xf->key);
+        }
+        free(xf->ct);
+        free(xf);
+    }
+}
 
 cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
                                          const cr_upstream_req *req, cr_upstream_resp *resp)
 {
-    cr_upstream_xfer *xf = apr_pcalloc(p, sizeof(*xf));
+    cr_upstream_xfer *xf = p ? apr_pcalloc(p, sizeof(*xf)) : calloc(1, sizeof(*xf));
     CURL *h;
     struct curl_slist *nl;
     const char *const *hp;
 
     memset(resp, 0, sizeof(*resp));
     resp->retry_after = -1;
+    if (!xf) {
+        resp->rc = CR_UP_INTERNAL;
+        resp->error = "out of memory";
+        return NULL;
+    }
     xf->up = up;
     xf->x.p = p;
     xf->x.req = req;
     cr_buf_init(&xf->x.body, p, 16384);
 
-    xf->key = handle_key(p, req);
-    h = handle_get(up, xf->key, req);
+    xf->key = handle_key(req);
+    h = xf->key ? handle_get(up, xf->key, req) : NULL;
     if (!h) {
+        free(xf->key);
+        cr_upstream_xfer_free(xf);
         resp->rc = CR_UP_INTERNAL;
         resp->error = "curl_easy_init failed";
         return NULL;
@@ -371,6 +401,10 @@ cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
 setopt_failed:
     curl_slist_free_all(xf->hl);
     curl_easy_cleanup(h);
+    xf->hl = NULL;
+    xf->x.h = NULL;
+    free(xf->key);
+    cr_upstream_xfer_free(xf);
     resp->rc = CR_UP_INTERNAL;
     resp->error = "libcurl refused an option";
     return NULL;
@@ -401,7 +435,7 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
     curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after);
 #endif
     if (ct) {
-        resp->content_type = apr_pstrdup(p, ct);
+        resp->content_type = p ? apr_pstrdup(p, ct) : (xf->ct = strdup(ct));
     }
     resp->retry_after = (long)retry_after;
     resp->reused = num_connects == 0 && request_size > 0;
@@ -459,7 +493,8 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
     resp->request_sent = request_size > 0 && resp->rc != CR_UP_CONNECT
                          && (cc == CURLE_OK || num_connects == 0 || pretransfer > 0);
     if (cc != CURLE_OK) {
-        resp->error = apr_pstrdup(p, xf->errbuf[0] ? xf->errbuf : curl_easy_strerror(cc));
+        resp->error = !xf->errbuf[0] ? curl_easy_strerror(cc)
+                      : p ? apr_pstrdup(p, xf->errbuf) : xf->errbuf;
     }
     if (!xf->x.req->on_data) {
         resp->body = cr_buf_str(&xf->x.body);
@@ -476,6 +511,8 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
         handle_put(xf->up, h, xf->key);
     }
     xf->x.h = NULL;
+    free(xf->key);
+    xf->key = NULL;
 }
 
 void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,

@@ -91,12 +91,17 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
  * (CURLOPT_PRIVATE is left to the caller); finish takes libcurl's CURLcode for it
  * (after the caller removed it from its multi handle), fills resp like
  * perform, and gives the handle back to the pool.  The xfer lives in p;
- * callbacks run on whichever thread drives the transfer, one at a time. */
+ * callbacks run on whichever thread drives the transfer, one at a time.
+ * With p NULL (streamed transfers only: on_data set) the xfer is on the
+ * heap, resp's strings point into it, and cr_upstream_xfer_free frees it
+ * (after finish, or instead of it: then the handle is dropped); for an xfer
+ * in a pool cr_upstream_xfer_free does nothing. */
 typedef struct cr_upstream_xfer cr_upstream_xfer;
 cr_upstream_xfer *cr_upstream_xfer_start(cr_upstream_pool *up, apr_pool_t *p,
                                          const cr_upstream_req *req, cr_upstream_resp *resp);
 void *cr_upstream_xfer_easy(cr_upstream_xfer *xf);
 void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int curl_result, cr_upstream_resp *resp);
+void cr_upstream_xfer_free(cr_upstream_xfer *xf);
 
 /* Connections opened by this pool's handles so far (for tests and status). */
 apr_uint64_t cr_upstream_connects(cr_upstream_pool *up);

@@ -32,31 +32,60 @@ int cr_async_available(request_rec *r)
            && r->proto_num < HTTP_VERSION(2, 0) && ap_get_conn_socket(c) != NULL;
 }
 
+/* Copy n bytes plus a NUL to *at and move it on. */
+static const char *heap_copy(char **at, const char *src)
+{
+    apr_size_t n = strlen(src) + 1;
+    char *d = memcpy(*at, src, n);
+    *at += n;
+    return d;
+}
+
+apr_pool_t *cr_async_scratch_pool(void)
+{
+    apr_pool_t *p = NULL;
+    if (!L.enabled || apr_pool_create_unmanaged_ex(&p, NULL, L.alloc) != APR_SUCCESS) {
+        return NULL;
+    }
+    return p;
+}
+
+/* A stream is one heap block: the record, then the request's header
+ * pointers and every string it keeps (order id, client address, URL, CA
+ * file, proxy, header lines); its relay and libcurl transfer are on the
+ * heap too, its mutex and condition shared (L.locks).  No pool of its own:
+ * Debian's APR maps every 8 KB pool block separately, and ten thousand idle
+ * streams would each keep one for a few hundred bytes. */
 static astream *stream_create(request_rec *r, const cr_async_spec *spec)
 {
-    astream *st = calloc(1, sizeof(*st));
+    const cr_upstream_req *rq = spec->req;
+    const char *ip = r->useragent_ip ? r->useragent_ip : "-";
     const char *const *hp;
-    apr_array_header_t *hdrs;
+    apr_size_t nh = 0, bytes = strlen(spec->order_id) + strlen(ip) + strlen(rq->url) + 3;
+    const char **hdrs;
+    char *at;
+    astream *st;
     apr_os_sock_t fd = -1;
 
+    for (hp = rq->headers; hp && *hp; hp++, nh++) {
+        bytes += strlen(*hp) + 1;
+    }
+    bytes += (rq->ca_file ? strlen(rq->ca_file) + 1 : 0) + (rq->proxy ? strlen(rq->proxy) + 1 : 0);
+    st = calloc(1, sizeof(*st) + (nh + 1) * sizeof(const char *) + bytes);
     if (!st) {
         return NULL;
     }
-    if (apr_pool_create_unmanaged_ex(&st->pool, NULL, L.alloc) != APR_SUCCESS) {
-        free(st);
-        return NULL;
-    }
-    if (apr_thread_mutex_create(&st->mtx, APR_THREAD_MUTEX_DEFAULT, st->pool) != APR_SUCCESS
-        || apr_thread_cond_create(&st->cond, st->pool) != APR_SUCCESS) {
-        cr_async_stream_free(st);
-        return NULL;
-    }
+    hdrs = (const char **)(st + 1);
+    at = (char *)(hdrs + nh + 1);
+
     st->id = apr_atomic_inc32(&L.next_id);
+    st->mtx = L.locks[st->id % CR_ASYNC_LOCKS].mtx;
+    st->cond = L.locks[st->id % CR_ASYNC_LOCKS].cond;
     st->r = r;
     st->c = r->connection;
     st->s = r->server;
-    st->order_id = apr_pstrdup(st->pool, spec->order_id);
-    st->client_ip = apr_pstrdup(st->pool, r->useragent_ip ? r->useragent_ip : "-");
+    st->order_id = heap_copy(&at, spec->order_id);
+    st->client_ip = heap_copy(&at, ip);
     st->head = HEAD_WAIT;
     st->fd = -1;
     st->heartbeat = spec->heartbeat;
@@ -68,26 +97,25 @@ static astream *stream_create(request_rec *r, const cr_async_spec *spec)
     cr_outq_init(&st->wbuf, 0);
 
     /* The request, copied: the transfer outlives nothing of the caller's. */
-    st->req = *spec->req;
-    st->req.url = apr_pstrdup(st->pool, spec->req->url);
+    st->req = *rq;
+    st->req.url = heap_copy(&at, rq->url);
     /* The CA file and proxy pick the idle handles it may use (and reuse). */
-    st->req.ca_file = spec->req->ca_file ? apr_pstrdup(st->pool, spec->req->ca_file) : NULL;
-    st->req.proxy = spec->req->proxy ? apr_pstrdup(st->pool, spec->req->proxy) : NULL;
+    st->req.ca_file = rq->ca_file ? heap_copy(&at, rq->ca_file) : NULL;
+    st->req.proxy = rq->proxy ? heap_copy(&at, rq->proxy) : NULL;
     st->req.body = NULL;
     st->req.body_len = 0;
-    hdrs = apr_array_make(st->pool, 8, sizeof(const char *));
-    for (hp = spec->req->headers; hp && *hp; hp++) {
-        APR_ARRAY_PUSH(hdrs, const char *) = apr_pstrdup(st->pool, *hp);
+    for (hp = rq->headers, nh = 0; hp && *hp; hp++) {
+        hdrs[nh++] = heap_copy(&at, *hp);
     }
-    APR_ARRAY_PUSH(hdrs, const char *) = NULL;
-    st->req.headers = (const char *const *)hdrs->elts;
+    hdrs[nh] = NULL;
+    st->req.headers = hdrs;
     st->req.timeout_ms = 0;
     st->req.on_tick = NULL;
     st->req.on_headers = cr_async_on_headers;
     st->req.on_data = cr_async_on_data;
     st->req.baton = st;
 
-    st->relay = cr_sse_relay_create(st->pool, spec->max_event, st->order_id);
+    st->relay = cr_sse_relay_create_heap(L.alloc, spec->max_event, st->order_id);
     if (!st->relay) {
         cr_async_stream_free(st);
         return NULL;
@@ -111,16 +139,29 @@ void cr_async_start(request_rec *r, const cr_async_spec *spec, cr_async_result *
     if (!cr_async_available(r) || !cr_upstream_ready() || !(st = stream_create(r, spec))) {
         return;
     }
-    st->xf = cr_upstream_start(st->pool, &st->req, &st->resp);
-    if (!st->xf) {
+    if (spec->req_pool) {
+        apr_pool_destroy(spec->req_pool);   /* copied */
+    }
+    /* A plain http:// upstream without a proxy: the loop's own exchange;
+     * else a libcurl transfer. */
+    switch (cr_async_h1_prepare(st)) {
+    case 1:
+        break;
+    case 0:
+        st->xf = cr_upstream_start(NULL, &st->req, &st->resp);
+        if (st->xf) {
+            st->easy = cr_upstream_xfer_easy(st->xf);
+            curl_easy_setopt(st->easy, CURLOPT_PRIVATE, (char *)st);
+            break;
+        }
+        /* fall through */
+    default:
         res->outcome = CR_ASYNC_UPSTREAM_FAILED;
         res->resp.rc = st->resp.rc;
         res->resp.error = apr_pstrdup(r->pool, st->resp.error);
         cr_async_stream_free(st);
         return;
     }
-    st->easy = cr_upstream_xfer_easy(st->xf);
-    curl_easy_setopt(st->easy, CURLOPT_PRIVATE, (char *)st);
 
     cr_async_send_cmd(CMD_ADD, st, st->id, NULL, 0, 0);
 
@@ -147,6 +188,12 @@ void cr_async_start(request_rec *r, const cr_async_spec *spec, cr_async_result *
          * after the stream.  "nokeepalive" keeps the chunked framing (the
          * stream's end is explicit) and says "Connection: close". */
         apr_table_setn(r->subprocess_env, "nokeepalive", "1");
+        /* The connection's allocator (the MPM's, one per connection, gone
+         * with c->pool when the stream ends) keeps every block freed into
+         * it: the 8 KB buffer the response head is written from, later
+         * ones a slow write set aside.  An idle stream needs none of them
+         * again soon: give them back to the system as they are freed. */
+        apr_allocator_max_free_set(apr_pool_allocator_get(r->connection->pool), 1);
         ap_set_module_config(r->connection->conn_config, &cryptorefills_module, st);
         if (spec->open(spec->open_baton) != 0) {
             int end;

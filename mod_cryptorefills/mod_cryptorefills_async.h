@@ -25,6 +25,11 @@
 typedef struct cr_async_spec {
     const char *order_id;
     const cr_upstream_req *req;     /* url, headers, connect timeout (callbacks ignored) */
+    /* The pool req's strings are in (cr_async_scratch_pool), or NULL: once
+     * the stream has copied them cr_async_start destroys it, so a handler
+     * waiting for the upstream's head holds no block (always, unless the
+     * outcome is CR_ASYNC_UNAVAILABLE: then req is still the caller's). */
+    apr_pool_t *req_pool;
     apr_interval_time_t heartbeat;  /* ": keep-alive" after this long without a write */
     apr_interval_time_t lifetime;   /* end the stream after this long */
     apr_interval_time_t stall;      /* end it after this long without an upstream byte */
@@ -70,6 +75,13 @@ void cr_async_register_hooks(void);
 /* Can this request be suspended?  Event MPM with a running loop, HTTP/1.x
  * (not a secondary HTTP/2 connection), no clogging input filters. */
 int cr_async_available(request_rec *r);
+
+/* A pool for building a stream's upstream request (URL, header lines)
+ * before cr_async_start copies it, so the request does not take r->pool
+ * further for the stream's whole life.  Unmanaged, on the relay's shared
+ * allocator (its block is reused once destroyed); see spec->req_pool for
+ * who destroys it.  NULL when the relay is not running. */
+apr_pool_t *cr_async_scratch_pool(void);
 
 /* Hand the stream over.  Waits (on the handler's thread) for the upstream's
  * response head, up to spec->head_timeout, watching the browser; then, on a

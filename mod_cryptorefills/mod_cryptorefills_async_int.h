@@ -8,6 +8,11 @@
  *     -> mod_cryptorefills_async_loop.c   the loop thread: libcurl's sockets
  *                                     and timer, epoll, the commands, the tick;
  *                                     its setup and teardown
+ *       -> mod_cryptorefills_async_h1.c  the loop's own HTTP/1.1 exchange for
+ *                                     a plain http:// upstream without a proxy
+ *                                     (cr_h1: non-blocking connect, request
+ *                                     head, response parser); async.c calls
+ *                                     its prepare step on the handler's thread
  *       -> mod_cryptorefills_async_worker.c  the worker's side (stream_cb
  *                                     writes, stream_finish ends the request),
  *                                     the suspend hook, and the senders of
@@ -23,16 +28,21 @@
  *
  * Threads and who owns what
  * -------------------------
- * - The handler's thread prepares a stream (its own pool with its own
- *   allocator, the libcurl transfer, the SSE relay), sends it to the loop
+ * - The handler's thread prepares a stream (one heap block with its
+ *   strings, the SSE relay on the heap, a mutex and condition shared with
+ *   other streams; for a plain http:// upstream without a proxy a socket
+ *   with its connect started and the request head formatted, else a
+ *   libcurl transfer), sends it to the loop
  *   (CMD_ADD) and waits for the upstream's response head.  On a 2xx it
  *   writes the first bytes (spec->open) and returns SUSPENDED: the core
  *   then releases r->invoke_mtx and the event MPM forgets the connection.
- * - One loop thread per child owns, once a stream is added, its transfer
- *   (one curl multi handle driven by curl_multi_socket_action, sockets in
- *   an epoll set), its SSE relay and its browser socket's EPOLLRDHUP watch.
+ * - One loop thread per child owns, once a stream is added, its upstream
+ *   exchange (its own socket in the epoll set, closed by the loop only,
+ *   after EPOLL_CTL_DEL; or a libcurl transfer in one curl multi handle
+ *   driven by curl_multi_socket_action, libcurl's sockets in the same
+ *   set), its SSE relay and its browser socket's EPOLLRDHUP watch.
  *   Epoll events carry the fd, never a pointer (libcurl may close a socket
- *   mid-batch); commands arrive on a queue woken by an eventfd.  Relayed
+ *   mid-batch, and a closed number may be reused by then); commands arrive on a queue woken by an eventfd.  Relayed
  *   bytes go to the stream's pending queue (heap memory under the stream's
  *   mutex; never r->pool, whose allocator has no mutex).  A 1 s tick runs
  *   heartbeats and the lifetime and stall limits.
@@ -68,6 +78,7 @@
 #include "mod_cryptorefills_async.h"
 #include "cr_sse.h"
 #include "cr_outq.h"
+#include "cr_h1.h"
 
 /* How long a worker waits for a browser to take bytes before dropping it
  * (it reconnects with Last-Event-ID).  Bounded by the server's Timeout. */
@@ -80,19 +91,23 @@
 /* Per-stream memory measured with TLS (+44 KB) plus parser buffers, for
  * sizing the default stream cap from memory. */
 #define CR_ASYNC_STREAM_BYTES   (96 * 1024)
+/* Mutex and condition pairs the streams share (by id): a stream's own
+ * would cost a pool block.  Never held two at a time; a broadcast may wake
+ * a handler waiting for another stream's head, which checks and waits on. */
+#define CR_ASYNC_LOCKS          64
 
 enum { HEAD_WAIT, HEAD_OK, HEAD_FAILED, HEAD_ABANDONED };
-enum { FD_NONE, FD_CURL, FD_BROWSER };
+enum { FD_NONE, FD_CURL, FD_BROWSER, FD_UPSTREAM };
 enum { CMD_ADD, CMD_ABORT, CMD_STOP_ALL, CMD_QUIT };
 
 typedef struct astream astream;
+typedef struct cr_async_h1 cr_async_h1;
 struct astream {
     apr_uint32_t id;
     request_rec *r;
     conn_rec *c;
     server_rec *s;
-    apr_pool_t *pool;           /* L.alloc: handler, then loop, then finisher */
-    apr_thread_mutex_t *mtx;
+    apr_thread_mutex_t *mtx;    /* L.locks[id % CR_ASYNC_LOCKS], shared */
     apr_thread_cond_t *cond;
     const char *order_id;
     const char *client_ip;
@@ -111,7 +126,8 @@ struct astream {
 
     /* Loop thread only (the handler before CMD_ADD). */
     cr_upstream_req req;
-    cr_upstream_xfer *xf;
+    cr_upstream_xfer *xf;       /* libcurl's transfer (https://, proxies), or */
+    cr_async_h1 *h1;            /* the loop's own exchange (plain http://) */
     CURL *easy;
     cr_upstream_resp resp;
     cr_sse_relay *relay;
@@ -151,13 +167,17 @@ struct cr_async_state {
     cr_async_stats_t *stats;
     apr_interval_time_t write_wait;
     volatile apr_uint32_t next_id;
-    /* The streams' pools: one allocator per child, with a mutex (the
-     * handler, the loop and the finisher threads create, grow and destroy
-     * them) and a bound on what it keeps free.  An allocator per stream
-     * would keep every block a stream ever used, a parser's per-event pool
-     * included; shared, an idle stream holds one block.  Never destroyed: a
+    /* The streams' short-lived pools (a relay's per-event pool, the
+     * handler's scratch pool for the upstream request): one allocator per
+     * child, with a mutex (the handler and loop threads create and destroy
+     * them) and a bound on what it keeps free, so their blocks are reused
+     * by every stream and an idle stream holds none.  Never destroyed: a
      * stream may end after pchild's cleanups. */
     apr_allocator_t *alloc;
+    struct {
+        apr_thread_mutex_t *mtx;
+        apr_thread_cond_t *cond;
+    } locks[CR_ASYNC_LOCKS];    /* in alloc's owner pool, never destroyed */
 
     apr_thread_t *thread;
     apr_thread_mutex_t *qmtx;   /* guards the command queue only */
@@ -199,8 +219,32 @@ void cr_async_suspend_hook(conn_rec *c, request_rec *r);
 /* The transfer's callbacks (cr_upstream_req), run on the loop thread. */
 int cr_async_on_headers(void *baton, long status, const char *ctype);
 int cr_async_on_data(void *baton, long status, const char *buf, apr_size_t len);
+/* Watch fd (kind FD_*, stream st) for events, or stop watching it (before
+ * it is closed).  0 or -1 (errno). */
+int cr_async_fd_watch(int fd, apr_uint32_t events, int kind, astream *st);
+void cr_async_fd_forget(int fd);
 /* child_init, event MPM: set up the loop and start its thread; L.enabled
  * once it runs.  L.s, L.stats and L.write_wait are set. */
 void cr_async_loop_start(apr_pool_t *pchild);
+
+/* ---- the loop's own HTTP/1.1 exchange (mod_cryptorefills_async_h1.c) ------------------ */
+
+/* Handler's thread, before CMD_ADD: for a plain http:// URL without a
+ * proxy, resolve, start a non-blocking connect and format the request:
+ * 1.  0: not for this stream (libcurl's transfer).  -1: failed at once
+ * (st->resp says how, as libcurl's would). */
+int cr_async_h1_prepare(astream *st);
+/* Loop thread: start watching the socket (0, or -1). */
+int cr_async_h1_add(astream *st);
+/* Loop thread: an epoll event for the upstream socket.  1 when the
+ * exchange ended (st->resp says how): the caller ends the stream. */
+int cr_async_h1_event(astream *st, apr_uint32_t events);
+/* Loop thread, from the tick: the connect took too long (st->resp set). */
+int cr_async_h1_connect_expired(astream *st, apr_time_t now);
+/* Loop thread, ending the stream: forget and close the socket, set
+ * st->resp.rc if nothing did (stopped from outside: aborted). */
+void cr_async_h1_close(astream *st);
+/* Whoever frees the stream. */
+void cr_async_h1_free(astream *st);
 
 #endif

@@ -76,6 +76,23 @@ static void fd_forget(int fd)
     }
 }
 
+void cr_async_fd_forget(int fd)
+{
+    fd_forget(fd);
+}
+
+int cr_async_fd_watch(int fd, apr_uint32_t events, int kind, astream *st)
+{
+    fdslot *sl = slot_of(fd);
+
+    if (!sl || epoll_set(fd, events, sl->kind != FD_NONE) != 0) {
+        return -1;
+    }
+    sl->kind = (char)kind;
+    sl->st = st;
+    return 0;
+}
+
 /* ---- libcurl's side ------------------------------------------------------------------ */
 
 static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
@@ -249,6 +266,7 @@ static void end_stream(astream *st, int have_result, CURLcode res, const char *r
         cr_upstream_finish(st->xf, have_result ? (int)res : (int)CURLE_ABORTED_BY_CALLBACK,
                                 &st->resp);
     }
+    cr_async_h1_close(st);
     if (st->fd >= 0) {
         fd_forget(st->fd);
         st->fd = -1;
@@ -317,6 +335,14 @@ static void loop_add(astream *st)
     }
     else {
         st->fd = -1;
+    }
+    if (st->h1) {
+        if (cr_async_h1_add(st) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, errno, L.s, CRLOGNO(01516)
+                         "order streams: cannot watch an upstream socket");
+            end_stream(st, 0, CURLE_OK, "cannot watch the upstream socket", 0, 0);
+        }
+        return;
     }
     mc = curl_multi_add_handle(L.multi, st->easy);
     if (mc != CURLM_OK) {
@@ -399,7 +425,12 @@ static void tick(apr_time_t now)
     for (st = L.list; st; st = next) {
         next = st->next;
         if (!st->opened) {
-            continue;       /* the handler bounds the wait for the head */
+            /* The handler bounds the wait for the head; libcurl the
+             * connect, or here for the loop's own exchange. */
+            if (cr_async_h1_connect_expired(st, now)) {
+                end_stream(st, 0, CURLE_OK, NULL, 0, 0);
+            }
+            continue;
         }
         if (stopping) {
             end_stream(st, 0, CURLE_OK, "server restarting or stopping", 0, 0);
@@ -472,6 +503,12 @@ static void *APR_THREAD_FUNC loop_main(apr_thread_t *thd, void *data)
                 }
                 curl_multi_socket_action(L.multi, fd, flags, &running);
             }
+            else if (sl->kind == FD_UPSTREAM) {
+                astream *st = sl->st;
+                if (cr_async_h1_event(st, e)) {
+                    end_stream(st, 0, CURLE_OK, NULL, 0, 0);
+                }
+            }
             else {
                 end_stream(sl->st, 0, CURLE_OK, "browser went away", 1, 0);
             }
@@ -514,6 +551,7 @@ static apr_status_t loop_cleanup(void *data)
         if (st->in_multi) {
             curl_multi_remove_handle(L.multi, st->easy);
         }
+        cr_async_h1_close(st);
     }
     if (L.multi) {
         curl_multi_cleanup(L.multi);
@@ -542,6 +580,7 @@ static apr_status_t stream_allocator_create(void)
     apr_allocator_t *a;
     apr_pool_t *owner;
     apr_thread_mutex_t *m;
+    int i;
     apr_status_t rv = apr_allocator_create(&a);
 
     if (rv != APR_SUCCESS) {
@@ -560,6 +599,13 @@ static apr_status_t stream_allocator_create(void)
     }
     apr_allocator_mutex_set(a, m);
     apr_allocator_max_free_set(a, CR_ASYNC_MAX_FREE);
+    for (i = 0; i < CR_ASYNC_LOCKS; i++) {
+        if ((rv = apr_thread_mutex_create(&L.locks[i].mtx, APR_THREAD_MUTEX_DEFAULT, owner))
+            != APR_SUCCESS
+            || (rv = apr_thread_cond_create(&L.locks[i].cond, owner)) != APR_SUCCESS) {
+            return rv;      /* the loop is not started: nothing uses them */
+        }
+    }
     L.alloc = a;
     return APR_SUCCESS;
 }

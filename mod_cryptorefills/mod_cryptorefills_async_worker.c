@@ -129,8 +129,10 @@ void cr_async_stream_free(astream *st)
 {
     cr_outq_free(&st->out);
     cr_outq_free(&st->wbuf);
-    apr_pool_destroy(st->pool);     /* the mutex, the relay, the xfer */
-    free(st);
+    cr_sse_relay_destroy(st->relay);
+    cr_upstream_xfer_free(st->xf);
+    cr_async_h1_free(st);
+    free(st);                       /* the record and its strings */
 }
 
 /* The loop has let go and every byte is written: end the request. */
@@ -141,10 +143,10 @@ static void stream_finish(astream *st)
     apr_socket_t *csd = ap_get_conn_socket(c);
 
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01508)
-                  "stream of order %s ended after %" APR_TIME_T_FMT "s: %s (suspended relay)",
-                  st->order_id, apr_time_sec(apr_time_now() - st->started),
+                  "stream of order %s ended after %" APR_TIME_T_FMT "s: %s (suspended relay, "
+                  "upstream by %s)", st->order_id, apr_time_sec(apr_time_now() - st->started),
                   st->gone ? (st->slow ? "browser too slow, dropped" : "browser went away")
-                  : st->end_reason);
+                  : st->end_reason, st->h1 ? "the loop's HTTP/1.1 client" : "libcurl");
     if (st->slow) {
         STAT_INC(browsers_dropped_slow);
     }

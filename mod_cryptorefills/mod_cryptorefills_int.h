@@ -97,11 +97,14 @@ json_object *cr_copies_parsed(request_rec *r, const char *name, const cr_record_
 apr_status_t cr_upstream_post_config(apr_pool_t *pconf);
 void cr_upstream_child_init(apr_pool_t *pchild, server_rec *s);
 int cr_upstream_ready(void);
+/* The User-Agent upstream requests carry unless they set one. */
+const char *cr_upstream_user_agent(void);
 /* Build the upstream request for a parsed route: URL, headers (partner,
  * country, Accept; on order routes the visitor's address and User-Agent),
  * timeouts and limits.  Streams (CR_RF_STREAM) ask for text/event-stream
- * with last_event_id, have no overall timeout and set no callbacks here. */
-void cr_upstream_build(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+ * with last_event_id, have no overall timeout and set no callbacks here.
+ * The URL and header lines are allocated from p. */
+void cr_upstream_build(request_rec *r, apr_pool_t *p, const cr_conf *c, const cr_route_req *rr,
                        const char *country, const char *body, apr_size_t blen,
                        const char *last_event_id, cr_upstream_req *req);
 /* Run a built request (counts requests and connections, logs at debug). */

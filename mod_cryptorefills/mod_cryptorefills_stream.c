@@ -252,7 +252,8 @@ static int open_stream_cb(void *baton)
  * DECLINED when this request can't be suspended after all (blocking
  * relay); OK when it ended before the first byte, with st and resp set as
  * the blocking relay would have left them, so the same answers follow. */
-static int stream_async(stream_t *st, const cr_upstream_req *req, cr_upstream_resp *resp)
+static int stream_async(stream_t *st, const cr_upstream_req *req, apr_pool_t *req_pool,
+                        cr_upstream_resp *resp)
 {
     cr_async_spec spec;
     cr_async_result res;
@@ -260,6 +261,7 @@ static int stream_async(stream_t *st, const cr_upstream_req *req, cr_upstream_re
     memset(&spec, 0, sizeof(spec));
     spec.order_id = st->order_id;
     spec.req = req;
+    spec.req_pool = req_pool;
     spec.heartbeat = st->heartbeat;
     spec.lifetime = st->lifetime;
     spec.stall = st->stall;
@@ -290,6 +292,7 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     const char *last_id = apr_table_get(r->headers_in, "Last-Event-ID");
     cr_upstream_req req;
     cr_upstream_resp resp;
+    apr_pool_t *scratch;
     cr_outcome o;
     int cap, relay;
 
@@ -327,12 +330,18 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
 
     /* Both relays write the head through it (open_stream). */
     st->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    cr_upstream_build(r, c, rr, country, NULL, 0, last_id, &req);
+    /* A suspended stream copies its request: built in r->pool, it would
+     * take r->pool into a second block for the stream's whole life. */
+    scratch = cr_async_available(r) ? cr_async_scratch_pool() : NULL;
+    cr_upstream_build(r, scratch ? scratch : r->pool, c, rr, country, NULL, 0, last_id, &req);
     req.on_headers = on_headers;
     req.on_data = on_data;
     req.on_tick = on_tick;
     req.baton = st;
-    relay = cr_async_available(r) ? stream_async(st, &req, &resp) : DECLINED;
+    relay = scratch ? stream_async(st, &req, scratch, &resp) : DECLINED;
+    if (relay != DECLINED) {
+        scratch = NULL;     /* destroyed once the stream copied the request */
+    }
     if (relay == SUSPENDED) {
         /* r->pool (and the stream slot's cleanup on it) ends on the worker
          * that finishes the stream. */
@@ -344,10 +353,15 @@ int cr_stream_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
          * past its first 8 KB block. */
         /* An oversized event is dropped like a malformed one; the stream goes on. */
         st->relay = cr_sse_relay_create(r->pool, CR_STREAM_MAX_EVENT, st->order_id);
+        if (st->relay) {
+            cr_upstream_run(r, &req, &resp);
+        }
+        if (scratch) {
+            apr_pool_destroy(scratch);
+        }
         if (!st->relay) {
             return cr_send_problem(r, HTTP_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", NULL, NULL);
         }
-        cr_upstream_run(r, &req, &resp);
     }
 
     if (!st->opened) {

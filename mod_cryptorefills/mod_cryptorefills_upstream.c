@@ -62,37 +62,43 @@ int cr_upstream_ready(void)
     return upstream != NULL;
 }
 
-static const char *const *build_headers(request_rec *r, const cr_conf *c, const char *country,
+const char *cr_upstream_user_agent(void)
+{
+    return user_agent;
+}
+
+static const char *const *build_headers(request_rec *r, apr_pool_t *p, const cr_conf *c,
+                                        const char *country,
                                         const char *accept, int order_route,
                                         const char *last_event_id)
 {
-    apr_array_header_t *h = apr_array_make(r->pool, 10, sizeof(const char *));
+    apr_array_header_t *h = apr_array_make(p, 10, sizeof(const char *));
     const char *ua = apr_table_get(r->headers_in, "User-Agent");
 
-    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Cr-Application: ", c->partner_id, NULL);
-    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Cr-Version: ", c->app_version, NULL);
-    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Country-ISO-Code: ", country, NULL);
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Cr-Application: ", c->partner_id, NULL);
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Cr-Version: ", c->app_version, NULL);
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Country-ISO-Code: ", country, NULL);
     APR_ARRAY_PUSH(h, const char *) = "Content-Type: application/json";
-    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "Accept: ", accept, NULL);
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "Accept: ", accept, NULL);
     if (order_route) {
         /* The upstream's fraud checks look at the buyer, not at us. */
-        APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "X-Forwarded-For: ",
+        APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Forwarded-For: ",
                                                       r->useragent_ip, NULL);
         /* A control character (CR, LF, NUL …) in a value copied into an
          * upstream header: httpd's parser refuses most, but another module
          * may set one. */
         if (ua && *ua && strlen(ua) <= CR_MAX_FORWARDED_UA && !cr_has_ctl(ua, 1)) {
-            APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "User-Agent: ", ua, NULL);
+            APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "User-Agent: ", ua, NULL);
         }
     }
     if (last_event_id) {
-        APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(r->pool, "Last-Event-ID: ", last_event_id, NULL);
+        APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "Last-Event-ID: ", last_event_id, NULL);
     }
     APR_ARRAY_PUSH(h, const char *) = NULL;
     return (const char *const *)h->elts;
 }
 
-void cr_upstream_build(request_rec *r, const cr_conf *c, const cr_route_req *rr,
+void cr_upstream_build(request_rec *r, apr_pool_t *p, const cr_conf *c, const cr_route_req *rr,
                        const char *country, const char *body, apr_size_t blen,
                        const char *last_event_id, cr_upstream_req *req)
 {
@@ -101,9 +107,8 @@ void cr_upstream_build(request_rec *r, const cr_conf *c, const cr_route_req *rr,
 
     memset(req, 0, sizeof(*req));
     req->method = def->method;
-    req->url = apr_pstrcat(r->pool, c->upstream, cr_route_upstream_path(r->pool, rr, country),
-                           NULL);
-    req->headers = build_headers(r, c, country, stream ? "text/event-stream" : "application/json",
+    req->url = apr_pstrcat(p, c->upstream, cr_route_upstream_path(p, rr, country), NULL);
+    req->headers = build_headers(r, p, c, country, stream ? "text/event-stream" : "application/json",
                                  (def->flags & CR_RF_ORDER) != 0 || stream, last_event_id);
     req->body = body;
     req->body_len = blen;
@@ -163,7 +168,7 @@ void cr_upstream_fetch(request_rec *r, const cr_conf *c, const cr_route_req *rr,
                        cr_upstream_resp *resp)
 {
     cr_upstream_req req;
-    cr_upstream_build(r, c, rr, country, body, blen, NULL, &req);
+    cr_upstream_build(r, r->pool, c, rr, country, body, blen, NULL, &req);
     cr_upstream_run(r, &req, resp);
     cr_outcome_count(cr_outcome_of(resp->rc, resp->status), rr->def->id);
 }

@@ -1116,19 +1116,29 @@ static apr_status_t relay_cb(void *baton, cr_sse_out_kind v, const cr_sse_event 
     return v == CR_SSE_OUT_STOP ? APR_EOF : APR_SUCCESS;
 }
 
-/* Relay s fed byte by byte and in one piece: the same output either way. */
+/* Relay s fed byte by byte and in one piece, by a relay in a pool and by
+ * one on the heap (its event pools on an allocator of its own): the same
+ * output every way. */
 static void check_relay(const char *s, size_t n, size_t max_event, const char *want_out,
                         const char *want_verdicts)
 {
     int pass;
-    for (pass = 0; pass < 2; pass++) {
+    for (pass = 0; pass < 4; pass++) {
         relay_rec_t rr;
-        cr_sse_relay *rl = cr_sse_relay_create(pool, max_event, "o-1");
+        apr_allocator_t *a = NULL;
+        cr_sse_relay *rl;
         size_t i;
         apr_status_t rv = APR_SUCCESS;
         memset(&rr, 0, sizeof(rr));
+        if (pass < 2) {
+            rl = cr_sse_relay_create(pool, max_event, "o-1");
+        }
+        else {
+            ck_assert_int_eq(apr_allocator_create(&a), APR_SUCCESS);
+            rl = cr_sse_relay_create_heap(a, max_event, "o-1");
+        }
         ck_assert_ptr_nonnull(rl);
-        if (pass == 0) {
+        if (pass % 2 == 0) {
             rv = cr_sse_relay_feed(rl, s, n, relay_cb, &rr);
         }
         else {
@@ -1141,6 +1151,10 @@ static void check_relay(const char *s, size_t n, size_t max_event, const char *w
         ck_assert_str_eq(rec_str(&rr.verdicts), want_verdicts);
         ck_assert_uint_le(cr_sse_buffered_capacity(cr_sse_relay_parser(rl)),
                           4 * ((max_event ? max_event : CR_SSE_DEFAULT_MAX_EVENT) + 8));
+        if (a) {
+            cr_sse_relay_destroy(rl);
+            apr_allocator_destroy(a);
+        }
         rec_free(&rr.out);
         rec_free(&rr.verdicts);
     }

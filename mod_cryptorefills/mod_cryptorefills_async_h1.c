@@ -1,0 +1,450 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Order streams without a thread each: the loop's own HTTP/1.1 exchange
+ * for a plain http:// upstream reached without a proxy.  A libcurl easy
+ * handle with its connection costs ~11.5 KB of heap per idle stream; this
+ * one costs the socket and a few hundred bytes: the handler's thread
+ * resolves the address, starts a non-blocking connect and formats the
+ * request head (cr_h1); the loop thread finishes the connect, writes the
+ * head, and reads the response on its epoll set into one buffer shared by
+ * every stream, through cr_h1's incremental parser (head, then a chunked,
+ * Content-Length or close-delimited body) into the same callbacks the
+ * libcurl transfer calls (cr_async_on_headers, cr_async_on_data).
+ * https:// upstreams and proxies keep libcurl, chosen per stream.
+ *
+ * Ownership of the socket: the handler creates it and hands it over with
+ * the stream (CMD_ADD); from then on only the loop touches it, and closes
+ * it exactly once (cr_async_h1_close, from end_stream) after taking it out
+ * of the epoll set.  Epoll events name the fd; a stale event for a number
+ * already reused (a socket closed and another made in between) finds
+ * either no slot or a socket in a phase that checks its own state (a
+ * connect is confirmed by getpeername, reads and writes take EAGAIN). */
+#include <string.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <errno.h>
+#include <unistd.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "httpd.h"
+#include "http_log.h"
+#include "apr_date.h"
+
+#include "mod_cryptorefills_int.h"
+#include "mod_cryptorefills_async_int.h"
+
+enum { H1_CONNECTING, H1_SENDING, H1_READING };
+/* Addresses of the upstream's name tried at most. */
+#define CR_H1_MAX_ADDRS 8
+
+struct cr_async_h1 {
+    int fd;
+    int phase;                  /* H1_* */
+    int rc_set;                 /* st->resp.rc says how it ended */
+    char *out;                  /* the request head until it is sent (malloc) */
+    apr_size_t out_len, out_off;
+    apr_time_t connect_deadline;
+    struct sockaddr_storage *addrs;     /* the addresses to try, until connected */
+    socklen_t *addrlens;
+    int naddrs, next_addr;
+    cr_h1_parser ps;
+    char *ctype;                /* the response's Content-Type (malloc) */
+    char err[128];
+};
+
+/* ---- the handler's side ----------------------------------------------------------------- */
+
+/* http://host[:port][/target]: host (brackets kept for IPv6), port,
+ * target.  0 when the URL is anything else or has a user part or a
+ * fragment (libcurl handles those). */
+static int split_url(const char *url, char *host, apr_size_t hcap, unsigned *port,
+                     const char **target)
+{
+    const char *a, *e, *h_end, *p;
+    apr_size_t hl;
+
+    if (strncasecmp(url, "http://", 7) != 0) {
+        return 0;
+    }
+    a = url + 7;
+    e = a + strcspn(a, "/?#");
+    if (memchr(a, '@', (apr_size_t)(e - a)) || strchr(e, '#')) {
+        return 0;
+    }
+    if (*a == '[') {
+        h_end = memchr(a, ']', (apr_size_t)(e - a));
+        if (!h_end) {
+            return 0;
+        }
+        h_end++;
+    }
+    else {
+        h_end = memchr(a, ':', (apr_size_t)(e - a));
+        if (!h_end) {
+            h_end = e;
+        }
+    }
+    hl = (apr_size_t)(h_end - a);
+    if (hl == 0 || hl >= hcap) {
+        return 0;
+    }
+    memcpy(host, a, hl);
+    host[hl] = '\0';
+    *port = 80;
+    if (h_end < e) {
+        unsigned long v = 0;
+        if (*h_end != ':' || h_end + 1 == e) {
+            return 0;
+        }
+        for (p = h_end + 1; p < e; p++) {
+            if (*p < '0' || *p > '9' || (v = v * 10 + (unsigned long)(*p - '0')) > 65535) {
+                return 0;
+            }
+        }
+        if (v == 0) {
+            return 0;
+        }
+        *port = (unsigned)v;
+    }
+    *target = *e ? e : "/";
+    return 1;
+}
+
+/* Start a non-blocking connect to the next address not tried yet: 0 (the
+ * connect is under way in h->fd), or the errno of the last one that
+ * failed at once (h->fd -1). */
+static int connect_next(cr_async_h1 *h)
+{
+    int err = ECONNREFUSED, one = 1;
+
+    while (h->next_addr < h->naddrs) {
+        int i = h->next_addr++;
+        int fd = socket(h->addrs[i].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (connect(fd, (struct sockaddr *)&h->addrs[i], h->addrlens[i]) == 0
+            || errno == EINPROGRESS) {
+            h->fd = fd;
+            return 0;
+        }
+        err = errno;
+        close(fd);
+    }
+    h->fd = -1;
+    return err;
+}
+
+static void fail(astream *st, cr_upstream_rc rc, const char *fmt, const char *a, int err)
+{
+    st->resp.rc = rc;
+    if (st->h1) {
+        snprintf(st->h1->err, sizeof(st->h1->err), fmt, a, err ? strerror(err) : "");
+        st->resp.error = st->h1->err;
+        st->h1->rc_set = 1;
+    }
+}
+
+int cr_async_h1_prepare(astream *st)
+{
+    const cr_upstream_req *rq = &st->req;
+    char host[256], portstr[8];
+    const char *target, *name;
+    unsigned port;
+    struct addrinfo hints, *ai = NULL, *a;
+    cr_h1_request hr;
+    cr_async_h1 *h;
+    apr_size_t n;
+    int rv, err, i;
+
+    if ((rq->proxy && *rq->proxy)
+        || !split_url(rq->url, host, sizeof(host), &port, &target)) {
+        return 0;
+    }
+    memset(&hr, 0, sizeof(hr));
+    hr.method = rq->method;
+    hr.host = host;
+    hr.port = port;
+    hr.target = target;
+    hr.headers = rq->headers;
+    hr.user_agent = cr_upstream_user_agent();
+    n = cr_h1_head_len(&hr);
+    if (n == 0 || !(h = calloc(1, sizeof(*h)))) {
+        return 0;
+    }
+    if (!(h->out = malloc(n))) {
+        free(h);
+        return 0;
+    }
+    h->out_len = cr_h1_head_write(&hr, h->out);
+    h->fd = -1;
+    st->h1 = h;
+    CR_COUNT(upstream_requests);
+    st->resp.retry_after = -1;
+
+    /* Resolve here, on the handler's thread (it waits for the head anyway;
+     * a literal address costs nothing).  Every address is tried in turn,
+     * as libcurl would (one refusing, e.g. ::1 for "localhost", is not the
+     * end). */
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    name = host;
+    if (*host == '[') {
+        host[strlen(host) - 1] = '\0';
+        name = host + 1;
+    }
+    rv = getaddrinfo(name, portstr, &hints, &ai);
+    for (a = rv == 0 ? ai : NULL; a; a = a->ai_next) {
+        h->naddrs++;
+    }
+    if (h->naddrs > CR_H1_MAX_ADDRS) {
+        h->naddrs = CR_H1_MAX_ADDRS;
+    }
+    if (h->naddrs == 0
+        || !(h->addrs = calloc((apr_size_t)h->naddrs, sizeof(*h->addrs) + sizeof(socklen_t)))) {
+        fail(st, CR_UP_CONNECT, "could not resolve %.64s%s", name, 0);
+        if (rv == 0) {
+            freeaddrinfo(ai);
+        }
+        return -1;
+    }
+    h->addrlens = (socklen_t *)(h->addrs + h->naddrs);
+    for (a = ai, i = 0; i < h->naddrs; a = a->ai_next, i++) {
+        memcpy(&h->addrs[i], a->ai_addr, a->ai_addrlen);
+        h->addrlens[i] = a->ai_addrlen;
+    }
+    freeaddrinfo(ai);
+    CR_COUNT(upstream_connects);
+    if ((err = connect_next(h)) != 0) {
+        fail(st, CR_UP_CONNECT, "Failed to connect to %.64s: %s", name, err);
+        return -1;
+    }
+    h->phase = H1_CONNECTING;
+    h->connect_deadline = apr_time_now()
+        + apr_time_from_msec(rq->connect_timeout_ms > 0 ? rq->connect_timeout_ms : 3000);
+    return 1;
+}
+
+/* ---- the loop's side ------------------------------------------------------------------------ */
+
+static int on_head(void *baton, const cr_h1_head *hd)
+{
+    astream *st = baton;
+    cr_async_h1 *h = st->h1;
+    char *ct = NULL;
+
+    st->resp.status = hd->status;
+    if (hd->content_type) {
+        ct = malloc(hd->content_type_len + 1);
+        if (ct) {
+            memcpy(ct, hd->content_type, hd->content_type_len);
+            ct[hd->content_type_len] = '\0';
+        }
+        free(h->ctype);
+        h->ctype = ct;
+        st->resp.content_type = ct;
+    }
+    if (hd->retry_after && hd->retry_after_len && hd->retry_after_len < 64) {
+        char v[64];
+        memcpy(v, hd->retry_after, hd->retry_after_len);
+        v[hd->retry_after_len] = '\0';
+        if (v[0] >= '0' && v[0] <= '9') {
+            st->resp.retry_after = strtol(v, NULL, 10);
+        }
+        else {
+            apr_time_t t = apr_date_parse_http(v), now = apr_time_now();
+            if (t != APR_DATE_BAD) {
+                st->resp.retry_after = t > now ? (long)apr_time_sec(t - now) : 0;
+            }
+        }
+    }
+    if (cr_async_on_headers(st, hd->status, ct)) {
+        /* Not a 2xx (or the handler gave up): the exchange ends here, its
+         * status says what happened. */
+        st->resp.rc = CR_UP_OK;
+        h->rc_set = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int on_body(void *baton, const char *data, size_t len)
+{
+    astream *st = baton;
+    if (cr_async_on_data(st, st->resp.status, data, len)) {
+        st->resp.rc = CR_UP_ABORTED;
+        st->h1->rc_set = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static const cr_h1_callbacks h1_callbacks = { NULL, on_head, on_body };
+
+/* Bytes read at once: one buffer for every stream (the loop is one thread). */
+static char rbuf[16384];
+
+int cr_async_h1_add(astream *st)
+{
+    cr_h1_parser_init(&st->h1->ps, &h1_callbacks, st, 0);
+    return cr_async_fd_watch(st->h1->fd, EPOLLOUT, FD_UPSTREAM, st);
+}
+
+void cr_async_h1_close(astream *st)
+{
+    cr_async_h1 *h = st->h1;
+
+    if (!h) {
+        return;
+    }
+    if (h->fd >= 0) {
+        cr_async_fd_forget(h->fd);
+        close(h->fd);
+        h->fd = -1;
+        if (st->resp.status == 0 && h->phase != H1_CONNECTING) {
+            st->resp.request_sent = 1;
+        }
+    }
+    if (!h->rc_set) {
+        /* Stopped from outside (the browser left, a limit, a restart). */
+        st->resp.rc = CR_UP_ABORTED;
+        h->rc_set = 1;
+    }
+    cr_h1_parser_release(&h->ps);
+    free(h->out);
+    h->out = NULL;
+    free(h->addrs);
+    h->addrs = NULL;
+}
+
+void cr_async_h1_free(astream *st)
+{
+    if (st->h1) {
+        if (st->h1->fd >= 0) {
+            close(st->h1->fd);      /* never handed to the loop */
+        }
+        cr_h1_parser_release(&st->h1->ps);
+        free(st->h1->out);
+        free(st->h1->addrs);
+        free(st->h1->ctype);
+        free(st->h1);
+        st->h1 = NULL;
+    }
+}
+
+int cr_async_h1_connect_expired(astream *st, apr_time_t now)
+{
+    cr_async_h1 *h = st->h1;
+    if (h && h->fd >= 0 && h->phase == H1_CONNECTING && now >= h->connect_deadline) {
+        fail(st, CR_UP_TIMEOUT, "Connection to %.64s timed out%s", "the upstream", 0);
+        return 1;
+    }
+    return 0;
+}
+
+/* The response's bytes, as many as there are (a few reads at most, so one
+ * busy upstream does not starve the others).  1 when the exchange ended. */
+static int read_response(astream *st)
+{
+    cr_async_h1 *h = st->h1;
+    int i, rc;
+
+    for (i = 0; i < 4; i++) {
+        ssize_t n = recv(h->fd, rbuf, sizeof(rbuf), 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                return 0;
+            }
+            fail(st, CR_UP_BROKEN, "Recv failure%s: %s", "", errno);
+            return 1;
+        }
+        rc = n == 0 ? cr_h1_eof(&h->ps) : cr_h1_feed(&h->ps, rbuf, (size_t)n, NULL);
+        if (rc == CR_H1_DONE) {
+            if (!h->rc_set) {
+                st->resp.rc = CR_UP_OK;
+                h->rc_set = 1;
+            }
+            return 1;
+        }
+        if (rc < 0) {
+            if (!h->rc_set) {
+                /* Nothing at all is "an empty reply" to libcurl: broken too. */
+                fail(st, CR_UP_BROKEN, "upstream response: %s%s", cr_h1_strerror(rc), 0);
+            }
+            return 1;
+        }
+        if ((apr_size_t)n < sizeof(rbuf)) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+int cr_async_h1_event(astream *st, apr_uint32_t events)
+{
+    cr_async_h1 *h = st->h1;
+
+    if (h->phase == H1_CONNECTING) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof(peer);
+
+        if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) {
+            err = errno;
+        }
+        if (err) {
+            /* This address refused: the next one, if any. */
+            cr_async_fd_forget(h->fd);
+            close(h->fd);
+            if ((err = connect_next(h)) != 0
+                || cr_async_fd_watch(h->fd, EPOLLOUT, FD_UPSTREAM, st) != 0) {
+                fail(st, CR_UP_CONNECT, "Failed to connect to %.64s: %s", "the upstream",
+                     err ? err : errno);
+                return 1;
+            }
+            return 0;
+        }
+        if (getpeername(h->fd, (struct sockaddr *)&peer, &pl) != 0) {
+            return 0;           /* not yet (a stale event) */
+        }
+        h->phase = H1_SENDING;
+        events |= EPOLLOUT;
+        free(h->addrs);
+        h->addrs = NULL;
+    }
+    if (h->phase == H1_SENDING && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+        while (h->out_off < h->out_len) {
+            ssize_t n = send(h->fd, h->out + h->out_off, h->out_len - h->out_off, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                    return 0;   /* EPOLLOUT again */
+                }
+                fail(st, CR_UP_BROKEN, "Send failure%s: %s", "", errno);
+                return 1;
+            }
+            h->out_off += (apr_size_t)n;
+        }
+        free(h->out);
+        h->out = NULL;
+        h->phase = H1_READING;
+        if (cr_async_fd_watch(h->fd, EPOLLIN, FD_UPSTREAM, st) != 0) {
+            fail(st, CR_UP_INTERNAL, "cannot watch the upstream socket%s: %s", "", errno);
+            return 1;
+        }
+        return 0;
+    }
+    if (h->phase == H1_READING && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
+        return read_response(st);
+    }
+    return 0;
+}
