@@ -12,6 +12,7 @@
 
 #include <apr_strings.h>
 #include <apr_thread_mutex.h>
+#include <apr_hash.h>
 
 #include "cr_tls.h"
 
@@ -133,7 +134,7 @@ cr_tls_ctx *cr_tls_ctx_create(apr_pool_t *p, const char *ca_file, const char **e
      * framing (Content-Length, chunked) tells a truncated answer. */
     SSL_CTX_set_options(c->ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
     /* Idle pooled connections keep no read/write buffers. */
-    SSL_CTX_set_mode(c->ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(c->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c->ssl_ctx, on_new_session);
     if (SSL_CTX_set_alpn_protos(c->ssl_ctx, alpn, sizeof(alpn)) != 0) {
@@ -142,7 +143,7 @@ cr_tls_ctx *cr_tls_ctx_create(apr_pool_t *p, const char *ca_file, const char **e
     }
     if (ca_file && *ca_file) {
         if (SSL_CTX_load_verify_locations(c->ssl_ctx, ca_file, NULL) != 1) {
-            *err = apr_psprintf(p, "cannot load CA certificates from %s", ca_file);
+            *err = "cannot load CA certificates from the CA file";
             ERR_clear_error();
             return NULL;
         }
@@ -152,6 +153,46 @@ cr_tls_ctx *cr_tls_ctx_create(apr_pool_t *p, const char *ca_file, const char **e
         ERR_clear_error();
         return NULL;
     }
+    return c;
+}
+
+struct cr_tls_reg {
+    apr_pool_t *pool;            /* the contexts', used under the mutex only */
+    apr_thread_mutex_t *mutex;
+    apr_hash_t *by_ca;           /* CA file ("" for the system store) -> cr_tls_ctx */
+};
+
+apr_status_t cr_tls_reg_create(apr_pool_t *p, cr_tls_reg **out)
+{
+    cr_tls_reg *reg = apr_pcalloc(p, sizeof(*reg));
+    apr_status_t rv = apr_pool_create(&reg->pool, p);
+
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_mutex_create(&reg->mutex, APR_THREAD_MUTEX_DEFAULT, p);
+    }
+    if (rv == APR_SUCCESS) {
+        reg->by_ca = apr_hash_make(reg->pool);
+        *out = reg;
+    }
+    return rv;
+}
+
+cr_tls_ctx *cr_tls_reg_get(cr_tls_reg *reg, const char *ca_file, const char **err)
+{
+    const char *k = ca_file ? ca_file : "";
+    cr_tls_ctx *c;
+
+    apr_thread_mutex_lock(reg->mutex);
+    c = apr_hash_get(reg->by_ca, k, APR_HASH_KEY_STRING);
+    if (!c) {
+        /* A CA file that cannot be read is refused each time (it was
+         * checked at start-up; it may be fixed in place). */
+        c = cr_tls_ctx_create(reg->pool, k, err);
+        if (c) {
+            apr_hash_set(reg->by_ca, apr_pstrdup(reg->pool, k), APR_HASH_KEY_STRING, c);
+        }
+    }
+    apr_thread_mutex_unlock(reg->mutex);
     return c;
 }
 
@@ -220,9 +261,15 @@ static cr_tls_rc after_call(cr_tls *t, int r, apr_time_t deadline, const char *w
 
     switch (e) {
     case SSL_ERROR_WANT_READ:
+        if (deadline == CR_TLS_NOWAIT) {
+            return CR_TLS_WANT_READ;
+        }
         rc = wait_fd(t->fd, 0, deadline);
         break;
     case SSL_ERROR_WANT_WRITE:
+        if (deadline == CR_TLS_NOWAIT) {
+            return CR_TLS_WANT_WRITE;
+        }
         rc = wait_fd(t->fd, 1, deadline);
         break;
     case SSL_ERROR_ZERO_RETURN:
@@ -247,13 +294,12 @@ static int is_ip_literal(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
-cr_tls_rc cr_tls_connect(cr_tls_ctx *ctx, int fd, const char *host, const char *session_key,
-                         apr_time_t deadline, cr_tls **out, char *err, apr_size_t errlen)
+cr_tls_rc cr_tls_new(cr_tls_ctx *ctx, int fd, const char *host, const char *session_key,
+                     cr_tls **out, char *err, apr_size_t errlen)
 {
     apr_size_t klen = strlen(session_key);
     cr_tls *t = calloc(1, sizeof(*t) + klen + 1);
     tls_sess *s;
-    cr_tls_rc rc;
     int ok;
 
     *out = NULL;
@@ -286,24 +332,46 @@ cr_tls_rc cr_tls_connect(cr_tls_ctx *ctx, int fd, const char *host, const char *
         }
     }
     apr_thread_mutex_unlock(ctx->mutex);
+    *out = t;
+    return CR_TLS_OK;
+}
 
+cr_tls_rc cr_tls_handshake(cr_tls *t, apr_time_t deadline, char *err, apr_size_t errlen)
+{
     for (;;) {
         int r = SSL_connect(t->ssl);
+        cr_tls_rc rc;
         if (r == 1) {
-            break;
+            return CR_TLS_OK;
         }
         rc = after_call(t, r, deadline, "TLS handshake", err, errlen);
+        if (rc == CR_TLS_CLOSED) {
+            apr_snprintf(err, errlen, "TLS handshake: connection closed by the upstream");
+            return CR_TLS_ERROR;
+        }
         if (rc != CR_TLS_OK) {
-            if (rc == CR_TLS_CLOSED) {
-                apr_snprintf(err, errlen, "TLS handshake: connection closed by the upstream");
-                rc = CR_TLS_ERROR;
-            }
-            cr_tls_free(t, 0);
             return rc;
         }
     }
-    *out = t;
-    return CR_TLS_OK;
+}
+
+cr_tls_rc cr_tls_connect(cr_tls_ctx *ctx, int fd, const char *host, const char *session_key,
+                         apr_time_t deadline, cr_tls **out, char *err, apr_size_t errlen)
+{
+    cr_tls *t;
+    cr_tls_rc rc = cr_tls_new(ctx, fd, host, session_key, &t, err, errlen);
+
+    *out = NULL;
+    if (rc == CR_TLS_OK) {
+        rc = cr_tls_handshake(t, deadline, err, errlen);
+        if (rc == CR_TLS_OK) {
+            *out = t;
+        }
+        else {
+            cr_tls_free(t, 0);
+        }
+    }
+    return rc;
 }
 
 cr_tls_rc cr_tls_writev(cr_tls *t, const struct iovec *iov, int iovcnt, apr_time_t deadline,

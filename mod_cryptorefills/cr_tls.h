@@ -31,12 +31,34 @@ typedef enum {
     CR_TLS_OK = 0,
     CR_TLS_TIMEOUT,      /* the deadline passed */
     CR_TLS_CLOSED,       /* the peer closed (close_notify or EOF) */
-    CR_TLS_ERROR         /* handshake, verification, socket or protocol error */
+    CR_TLS_ERROR,        /* handshake, verification, socket or protocol error */
+    CR_TLS_WANT_READ,    /* CR_TLS_NOWAIT: call again once the socket is readable */
+    CR_TLS_WANT_WRITE    /* CR_TLS_NOWAIT: call again once the socket is writable */
 } cr_tls_rc;
 
+/* As a deadline: never wait; say what the socket must become instead
+ * (CR_TLS_WANT_*), for a caller with its own event loop.  A write that
+ * wanted the socket is repeated with the same bytes. */
+#define CR_TLS_NOWAIT ((apr_time_t)-1)
+
 /* A context trusting ca_file only (NULL or "": the system store), freed
- * with p.  On failure returns NULL and a message (static or from p). */
+ * with p.  On failure returns NULL and a static message. */
 cr_tls_ctx *cr_tls_ctx_create(apr_pool_t *p, const char *ca_file, const char **err);
+
+/* Contexts by CA setting, made when first asked for and kept for the
+ * life of p (a process's: create it in child_init).  Thread-safe. */
+typedef struct cr_tls_reg cr_tls_reg;
+apr_status_t cr_tls_reg_create(apr_pool_t *p, cr_tls_reg **out);
+cr_tls_ctx *cr_tls_reg_get(cr_tls_reg *reg, const char *ca_file, const char **err);
+
+/* A connection on fd (connected, non-blocking) for host, before its
+ * handshake (see cr_tls_connect for the arguments); CR_TLS_OK or
+ * CR_TLS_ERROR with err. */
+cr_tls_rc cr_tls_new(cr_tls_ctx *ctx, int fd, const char *host, const char *session_key,
+                     cr_tls **out, char *err, apr_size_t errlen);
+
+/* Run (or go on with) the handshake: CR_TLS_OK once done. */
+cr_tls_rc cr_tls_handshake(cr_tls *t, apr_time_t deadline, char *err, apr_size_t errlen);
 
 /* Handshake on fd (connected, non-blocking) for host (a name, or an IPv4 /
  * IPv6 literal without brackets); session_key names the upstream for

@@ -207,8 +207,15 @@ END_TEST
 START_TEST(test_bad_ca_file)
 {
     const char *err = NULL;
+    cr_tls_reg *reg;
     ck_assert_ptr_null(cr_tls_ctx_create(pool, "/nonexistent/ca.pem", &err));
-    ck_assert_ptr_nonnull(strstr(err, "/nonexistent/ca.pem"));
+    ck_assert_ptr_nonnull(strstr(err, "cannot load CA certificates"));
+    /* The registry refuses it each time, and keeps a good one. */
+    ck_assert_int_eq(cr_tls_reg_create(pool, &reg), APR_SUCCESS);
+    ck_assert_ptr_null(cr_tls_reg_get(reg, "/nonexistent/ca.pem", &err));
+    ck_assert_ptr_null(cr_tls_reg_get(reg, "/nonexistent/ca.pem", &err));
+    ck_assert_ptr_nonnull(cr_tls_reg_get(reg, ca_file, &err));
+    ck_assert_ptr_eq(cr_tls_reg_get(reg, ca_file, &err), cr_tls_reg_get(reg, ca_file, &err));
 }
 END_TEST
 
@@ -261,6 +268,60 @@ START_TEST(test_idle_connection)
 }
 END_TEST
 
+/* The event-loop way: every call CR_TLS_NOWAIT, the caller polls for what
+ * it was told the socket must become. */
+static void wait_for(int fd, cr_tls_rc want)
+{
+    struct pollfd pfd = { fd, want == CR_TLS_WANT_WRITE ? POLLOUT : POLLIN, 0 };
+    ck_assert_int_eq(poll(&pfd, 1, 5000), 1);
+}
+
+START_TEST(test_nowait)
+{
+    const char *e = NULL;
+    cr_tls_ctx *ctx = cr_tls_ctx_create(pool, ca_file, &e);
+    pair p;
+    cr_tls *t;
+    char err[256] = "", buf[256];
+    const char *req = "GET /nb HTTP/1.1\r\n\r\n";
+    struct iovec iov = { (void *)req, strlen(req) };
+    apr_size_t got = 0, n;
+    cr_tls_rc rc;
+    int waits = 0;
+
+    pair_start(&p, SRV_ECHO);
+    ck_assert_int_eq(cr_tls_new(ctx, p.client_fd, "localhost", "nb", &t, err, sizeof(err)), CR_TLS_OK);
+    while ((rc = cr_tls_handshake(t, CR_TLS_NOWAIT, err, sizeof(err))) == CR_TLS_WANT_READ
+           || rc == CR_TLS_WANT_WRITE) {
+        wait_for(p.client_fd, rc);
+        waits++;
+    }
+    ck_assert_msg(rc == CR_TLS_OK, "handshake: %s", err);
+    ck_assert_int_gt(waits, 0);      /* it did not block: it asked */
+    while ((rc = cr_tls_writev(t, &iov, 1, CR_TLS_NOWAIT, err, sizeof(err))) == CR_TLS_WANT_WRITE
+           || rc == CR_TLS_WANT_READ) {
+        wait_for(p.client_fd, rc);
+    }
+    ck_assert_int_eq(rc, CR_TLS_OK);
+    for (;;) {
+        n = cr_tls_read(t, buf + got, sizeof(buf) - 1 - got, CR_TLS_NOWAIT, &rc, err, sizeof(err));
+        got += n;
+        if (n == 0 && (rc == CR_TLS_WANT_READ || rc == CR_TLS_WANT_WRITE)) {
+            wait_for(p.client_fd, rc);
+            continue;
+        }
+        if (n == 0) {
+            break;
+        }
+    }
+    buf[got] = '\0';
+    ck_assert_int_eq(rc, CR_TLS_CLOSED);
+    ck_assert_str_eq(buf, "pong:GET /nb HTTP/1.1\r\n\r\n");
+    cr_tls_free(t, 1);
+    pair_end(&p);
+}
+END_TEST
+
 static int sh(const char *cmd)
 {
     char full[2048];
@@ -308,6 +369,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_bad_ca_file);
     tcase_add_test(tc, test_handshake_timeout);
     tcase_add_test(tc, test_idle_connection);
+    tcase_add_test(tc, test_nowait);
     suite_add_tcase(s, tc);
     return s;
 }
