@@ -54,9 +54,48 @@ typedef struct {
     apr_size_t members;
     apr_size_t probes;     /* candidate keys looked at for this object's keys */
     apr_uint32_t slot_base; /* first key slot of this object */
+    apr_uint32_t tok;      /* its token, when a document is built */
     char type;             /* '{' or '[' */
     char deferred;         /* probe budget spent: duplicates found by sorting at '}' */
-} level;                   /* 32 bytes */
+} level;                   /* 40 bytes */
+
+/* The token array of a document being built (cr_jscan_parse). */
+typedef struct {
+    apr_pool_t *p;
+    cr_jtok *tok;
+    apr_uint32_t n, cap;
+} jbuild;
+
+static cr_jtok *tok_push(jbuild *jb, apr_size_t start, int type)
+{
+    cr_jtok *t;
+    if (jb->n == jb->cap) {
+        /* Doubling: the old array stays in the pool, at most as much again. */
+        cr_jtok *nt = apr_palloc(jb->p, sizeof(*nt) * 2 * (apr_size_t)jb->cap);
+        memcpy(nt, jb->tok, sizeof(*nt) * jb->n);
+        jb->tok = nt;
+        jb->cap *= 2;
+    }
+    t = &jb->tok[jb->n++];
+    t->start = (apr_uint32_t)start;
+    t->len = 0;
+    t->next = jb->n;
+    t->type = (unsigned char)type;
+    t->flags = 0;
+    return t;
+}
+
+/* A string token from its opening quote at start to just past its closing
+ * quote at end, dl bytes once unescaped: every escape is longer than what
+ * it stands for, so the string has escapes exactly when dl < end-start-2. */
+static void tok_string(jbuild *jb, apr_size_t start, apr_size_t end, apr_size_t dl)
+{
+    cr_jtok *t = tok_push(jb, start, CR_JSTRING);
+    t->len = (apr_uint32_t)dl;
+    if (dl != end - start - 2) {
+        t->flags = CR_JTOK_ESCAPED;
+    }
+}
 
 #define FNV_OFF   2166136261u
 #define FNV_PRIME 16777619u
@@ -588,7 +627,7 @@ static const char *scan_literal(const unsigned char *b, apr_size_t n, apr_size_t
 }
 
 static const char *jscan(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
-                         apr_size_t *err_offset, key_table *kt)
+                         apr_size_t *err_offset, key_table *kt, jbuild *jb)
 {
     const unsigned char *b = (const unsigned char *)buf;
     apr_size_t n = len, i = 0, max_string, max_members;
@@ -637,6 +676,10 @@ value:
         st[depth].probes = 0;
         st[depth].type = (char)b[i];
         st[depth].deferred = 0;
+        if (jb) {
+            st[depth].tok = jb->n;
+            tok_push(jb, i, b[i] == '{' ? CR_JOBJECT : CR_JARRAY);
+        }
         depth++;
         i++;
         while (i < n && is_ws(b[i])) i++;
@@ -652,23 +695,43 @@ value:
         goto value;
     case '"': {
         apr_uint32_t h;
-        apr_size_t dl;
+        apr_size_t dl, s0 = i;
         if ((why = scan_string(b, n, &i, max_string, &h, &dl)) != NULL) {
             goto fail;
+        }
+        if (jb) {
+            tok_string(jb, s0, i, dl);
         }
         goto after;
     }
     case 't':
     case 'f':
-    case 'n':
+    case 'n': {
+        apr_size_t s0 = i;
         if ((why = scan_literal(b, n, &i)) != NULL) {
             goto fail;
         }
+        if (jb) {
+            tok_push(jb, s0, b[s0] == 't' ? CR_JTRUE : b[s0] == 'f' ? CR_JFALSE : CR_JNULL);
+        }
         goto after;
+    }
     default:
         if (b[i] == '-' || (b[i] >= '0' && b[i] <= '9')) {
+            apr_size_t s0 = i, k;
             if ((why = scan_number(b, n, &i)) != NULL) {
                 goto fail;
+            }
+            if (jb) {
+                cr_jtok *t = tok_push(jb, s0, CR_JNUMBER);
+                t->len = (apr_uint32_t)(i - s0);
+                t->flags = CR_JTOK_INTEGER;
+                for (k = s0; k < i; k++) {
+                    if (b[k] == '.' || b[k] == 'e' || b[k] == 'E') {
+                        t->flags = 0;
+                        break;
+                    }
+                }
             }
             goto after;
         }
@@ -705,6 +768,11 @@ after:
         }
         if (b[i] == (top->type == '{' ? '}' : ']')) {
             i++;
+            if (jb) {
+                cr_jtok *t = &jb->tok[top->tok];
+                t->len = (apr_uint32_t)top->members;
+                t->next = jb->n;
+            }
             if (top->type == '{') {
                 apr_uint32_t end = kt->n;
                 keys_pop(kt, top->slot_base);
@@ -747,6 +815,9 @@ key:
             i = kstart;
             goto fail;
         }
+        if (jb) {
+            tok_string(jb, kstart, i, dl);
+        }
         while (i < n && is_ws(b[i])) i++;
         if (i >= n) {
             why = "truncated JSON";
@@ -767,8 +838,8 @@ fail:
     return why;
 }
 
-const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
-                                   apr_size_t *err_offset, apr_size_t *probes)
+static const char *run(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
+                       apr_size_t *err_offset, apr_size_t *probes, jbuild *jb)
 {
     key_slot slots[KEY_SLOTS];
     apr_uint32_t buckets[KEY_SLOTS];
@@ -782,7 +853,7 @@ const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jsc
     kt.cap = KEY_SLOTS;
     kt.pool = NULL;
     kt.probes = 0;
-    why = jscan(buf, len, lim, err_offset, &kt);
+    why = jscan(buf, len, lim, err_offset, &kt, jb);
     if (kt.pool) {
         apr_pool_destroy(kt.pool);
     }
@@ -792,10 +863,137 @@ const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jsc
     return why;
 }
 
+const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
+                                   apr_size_t *err_offset, apr_size_t *probes)
+{
+    return run(buf, len, lim, err_offset, probes, NULL);
+}
+
 const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
                            apr_size_t *err_offset)
 {
-    return cr_jscan_check_counted(buf, len, lim, err_offset, NULL);
+    return run(buf, len, lim, err_offset, NULL, NULL);
+}
+
+const char *cr_jscan_parse(apr_pool_t *p, const char *buf, apr_size_t len,
+                           const cr_jscan_limits *lim, apr_size_t *err_offset, cr_jdoc *doc)
+{
+    jbuild jb;
+    const char *why;
+
+    if (len > (apr_size_t)INT32_MAX) {
+        /* Token offsets are 32 bits.  The text is still checked first, so
+         * that a bad one gets the same answer as a smaller bad one. */
+        why = run(buf, len, lim, err_offset, NULL, NULL);
+        if (!why && err_offset) {
+            *err_offset = 0;
+        }
+        return why ? why : "body too large";
+    }
+    /* An order body is mostly short keys and strings: about one token per
+     * 10 bytes.  The array doubles when that is not enough. */
+    jb.p = p;
+    jb.n = 0;
+    jb.cap = (apr_uint32_t)(len / 8) + 16;
+    jb.tok = apr_palloc(p, sizeof(*jb.tok) * jb.cap);
+    why = run(buf, len, lim, err_offset, NULL, &jb);
+    if (!why) {
+        doc->text = buf;
+        doc->tok = jb.tok;
+        doc->ntok = jb.n;
+    }
+    return why;
+}
+
+/* ---- reading a document ------------------------------------------------ */
+
+static int key_is(const cr_jdoc *d, const cr_jtok *k, const char *key, apr_size_t klen)
+{
+    kit it;
+    apr_size_t i;
+
+    if (k->len != klen) {
+        return 0;
+    }
+    if (!(k->flags & CR_JTOK_ESCAPED)) {
+        return memcmp(d->text + k->start + 1, key, klen) == 0;
+    }
+    kit_init(&it, (const unsigned char *)d->text, k->start);
+    for (i = 0; i < klen; i++) {
+        if (kit_next(&it) != (unsigned char)key[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+const cr_jtok *cr_jdoc_get(const cr_jdoc *d, const cr_jtok *obj, const char *key)
+{
+    const cr_jtok *k;
+    apr_uint32_t m;
+    apr_size_t klen;
+
+    if (!obj || obj->type != CR_JOBJECT) {
+        return NULL;
+    }
+    klen = strlen(key);
+    k = obj + 1;
+    for (m = 0; m < obj->len; m++) {
+        if (key_is(d, k, key, klen)) {
+            return k + 1;
+        }
+        k = d->tok + k[1].next;
+    }
+    return NULL;
+}
+
+const cr_jtok *cr_jdoc_first(const cr_jdoc *d, const cr_jtok *c)
+{
+    (void)d;
+    if (!c || (c->type != CR_JARRAY && c->type != CR_JOBJECT) || c->len == 0) {
+        return NULL;
+    }
+    return c + 1;
+}
+
+const cr_jtok *cr_jdoc_after(const cr_jdoc *d, const cr_jtok *v)
+{
+    return v && v->next < d->ntok ? d->tok + v->next : NULL;
+}
+
+const char *cr_jdoc_string(apr_pool_t *p, const cr_jdoc *d, const cr_jtok *s, apr_size_t *len)
+{
+    char *out;
+    apr_size_t i;
+    kit it;
+
+    if (!s || s->type != CR_JSTRING) {
+        return NULL;
+    }
+    out = apr_palloc(p, (apr_size_t)s->len + 1);
+    if (!(s->flags & CR_JTOK_ESCAPED)) {
+        memcpy(out, d->text + s->start + 1, s->len);
+    }
+    else {
+        kit_init(&it, (const unsigned char *)d->text, s->start);
+        for (i = 0; i < s->len; i++) {
+            out[i] = (char)kit_next(&it);
+        }
+    }
+    out[s->len] = '\0';
+    if (len) {
+        *len = s->len;
+    }
+    return out;
+}
+
+const char *cr_jdoc_number(const cr_jdoc *d, const cr_jtok *n, apr_size_t *len)
+{
+    if (!n || n->type != CR_JNUMBER) {
+        return NULL;
+    }
+    *len = n->len;
+    return d->text + n->start;
 }
 
 int cr_jscan_is_json(const char *buf, apr_size_t len)
