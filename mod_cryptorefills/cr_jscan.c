@@ -7,8 +7,11 @@
  * of the objects currently open with its index (3.5 KB) live in automatic
  * storage, under 12 KB in all (a thread's stack is 8 MB by default).
  *
- * Duplicate keys: each key's unescaped bytes are hashed (FNV-1a) while it
- * is scanned and pushed on a stack of key slots (objects nest, so their
+ * Strings are scanned eight bytes at a time while they hold nothing but
+ * printable ASCII (skip_plain), escapes and UTF-8 byte by byte.
+ *
+ * Duplicate keys: each key's unescaped bytes are hashed (FNV-1a) once it
+ * is scanned (values are never hashed) and the key is pushed on a stack of key slots (objects nest, so their
  * keys form a stack: a child's keys are popped when it closes).  A hash
  * index over that stack finds a new key's candidates: bucket chains link
  * slots newest first, so a chain walk meets the current object's keys
@@ -54,27 +57,40 @@ typedef struct {
     apr_size_t members;
     apr_size_t probes;     /* candidate keys looked at for this object's keys */
     apr_uint32_t slot_base; /* first key slot of this object */
-    apr_uint32_t tok;      /* its token, when a document is built */
     char type;             /* '{' or '[' */
     char deferred;         /* probe budget spent: duplicates found by sorting at '}' */
-} level;                   /* 40 bytes */
+} level;                   /* 32 bytes */
 
-/* The token array of a document being built (cr_jscan_parse). */
+/* The token array of a document being built (cr_jscan_parse), and the
+ * token of each open container (1 KB more stack, only when building). */
 typedef struct {
     apr_pool_t *p;
     cr_jtok *tok;
     apr_uint32_t n, cap;
+    apr_uint32_t most;     /* no text of len bytes holds more than len/2 + 1 tokens */
+    apr_uint32_t open[CR_JSCAN_DEPTH_CAP];
 } jbuild;
 
-static cr_jtok *tok_push(jbuild *jb, apr_size_t start, int type)
+/* Doubling, up to the most tokens the text can hold: the old arrays stay
+ * in the pool, together at most as much again as the last one. */
+static void tok_grow(jbuild *jb)
+{
+    apr_uint32_t cap = jb->cap * 2 < jb->most ? jb->cap * 2 : jb->most;
+    cr_jtok *nt;
+    if (cap <= jb->cap) {
+        cap = jb->cap + 1;               /* not reached: n <= most */
+    }
+    nt = apr_palloc(jb->p, sizeof(*nt) * (apr_size_t)cap);
+    memcpy(nt, jb->tok, sizeof(*nt) * jb->n);
+    jb->tok = nt;
+    jb->cap = cap;
+}
+
+static APR_INLINE cr_jtok *tok_push(jbuild *jb, apr_size_t start, int type)
 {
     cr_jtok *t;
     if (jb->n == jb->cap) {
-        /* Doubling: the old array stays in the pool, at most as much again. */
-        cr_jtok *nt = apr_palloc(jb->p, sizeof(*nt) * 2 * (apr_size_t)jb->cap);
-        memcpy(nt, jb->tok, sizeof(*nt) * jb->n);
-        jb->tok = nt;
-        jb->cap *= 2;
+        tok_grow(jb);
     }
     t = &jb->tok[jb->n++];
     t->start = (apr_uint32_t)start;
@@ -192,23 +208,51 @@ static const unsigned char plain_char[256] = {
 };
 #undef PL16
 
+/* The first byte at or after i that is not plain (or n).  Eight bytes at a
+ * time where the word can be tested at once: a byte is flagged when it is
+ * '"', '\\', below 0x20 or above 0x7F.  The zero-byte trick can flag a
+ * byte wrongly only above a truly flagged one, so the lowest flag is
+ * exact.  The tail, and big-endian machines, go through the table. */
+#define ONES64 0x0101010101010101ULL
+#define HIGH64 0x8080808080808080ULL
+#if defined(__GNUC__)
+#define CR_HOT_INLINE static inline __attribute__((always_inline))
+#else
+#define CR_HOT_INLINE static APR_INLINE
+#endif
+CR_HOT_INLINE apr_size_t skip_plain(const unsigned char *b, apr_size_t i, apr_size_t n)
+{
+#if !APR_IS_BIGENDIAN && defined(__GNUC__)
+    while (n - i >= 8) {
+        apr_uint64_t x, q, e, t;
+        memcpy(&x, b + i, 8);
+        q = x ^ (ONES64 * '"');
+        e = x ^ (ONES64 * '\\');
+        t = (((q - ONES64) & ~q) | ((e - ONES64) & ~e) | ((x - ONES64 * 0x20) & ~x) | x) & HIGH64;
+        if (t) {
+            return i + ((apr_size_t)__builtin_ctzll(t) >> 3);
+        }
+        i += 8;
+    }
+#endif
+    while (i < n && plain_char[b[i]]) {
+        i++;
+    }
+    return i;
+}
+
 static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t *pi,
-                               apr_size_t max, apr_uint32_t *hash_out, apr_size_t *dlen_out)
+                               apr_size_t max, apr_size_t *dlen_out)
 {
     apr_size_t i = *pi + 1, dlen = 0;
-    apr_uint32_t h = FNV_OFF;
-    unsigned char enc[4];
-    int k, m;
+    int m;
 
     for (;;) {
         unsigned char c;
-        /* The common case first, in a tight loop: a run of printable ASCII
-         * other than the quote and the backslash. */
+        /* The common case first: a run of printable ASCII other than the
+         * quote and the backslash, skipped a word at a time. */
         apr_size_t run = i;
-        while (i < n && plain_char[b[i]]) {
-            h = (h ^ b[i]) * FNV_PRIME;
-            i++;
-        }
+        i = skip_plain(b, i, n);
         dlen += i - run;
         if (dlen > max) {
             return "string too long";    /* *pi still names the string's start */
@@ -271,18 +315,13 @@ static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t 
                 return "invalid escape in string";
             }
             i += 2;
-            m = utf8_put((unsigned long)cp, enc);
-            for (k = 0; k < m; k++) {
-                h = (h ^ enc[k]) * FNV_PRIME;
-            }
-            dlen += (apr_size_t)m;
+            dlen += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;   /* its UTF-8 */
         }
         else if (c < 0x20) {
             *pi = i;
             return c == 0 ? "NUL byte in string" : "control character in string";
         }
         else if (c < 0x80) {
-            h = (h ^ c) * FNV_PRIME;
             dlen++;
             i++;
         }
@@ -292,9 +331,6 @@ static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t 
                 *pi = m < 0 ? n : i;
                 return m < 0 ? "truncated JSON" : "invalid UTF-8";
             }
-            for (k = 0; k < m; k++) {
-                h = (h ^ b[i + k]) * FNV_PRIME;
-            }
             dlen += (apr_size_t)m;
             i += (apr_size_t)m;
         }
@@ -303,9 +339,23 @@ static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t 
         }
     }
     *pi = i + 1;
-    *hash_out = h;
     *dlen_out = dlen;
     return NULL;
+}
+
+/* A string at *pi: the common one (printable ASCII only, within max) in
+ * line, any other through scan_string (which starts it again: at most
+ * twice the bytes of that one string). */
+CR_HOT_INLINE const char *string_at(const unsigned char *b, apr_size_t n, apr_size_t *pi,
+                                    apr_size_t max, apr_size_t *dlen_out)
+{
+    apr_size_t j = skip_plain(b, *pi + 1, n);
+    if (j < n && b[j] == '"' && j - *pi - 1 <= max) {
+        *dlen_out = j - *pi - 1;
+        *pi = j + 1;
+        return NULL;
+    }
+    return scan_string(b, n, pi, max, dlen_out);
 }
 
 /* Decoding iterator over an already validated string, for key comparison. */
@@ -419,6 +469,29 @@ static int keys_grow(key_table *kt)
     kt->buckets = nb;
     kt->cap = cap;
     return 1;
+}
+
+/* FNV-1a of the key at quote q (raw length rl bytes between the quotes,
+ * dl once unescaped): over the bytes themselves when it has no escape,
+ * else over its unescaped bytes.  Keys only: values are never hashed. */
+static apr_uint32_t key_hash(const unsigned char *b, apr_size_t q, apr_size_t rl, apr_size_t dl)
+{
+    apr_uint32_t h = FNV_OFF;
+    apr_size_t k;
+    if (rl == dl) {
+        for (k = q + 1; k <= q + rl; k++) {
+            h = (h ^ b[k]) * FNV_PRIME;
+        }
+    }
+    else {
+        kit it;
+        int c;
+        kit_init(&it, b, q);
+        while ((c = kit_next(&it)) >= 0) {
+            h = (h ^ (unsigned char)c) * FNV_PRIME;
+        }
+    }
+    return h;
 }
 
 /* Most candidates looked at for the keys of one object before it is
@@ -677,7 +750,7 @@ value:
         st[depth].type = (char)b[i];
         st[depth].deferred = 0;
         if (jb) {
-            st[depth].tok = jb->n;
+            jb->open[depth] = jb->n;
             tok_push(jb, i, b[i] == '{' ? CR_JOBJECT : CR_JARRAY);
         }
         depth++;
@@ -694,9 +767,8 @@ value:
         }
         goto value;
     case '"': {
-        apr_uint32_t h;
         apr_size_t dl, s0 = i;
-        if ((why = scan_string(b, n, &i, max_string, &h, &dl)) != NULL) {
+        if ((why = string_at(b, n, &i, max_string, &dl)) != NULL) {
             goto fail;
         }
         if (jb) {
@@ -769,7 +841,7 @@ after:
         if (b[i] == (top->type == '{' ? '}' : ']')) {
             i++;
             if (jb) {
-                cr_jtok *t = &jb->tok[top->tok];
+                cr_jtok *t = &jb->tok[jb->open[depth - 1]];
                 t->len = (apr_uint32_t)top->members;
                 t->next = jb->n;
             }
@@ -807,11 +879,12 @@ key:
     {
         level *top = &st[depth - 1];
         apr_size_t kstart = i, dl;
-        apr_uint32_t h;
-        if ((why = scan_string(b, n, &i, max_string, &h, &dl)) != NULL) {
+        if ((why = string_at(b, n, &i, max_string, &dl)) != NULL) {
             goto fail;
         }
-        if (check_dups && (why = keys_add(kt, top, b, kstart, h, dl)) != NULL) {
+        if (check_dups
+            && (why = keys_add(kt, top, b, kstart, key_hash(b, kstart, i - kstart - 2, dl),
+                               dl)) != NULL) {
             i = kstart;
             goto fail;
         }
@@ -895,6 +968,7 @@ const char *cr_jscan_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     jb.p = p;
     jb.n = 0;
     jb.cap = (apr_uint32_t)(len / 8) + 16;
+    jb.most = (apr_uint32_t)(len / 2) + 1;
     jb.tok = apr_palloc(p, sizeof(*jb.tok) * jb.cap);
     why = run(buf, len, lim, err_offset, NULL, &jb);
     if (!why) {

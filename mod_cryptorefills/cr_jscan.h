@@ -102,8 +102,11 @@ typedef struct cr_jdoc {
 } cr_jdoc;
 
 /* cr_jscan_check() that also fills *doc (tokens allocated from p) when it
- * returns NULL.  A text over INT32_MAX bytes is refused ("body too
- * large"). */
+ * returns NULL: same reasons, same offsets.  A text over INT32_MAX bytes
+ * that passes the check is refused as "body too large" (offset 0).  Memory:
+ * 1 KB more stack, and 16 bytes of p per value and per key (an array sized
+ * from len, doubled when short up to len/2 + 1 tokens, the most a text of
+ * len bytes holds: at most 16 bytes of p per byte of text in all). */
 const char *cr_jscan_parse(apr_pool_t *p, const char *buf, apr_size_t len,
                            const cr_jscan_limits *lim, apr_size_t *err_offset, cr_jdoc *doc);
 

@@ -581,6 +581,24 @@ static int quantity_range(const cr_jdoc *d, const cr_jtok *q)
     return v > 2147483647u ? 1 : 0;
 }
 
+/* "deliveries[i]", without a formatter. */
+static const char *delivery_prefix(apr_pool_t *p, apr_uint32_t i)
+{
+    char buf[32], digits[10];
+    apr_size_t n = sizeof("deliveries[") - 1;
+    int k = 0;
+    memcpy(buf, "deliveries[", n);
+    do {
+        digits[k++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    while (k) {
+        buf[n++] = digits[--k];
+    }
+    buf[n++] = ']';
+    return apr_pstrmemdup(p, buf, n);
+}
+
 static int check_deliveries(vstate *vs, const cr_jtok *body)
 {
     const cr_jtok *arr = member(vs, body, "deliveries"), *it;
@@ -597,7 +615,7 @@ static int check_deliveries(vstate *vs, const cr_jtok *body)
         return fail(vs, "deliveries", "must hold at least one delivery");
     }
     for (i = 0, it = cr_jdoc_first(vs->doc, arr); i < n; i++, it = cr_jdoc_after(vs->doc, it)) {
-        const char *pre = apr_psprintf(vs->p, "deliveries[%d]", (int)i);
+        const char *pre = delivery_prefix(vs->p, i);
         delivery *d = apr_array_push(vs->deliveries);
 
         memset(d, 0, sizeof(*d));

@@ -57,6 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FUZZ_ASSERT(doc.ntok > 0 && doc.tok[0].next == doc.ntok, "root spans %u of %u tokens",
                 doc.tok[0].next, doc.ntok);
+    FUZZ_ASSERT(doc.ntok <= size / 2 + 1, "%u tokens in %zu bytes", doc.ntok, size);
     for (is_create = 0; is_create <= 1; is_create++) {
         const char *x = answer(p, body, is_create, 0, 1, &a);
         const char *y = answer(p, body, is_create, 1, 1, &b);

@@ -948,6 +948,16 @@ START_TEST(problems_capped)
     r = run(apr_psprintf(pool, "{`payment`:%s,`deliveries`:[%s]}", PAY_OK, dels), &ctx);
     ck_assert_int_eq(r.rc, CR_PROBLEMS);
     ck_assert_int_eq(nproblems(&r), CR_VALIDATE_MAX_PROBLEMS);
+    /* fields name the delivery by its index, however many digits */
+    ck_assert_str_eq(cr_json_get_string(problem(&r, "NOT_AVAILABLE_PRODUCT", 10), "field"),
+                     "deliveries[10].brand_name");
+    ck_assert_str_eq(cr_json_get_string(problem(&r, "NOT_AVAILABLE_PRODUCT", 49), "field"),
+                     "deliveries[49].brand_name");
+    /* and so does a structural failure past the first ten */
+    dels = apr_pstrcat(pool, dels, ",{}", NULL);
+    r = run(apr_psprintf(pool, "{`payment`:%s,`deliveries`:[%s]}", PAY_OK, dels), &ctx);
+    ck_assert_int_eq(r.rc, CR_INVALID_REQUEST);
+    ck_assert_str_eq(cr_json_get_string(r.more, "field"), "deliveries[80].brand_name");
 }
 END_TEST
 
