@@ -1216,6 +1216,66 @@ START_TEST(jdoc_reads)
 }
 END_TEST
 
+/* Strings are skipped a word at a time: a byte that is not plain is seen
+ * wherever it falls in a word, and the rest of the string still scanned. */
+START_TEST(jscan_string_words)
+{
+    static const struct {
+        const char *bytes;
+        const char *why;         /* NULL: accepted */
+        apr_size_t dl;           /* its unescaped length */
+    } cases[] = {
+        { "\x01", "control character in string", 0 },
+        { "\x1f", "control character in string", 0 },
+        { "\x00", "NUL byte in string", 0 },
+        { "\xff", "invalid UTF-8", 0 },
+        { "\xc0\xaf", "invalid UTF-8", 0 },
+        { "\x7f", NULL, 1 },
+        { " ", NULL, 1 },
+        { "\xc3\xa9", NULL, 2 },
+        { "\xf0\x9f\x98\x80", NULL, 4 },
+        { "\\n", NULL, 1 },
+        { "\\u00e9", NULL, 2 },
+        { "\\\"", NULL, 1 },
+        { "\\x", "invalid escape in string", 0 },
+    };
+    int c, k;
+    for (c = 0; c < N_ELEMS(cases); c++) {
+        for (k = 0; k < 20; k++) {
+            /* "[" + k plain bytes + the case + 19 - k plain bytes + "]" */
+            apr_size_t bl = strlen(cases[c].bytes) + (cases[c].bytes[0] == 0);
+            char *b = apr_palloc(pool, bl + 64);
+            apr_size_t n = 0, off = 0;
+            cr_jdoc d;
+            const char *why;
+            b[n++] = '[';
+            b[n++] = '"';
+            memset(b + n, 'a', (apr_size_t)k);
+            n += (apr_size_t)k;
+            memcpy(b + n, cases[c].bytes, bl);
+            n += bl;
+            memset(b + n, 'z', (apr_size_t)(19 - k));
+            n += (apr_size_t)(19 - k);
+            b[n++] = '"';
+            b[n++] = ']';
+            why = cr_jscan_parse(pool, b, n, NULL, &off, &d);
+            if (cases[c].why) {
+                ck_assert_msg(why && strcmp(why, cases[c].why) == 0, "case %d at %d: %s", c, k,
+                              why ? why : "accepted");
+                ck_assert_msg(off == 2 + (apr_size_t)k, "case %d at %d: offset %lu", c, k,
+                              (unsigned long)off);
+                ck_assert(!cr_jscan_is_json(b, n));
+            }
+            else {
+                ck_assert_msg(why == NULL, "case %d at %d: %s at %lu", c, k, why, (unsigned long)off);
+                ck_assert_uint_eq(d.tok[1].len, 19 + cases[c].dl);
+                ck_assert(cr_jscan_is_json(b, n));
+            }
+        }
+    }
+}
+END_TEST
+
 /* Many tokens: the array grows past its first guess, every token kept. */
 START_TEST(jdoc_grows)
 {
@@ -1282,6 +1342,8 @@ START_TEST(jscan_limits)
     /* the limit counts unescaped bytes: 4 escapes of 6 bytes are 4 bytes */
     lim.max_string = 4;
     ck_assert_ptr_null(cr_jscan_check("[\"\\u0061\\u0062\\u0063\\u0064\"]", 28, &lim, NULL));
+    ck_assert_ptr_null(cr_jscan_check("[\"abcd\"]", 8, &lim, NULL));              /* exactly max */
+    ck_assert_ptr_null(cr_jscan_check("{\"abcd\":\"efgh\"}", 15, &lim, NULL));
     ck_assert_str_eq(cr_jscan_check("[\"abcde\"]", 9, &lim, NULL), "string too long");
     ck_assert_str_eq(cr_jscan_check("{\"abcde\":1}", 11, &lim, NULL), "string too long");
     /* plain runs and escapes count together; the offset names the string */
@@ -1580,6 +1642,7 @@ int main(void)
     tcase_add_loop_test(tc, jscan_accepts, 0, N_ELEMS(jgood));
     tcase_add_test(tc, jdoc_reads);
     tcase_add_test(tc, jdoc_grows);
+    tcase_add_test(tc, jscan_string_words);
     tcase_add_test(tc, jscan_limits);
     tcase_add_test(tc, jscan_many_keys);
     tcase_add_test(tc, jscan_linear_in_keys);
