@@ -919,7 +919,11 @@ static const char *run(const char *buf, apr_size_t len, const cr_jscan_limits *l
     key_table kt;
     const char *why;
 
-    memset(buckets, 0xFF, sizeof(buckets));
+    if (!(lim && lim->allow_duplicates)) {
+        /* The key index is only used when duplicates are looked for
+         * (nothing is pushed, popped or probed otherwise). */
+        memset(buckets, 0xFF, sizeof(buckets));
+    }
     kt.slots = slots;
     kt.buckets = buckets;
     kt.n = 0;
