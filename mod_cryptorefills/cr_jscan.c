@@ -11,12 +11,12 @@
  * printable ASCII (skip_plain), escapes and UTF-8 byte by byte.
  *
  * Duplicate keys: each key's unescaped bytes are hashed (FNV-1a) once it
- * is scanned (values are never hashed) and the key is pushed on a stack of key slots (objects nest, so their
- * keys form a stack: a child's keys are popped when it closes).  A hash
- * index over that stack finds a new key's candidates: bucket chains link
- * slots newest first, so a chain walk meets the current object's keys
- * before any ancestor's and stops at the first slot below the object's
- * base.  Keys are popped in the reverse order of their pushing, so a popped
+ * is scanned (values are never hashed) and the key is pushed on a stack of
+ * key slots (objects nest, so their keys form a stack: a child's keys are
+ * popped when it closes).  A hash index over that stack finds a new key's
+ * candidates: bucket chains link slots newest first, so a chain walk meets
+ * the current object's keys before any ancestor's and stops at the first
+ * slot below the object's base.  Keys are popped in the reverse order of their pushing, so a popped
  * key is always the head of its chain: popping is O(1).  Candidates with
  * the same hash and length are compared byte by byte through a decoding
  * iterator over both escaped forms.
