@@ -7,13 +7,16 @@
  * of the objects currently open with its index (3.5 KB) live in automatic
  * storage, under 12 KB in all (a thread's stack is 8 MB by default).
  *
- * Duplicate keys: each key's unescaped bytes are hashed (FNV-1a) while it
- * is scanned and pushed on a stack of key slots (objects nest, so their
- * keys form a stack: a child's keys are popped when it closes).  A hash
- * index over that stack finds a new key's candidates: bucket chains link
- * slots newest first, so a chain walk meets the current object's keys
- * before any ancestor's and stops at the first slot below the object's
- * base.  Keys are popped in the reverse order of their pushing, so a popped
+ * Strings are scanned eight bytes at a time while they hold nothing but
+ * printable ASCII (skip_plain), escapes and UTF-8 byte by byte.
+ *
+ * Duplicate keys: each key's unescaped bytes are hashed (FNV-1a) once it
+ * is scanned (values are never hashed) and the key is pushed on a stack of
+ * key slots (objects nest, so their keys form a stack: a child's keys are
+ * popped when it closes).  A hash index over that stack finds a new key's
+ * candidates: bucket chains link slots newest first, so a chain walk meets
+ * the current object's keys before any ancestor's and stops at the first
+ * slot below the object's base.  Keys are popped in the reverse order of their pushing, so a popped
  * key is always the head of its chain: popping is O(1).  Candidates with
  * the same hash and length are compared byte by byte through a decoding
  * iterator over both escaped forms.
@@ -57,6 +60,58 @@ typedef struct {
     char type;             /* '{' or '[' */
     char deferred;         /* probe budget spent: duplicates found by sorting at '}' */
 } level;                   /* 32 bytes */
+
+/* The token array of a document being built (cr_jscan_parse), and the
+ * token of each open container (1 KB more stack, only when building). */
+typedef struct {
+    apr_pool_t *p;
+    cr_jtok *tok;
+    apr_uint32_t n, cap;
+    apr_uint32_t most;     /* no text of len bytes holds more than len/2 + 1 tokens */
+    apr_uint32_t open[CR_JSCAN_DEPTH_CAP];
+} jbuild;
+
+/* Doubling, up to the most tokens the text can hold: the old arrays stay
+ * in the pool, together at most as much again as the last one. */
+static void tok_grow(jbuild *jb)
+{
+    apr_uint32_t cap = jb->cap * 2 < jb->most ? jb->cap * 2 : jb->most;
+    cr_jtok *nt;
+    if (cap <= jb->cap) {
+        cap = jb->cap + 1;               /* not reached: n <= most */
+    }
+    nt = apr_palloc(jb->p, sizeof(*nt) * (apr_size_t)cap);
+    memcpy(nt, jb->tok, sizeof(*nt) * jb->n);
+    jb->tok = nt;
+    jb->cap = cap;
+}
+
+static APR_INLINE cr_jtok *tok_push(jbuild *jb, apr_size_t start, int type)
+{
+    cr_jtok *t;
+    if (jb->n == jb->cap) {
+        tok_grow(jb);
+    }
+    t = &jb->tok[jb->n++];
+    t->start = (apr_uint32_t)start;
+    t->len = 0;
+    t->next = jb->n;
+    t->type = (unsigned char)type;
+    t->flags = 0;
+    return t;
+}
+
+/* A string token from its opening quote at start to just past its closing
+ * quote at end, dl bytes once unescaped: every escape is longer than what
+ * it stands for, so the string has escapes exactly when dl < end-start-2. */
+static void tok_string(jbuild *jb, apr_size_t start, apr_size_t end, apr_size_t dl)
+{
+    cr_jtok *t = tok_push(jb, start, CR_JSTRING);
+    t->len = (apr_uint32_t)dl;
+    if (dl != end - start - 2) {
+        t->flags = CR_JTOK_ESCAPED;
+    }
+}
 
 #define FNV_OFF   2166136261u
 #define FNV_PRIME 16777619u
@@ -153,23 +208,51 @@ static const unsigned char plain_char[256] = {
 };
 #undef PL16
 
+/* The first byte at or after i that is not plain (or n).  Eight bytes at a
+ * time where the word can be tested at once: a byte is flagged when it is
+ * '"', '\\', below 0x20 or above 0x7F.  The zero-byte trick can flag a
+ * byte wrongly only above a truly flagged one, so the lowest flag is
+ * exact.  The tail, and big-endian machines, go through the table. */
+#define ONES64 0x0101010101010101ULL
+#define HIGH64 0x8080808080808080ULL
+#if defined(__GNUC__)
+#define CR_HOT_INLINE static inline __attribute__((always_inline))
+#else
+#define CR_HOT_INLINE static APR_INLINE
+#endif
+CR_HOT_INLINE apr_size_t skip_plain(const unsigned char *b, apr_size_t i, apr_size_t n)
+{
+#if !APR_IS_BIGENDIAN && defined(__GNUC__)
+    while (n - i >= 8) {
+        apr_uint64_t x, q, e, t;
+        memcpy(&x, b + i, 8);
+        q = x ^ (ONES64 * '"');
+        e = x ^ (ONES64 * '\\');
+        t = (((q - ONES64) & ~q) | ((e - ONES64) & ~e) | ((x - ONES64 * 0x20) & ~x) | x) & HIGH64;
+        if (t) {
+            return i + ((apr_size_t)__builtin_ctzll(t) >> 3);
+        }
+        i += 8;
+    }
+#endif
+    while (i < n && plain_char[b[i]]) {
+        i++;
+    }
+    return i;
+}
+
 static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t *pi,
-                               apr_size_t max, apr_uint32_t *hash_out, apr_size_t *dlen_out)
+                               apr_size_t max, apr_size_t *dlen_out)
 {
     apr_size_t i = *pi + 1, dlen = 0;
-    apr_uint32_t h = FNV_OFF;
-    unsigned char enc[4];
-    int k, m;
+    int m;
 
     for (;;) {
         unsigned char c;
-        /* The common case first, in a tight loop: a run of printable ASCII
-         * other than the quote and the backslash. */
+        /* The common case first: a run of printable ASCII other than the
+         * quote and the backslash, skipped a word at a time. */
         apr_size_t run = i;
-        while (i < n && plain_char[b[i]]) {
-            h = (h ^ b[i]) * FNV_PRIME;
-            i++;
-        }
+        i = skip_plain(b, i, n);
         dlen += i - run;
         if (dlen > max) {
             return "string too long";    /* *pi still names the string's start */
@@ -232,18 +315,13 @@ static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t 
                 return "invalid escape in string";
             }
             i += 2;
-            m = utf8_put((unsigned long)cp, enc);
-            for (k = 0; k < m; k++) {
-                h = (h ^ enc[k]) * FNV_PRIME;
-            }
-            dlen += (apr_size_t)m;
+            dlen += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;   /* its UTF-8 */
         }
         else if (c < 0x20) {
             *pi = i;
             return c == 0 ? "NUL byte in string" : "control character in string";
         }
         else if (c < 0x80) {
-            h = (h ^ c) * FNV_PRIME;
             dlen++;
             i++;
         }
@@ -253,9 +331,6 @@ static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t 
                 *pi = m < 0 ? n : i;
                 return m < 0 ? "truncated JSON" : "invalid UTF-8";
             }
-            for (k = 0; k < m; k++) {
-                h = (h ^ b[i + k]) * FNV_PRIME;
-            }
             dlen += (apr_size_t)m;
             i += (apr_size_t)m;
         }
@@ -264,9 +339,23 @@ static const char *scan_string(const unsigned char *b, apr_size_t n, apr_size_t 
         }
     }
     *pi = i + 1;
-    *hash_out = h;
     *dlen_out = dlen;
     return NULL;
+}
+
+/* A string at *pi: the common one (printable ASCII only, within max) in
+ * line, any other through scan_string (which starts it again: at most
+ * twice the bytes of that one string). */
+CR_HOT_INLINE const char *string_at(const unsigned char *b, apr_size_t n, apr_size_t *pi,
+                                    apr_size_t max, apr_size_t *dlen_out)
+{
+    apr_size_t j = skip_plain(b, *pi + 1, n);
+    if (j < n && b[j] == '"' && j - *pi - 1 <= max) {
+        *dlen_out = j - *pi - 1;
+        *pi = j + 1;
+        return NULL;
+    }
+    return scan_string(b, n, pi, max, dlen_out);
 }
 
 /* Decoding iterator over an already validated string, for key comparison. */
@@ -380,6 +469,29 @@ static int keys_grow(key_table *kt)
     kt->buckets = nb;
     kt->cap = cap;
     return 1;
+}
+
+/* FNV-1a of the key at quote q (raw length rl bytes between the quotes,
+ * dl once unescaped): over the bytes themselves when it has no escape,
+ * else over its unescaped bytes.  Keys only: values are never hashed. */
+static apr_uint32_t key_hash(const unsigned char *b, apr_size_t q, apr_size_t rl, apr_size_t dl)
+{
+    apr_uint32_t h = FNV_OFF;
+    apr_size_t k;
+    if (rl == dl) {
+        for (k = q + 1; k <= q + rl; k++) {
+            h = (h ^ b[k]) * FNV_PRIME;
+        }
+    }
+    else {
+        kit it;
+        int c;
+        kit_init(&it, b, q);
+        while ((c = kit_next(&it)) >= 0) {
+            h = (h ^ (unsigned char)c) * FNV_PRIME;
+        }
+    }
+    return h;
 }
 
 /* Most candidates looked at for the keys of one object before it is
@@ -588,7 +700,7 @@ static const char *scan_literal(const unsigned char *b, apr_size_t n, apr_size_t
 }
 
 static const char *jscan(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
-                         apr_size_t *err_offset, key_table *kt)
+                         apr_size_t *err_offset, key_table *kt, jbuild *jb)
 {
     const unsigned char *b = (const unsigned char *)buf;
     apr_size_t n = len, i = 0, max_string, max_members;
@@ -637,6 +749,10 @@ value:
         st[depth].probes = 0;
         st[depth].type = (char)b[i];
         st[depth].deferred = 0;
+        if (jb) {
+            jb->open[depth] = jb->n;
+            tok_push(jb, i, b[i] == '{' ? CR_JOBJECT : CR_JARRAY);
+        }
         depth++;
         i++;
         while (i < n && is_ws(b[i])) i++;
@@ -651,24 +767,43 @@ value:
         }
         goto value;
     case '"': {
-        apr_uint32_t h;
-        apr_size_t dl;
-        if ((why = scan_string(b, n, &i, max_string, &h, &dl)) != NULL) {
+        apr_size_t dl, s0 = i;
+        if ((why = string_at(b, n, &i, max_string, &dl)) != NULL) {
             goto fail;
+        }
+        if (jb) {
+            tok_string(jb, s0, i, dl);
         }
         goto after;
     }
     case 't':
     case 'f':
-    case 'n':
+    case 'n': {
+        apr_size_t s0 = i;
         if ((why = scan_literal(b, n, &i)) != NULL) {
             goto fail;
         }
+        if (jb) {
+            tok_push(jb, s0, b[s0] == 't' ? CR_JTRUE : b[s0] == 'f' ? CR_JFALSE : CR_JNULL);
+        }
         goto after;
+    }
     default:
         if (b[i] == '-' || (b[i] >= '0' && b[i] <= '9')) {
+            apr_size_t s0 = i, k;
             if ((why = scan_number(b, n, &i)) != NULL) {
                 goto fail;
+            }
+            if (jb) {
+                cr_jtok *t = tok_push(jb, s0, CR_JNUMBER);
+                t->len = (apr_uint32_t)(i - s0);
+                t->flags = CR_JTOK_INTEGER;
+                for (k = s0; k < i; k++) {
+                    if (b[k] == '.' || b[k] == 'e' || b[k] == 'E') {
+                        t->flags = 0;
+                        break;
+                    }
+                }
             }
             goto after;
         }
@@ -705,6 +840,11 @@ after:
         }
         if (b[i] == (top->type == '{' ? '}' : ']')) {
             i++;
+            if (jb) {
+                cr_jtok *t = &jb->tok[jb->open[depth - 1]];
+                t->len = (apr_uint32_t)top->members;
+                t->next = jb->n;
+            }
             if (top->type == '{') {
                 apr_uint32_t end = kt->n;
                 keys_pop(kt, top->slot_base);
@@ -739,13 +879,17 @@ key:
     {
         level *top = &st[depth - 1];
         apr_size_t kstart = i, dl;
-        apr_uint32_t h;
-        if ((why = scan_string(b, n, &i, max_string, &h, &dl)) != NULL) {
+        if ((why = string_at(b, n, &i, max_string, &dl)) != NULL) {
             goto fail;
         }
-        if (check_dups && (why = keys_add(kt, top, b, kstart, h, dl)) != NULL) {
+        if (check_dups
+            && (why = keys_add(kt, top, b, kstart, key_hash(b, kstart, i - kstart - 2, dl),
+                               dl)) != NULL) {
             i = kstart;
             goto fail;
+        }
+        if (jb) {
+            tok_string(jb, kstart, i, dl);
         }
         while (i < n && is_ws(b[i])) i++;
         if (i >= n) {
@@ -767,22 +911,26 @@ fail:
     return why;
 }
 
-const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
-                                   apr_size_t *err_offset, apr_size_t *probes)
+static const char *run(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
+                       apr_size_t *err_offset, apr_size_t *probes, jbuild *jb)
 {
     key_slot slots[KEY_SLOTS];
     apr_uint32_t buckets[KEY_SLOTS];
     key_table kt;
     const char *why;
 
-    memset(buckets, 0xFF, sizeof(buckets));
+    if (!(lim && lim->allow_duplicates)) {
+        /* The key index is only used when duplicates are looked for
+         * (nothing is pushed, popped or probed otherwise). */
+        memset(buckets, 0xFF, sizeof(buckets));
+    }
     kt.slots = slots;
     kt.buckets = buckets;
     kt.n = 0;
     kt.cap = KEY_SLOTS;
     kt.pool = NULL;
     kt.probes = 0;
-    why = jscan(buf, len, lim, err_offset, &kt);
+    why = jscan(buf, len, lim, err_offset, &kt, jb);
     if (kt.pool) {
         apr_pool_destroy(kt.pool);
     }
@@ -792,10 +940,138 @@ const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jsc
     return why;
 }
 
+const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
+                                   apr_size_t *err_offset, apr_size_t *probes)
+{
+    return run(buf, len, lim, err_offset, probes, NULL);
+}
+
 const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
                            apr_size_t *err_offset)
 {
-    return cr_jscan_check_counted(buf, len, lim, err_offset, NULL);
+    return run(buf, len, lim, err_offset, NULL, NULL);
+}
+
+const char *cr_jscan_parse(apr_pool_t *p, const char *buf, apr_size_t len,
+                           const cr_jscan_limits *lim, apr_size_t *err_offset, cr_jdoc *doc)
+{
+    jbuild jb;
+    const char *why;
+
+    if (len > (apr_size_t)INT32_MAX) {
+        /* Token offsets are 32 bits.  The text is still checked first, so
+         * that a bad one gets the same answer as a smaller bad one. */
+        why = run(buf, len, lim, err_offset, NULL, NULL);
+        if (!why && err_offset) {
+            *err_offset = 0;
+        }
+        return why ? why : "body too large";
+    }
+    /* An order body is mostly short keys and strings: about one token per
+     * 10 bytes.  The array doubles when that is not enough. */
+    jb.p = p;
+    jb.n = 0;
+    jb.cap = (apr_uint32_t)(len / 8) + 16;
+    jb.most = (apr_uint32_t)(len / 2) + 1;
+    jb.tok = apr_palloc(p, sizeof(*jb.tok) * jb.cap);
+    why = run(buf, len, lim, err_offset, NULL, &jb);
+    if (!why) {
+        doc->text = buf;
+        doc->tok = jb.tok;
+        doc->ntok = jb.n;
+    }
+    return why;
+}
+
+/* ---- reading a document ------------------------------------------------ */
+
+static int key_is(const cr_jdoc *d, const cr_jtok *k, const char *key, apr_size_t klen)
+{
+    kit it;
+    apr_size_t i;
+
+    if (k->len != klen) {
+        return 0;
+    }
+    if (!(k->flags & CR_JTOK_ESCAPED)) {
+        return memcmp(d->text + k->start + 1, key, klen) == 0;
+    }
+    kit_init(&it, (const unsigned char *)d->text, k->start);
+    for (i = 0; i < klen; i++) {
+        if (kit_next(&it) != (unsigned char)key[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+const cr_jtok *cr_jdoc_get(const cr_jdoc *d, const cr_jtok *obj, const char *key)
+{
+    const cr_jtok *k;
+    apr_uint32_t m;
+    apr_size_t klen;
+
+    if (!obj || obj->type != CR_JOBJECT) {
+        return NULL;
+    }
+    klen = strlen(key);
+    k = obj + 1;
+    for (m = 0; m < obj->len; m++) {
+        if (key_is(d, k, key, klen)) {
+            return k + 1;
+        }
+        k = d->tok + k[1].next;
+    }
+    return NULL;
+}
+
+const cr_jtok *cr_jdoc_first(const cr_jdoc *d, const cr_jtok *c)
+{
+    (void)d;
+    if (!c || (c->type != CR_JARRAY && c->type != CR_JOBJECT) || c->len == 0) {
+        return NULL;
+    }
+    return c + 1;
+}
+
+const cr_jtok *cr_jdoc_after(const cr_jdoc *d, const cr_jtok *v)
+{
+    return v && v->next < d->ntok ? d->tok + v->next : NULL;
+}
+
+const char *cr_jdoc_string(apr_pool_t *p, const cr_jdoc *d, const cr_jtok *s, apr_size_t *len)
+{
+    char *out;
+    apr_size_t i;
+    kit it;
+
+    if (!s || s->type != CR_JSTRING) {
+        return NULL;
+    }
+    out = apr_palloc(p, (apr_size_t)s->len + 1);
+    if (!(s->flags & CR_JTOK_ESCAPED)) {
+        memcpy(out, d->text + s->start + 1, s->len);
+    }
+    else {
+        kit_init(&it, (const unsigned char *)d->text, s->start);
+        for (i = 0; i < s->len; i++) {
+            out[i] = (char)kit_next(&it);
+        }
+    }
+    out[s->len] = '\0';
+    if (len) {
+        *len = s->len;
+    }
+    return out;
+}
+
+const char *cr_jdoc_number(const cr_jdoc *d, const cr_jtok *n, apr_size_t *len)
+{
+    if (!n || n->type != CR_JNUMBER) {
+        return NULL;
+    }
+    *len = n->len;
+    return d->text + n->start;
 }
 
 int cr_jscan_is_json(const char *buf, apr_size_t len)

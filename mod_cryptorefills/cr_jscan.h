@@ -13,6 +13,7 @@
 #define CR_JSCAN_H
 
 #include <apr.h>
+#include <apr_pools.h>
 
 typedef struct cr_jscan_limits {
     int max_depth;            /* nesting of arrays/objects; the top-level container is depth 1 */
@@ -70,6 +71,65 @@ const char *cr_jscan_check(const char *buf, apr_size_t len, const cr_jscan_limit
  * for duplicate detection (the work beyond one pass), for tests. */
 const char *cr_jscan_check_counted(const char *buf, apr_size_t len, const cr_jscan_limits *lim,
                                    apr_size_t *err_offset, apr_size_t *probes);
+
+/* ---- A read-only document of a checked body -------------------------------
+ * cr_jscan_parse() checks exactly as cr_jscan_check() does and, in the same
+ * pass, records every value as a token in one array allocated from a pool:
+ * no tree of objects, no copy of the text.  A container's token is followed
+ * by its contents in document order (an object's as key, value, key,
+ * value...), and every token knows where its subtree ends, so a member
+ * lookup skips whole values.  Strings are unescaped only when read. */
+typedef enum {
+    CR_JNULL = 0, CR_JFALSE, CR_JTRUE, CR_JNUMBER, CR_JSTRING, CR_JARRAY, CR_JOBJECT
+} cr_jtype;
+
+#define CR_JTOK_ESCAPED  1    /* a string with backslash escapes */
+#define CR_JTOK_INTEGER  2    /* a number without fraction or exponent */
+
+typedef struct cr_jtok {
+    apr_uint32_t start;       /* offset of the value's first byte in the text */
+    apr_uint32_t len;         /* string: unescaped bytes; number: bytes of its token;
+                               * array: elements; object: members; literal: 0 */
+    apr_uint32_t next;        /* index of the first token after this value's subtree */
+    unsigned char type;       /* cr_jtype */
+    unsigned char flags;      /* CR_JTOK_* */
+} cr_jtok;
+
+typedef struct cr_jdoc {
+    const char *text;         /* the checked text (not copied: it must outlive the doc) */
+    const cr_jtok *tok;       /* tok[0] is the top-level value */
+    apr_uint32_t ntok;
+} cr_jdoc;
+
+/* cr_jscan_check() that also fills *doc (tokens allocated from p) when it
+ * returns NULL: same reasons, same offsets.  A text over INT32_MAX bytes
+ * that passes the check is refused as "body too large" (offset 0).  Memory:
+ * 1 KB more stack, and 16 bytes of p per value and per key (an array sized
+ * from len, doubled when short up to len/2 + 1 tokens, the most a text of
+ * len bytes holds: at most 16 bytes of p per byte of text in all). */
+const char *cr_jscan_parse(apr_pool_t *p, const char *buf, apr_size_t len,
+                           const cr_jscan_limits *lim, apr_size_t *err_offset, cr_jdoc *doc);
+
+/* The member key of object obj (compared after unescaping), or NULL when
+ * obj is NULL or not an object or has no such member.  Keys are unique in
+ * a checked document. */
+const cr_jtok *cr_jdoc_get(const cr_jdoc *d, const cr_jtok *obj, const char *key);
+
+/* The first element of an array, or the first key of an object; NULL when
+ * it is empty or not a container.  The value after v (its next sibling,
+ * when v is not the last one: count with the container's len) is
+ * cr_jdoc_after(d, v); an object's member value is cr_jdoc_after(d, key). */
+const cr_jtok *cr_jdoc_first(const cr_jdoc *d, const cr_jtok *c);
+const cr_jtok *cr_jdoc_after(const cr_jdoc *d, const cr_jtok *v);
+
+/* A string's unescaped bytes, NUL-terminated, in p (the length, in *len
+ * when len is non-NULL, never counts a NUL inside: a checked string has
+ * none).  NULL when s is not a string. */
+const char *cr_jdoc_string(apr_pool_t *p, const cr_jdoc *d, const cr_jtok *s, apr_size_t *len);
+
+/* A number's token as written (not NUL-terminated), length in *len; NULL
+ * when n is not a number. */
+const char *cr_jdoc_number(const cr_jdoc *d, const cr_jtok *n, apr_size_t *len);
 
 /* Non-zero when buf[0..len) is one JSON value (syntax and UTF-8 only,
  * duplicate keys allowed, generous limits): the check an upstream answer

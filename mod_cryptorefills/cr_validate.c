@@ -120,24 +120,29 @@ int cr_decimal_parse(const char *s, apr_size_t len, apr_int64_t *units)
     return CR_DEC_OK;
 }
 
-int cr_decimal_from_json(json_object *v, apr_int64_t *units)
+int cr_decimal_from_jdoc(apr_pool_t *p, const cr_jdoc *d, const cr_jtok *v, apr_int64_t *units)
 {
-    const char *s;
+    const char *s = NULL;
+    apr_size_t n = 0;
     if (units) {
         *units = 0;
     }
-    if (json_object_is_type(v, json_type_string)) {
-        return cr_decimal_parse(json_object_get_string(v),
-                                (apr_size_t)json_object_get_string_len(v), units);
+    if (v && v->type == CR_JSTRING) {
+        /* An unescaped string is parsed where it lies. */
+        if (v->flags & CR_JTOK_ESCAPED) {
+            s = cr_jdoc_string(p, d, v, &n);
+        }
+        else {
+            s = d->text + v->start + 1;
+            n = v->len;
+        }
     }
-    if (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) {
-        /* json-c keeps a parsed double's text as written, and prints an
-         * integer past 2^64 clamped to UINT64_MAX, which is out of range
-         * here anyway: so the text is the safe thing to parse. */
-        s = cr_json_scalar_text(v);
-        return s ? cr_decimal_parse(s, strlen(s), units) : CR_DEC_SYNTAX;
+    else if (v && v->type == CR_JNUMBER) {
+        /* The token as written: exact, whatever its size (an integer past
+         * 2^63 is out of range here, as it was when json-c clamped it). */
+        s = cr_jdoc_number(d, v, &n);
     }
-    return CR_DEC_SYNTAX;
+    return s ? cr_decimal_parse(s, n, units) : CR_DEC_SYNTAX;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -325,6 +330,7 @@ typedef struct {
 
 typedef struct {
     apr_pool_t *p;
+    const cr_jdoc *doc;                     /* the body */
     const cr_validate_ctx *ctx;
     const char *bad_field, *bad_reason;     /* first structural failure */
     json_object *problems;                  /* owned by p */
@@ -354,18 +360,18 @@ static const char *path(vstate *vs, const char *prefix, const char *key)
     return prefix ? apr_pstrcat(vs->p, prefix, ".", key, NULL) : key;
 }
 
-/* A member that is absent or JSON null. */
-static json_object *member(json_object *obj, const char *key)
+/* A member that is absent or JSON null: NULL. */
+static const cr_jtok *member(vstate *vs, const cr_jtok *obj, const char *key)
 {
-    json_object *v = cr_json_get(obj, key);
-    return json_object_is_type(v, json_type_null) ? NULL : v;
+    const cr_jtok *v = cr_jdoc_get(vs->doc, obj, key);
+    return v && v->type == CR_JNULL ? NULL : v;
 }
 
 /* 1: a string (in *out); 0: absent and optional; -1: failure recorded. */
-static int get_string(vstate *vs, json_object *obj, const char *prefix, const char *key,
+static int get_string(vstate *vs, const cr_jtok *obj, const char *prefix, const char *key,
                       int required, const char **out, apr_size_t *outlen)
 {
-    json_object *v = member(obj, key);
+    const cr_jtok *v = member(vs, obj, key);
     const char *s;
     apr_size_t n;
 
@@ -376,11 +382,10 @@ static int get_string(vstate *vs, json_object *obj, const char *prefix, const ch
     if (!v) {
         return required ? fail(vs, path(vs, prefix, key), "required") : 0;
     }
-    if (!json_object_is_type(v, json_type_string)) {
+    if (v->type != CR_JSTRING) {
         return fail(vs, path(vs, prefix, key), "must be a string");
     }
-    s = json_object_get_string(v);
-    n = (apr_size_t)json_object_get_string_len(v);
+    s = cr_jdoc_string(vs->p, vs->doc, v, &n);
     if (memchr(s, '\0', n)) {
         return fail(vs, path(vs, prefix, key), "must not contain NUL");
     }
@@ -394,15 +399,15 @@ static int get_string(vstate *vs, json_object *obj, const char *prefix, const ch
     return 1;
 }
 
-static int get_object(vstate *vs, json_object *obj, const char *prefix, const char *key,
-                      int required, json_object **out)
+static int get_object(vstate *vs, const cr_jtok *obj, const char *prefix, const char *key,
+                      int required, const cr_jtok **out)
 {
-    json_object *v = member(obj, key);
+    const cr_jtok *v = member(vs, obj, key);
     *out = NULL;
     if (!v) {
         return required ? fail(vs, path(vs, prefix, key), "required") : 0;
     }
-    if (!json_object_is_type(v, json_type_object)) {
+    if (v->type != CR_JOBJECT) {
         return fail(vs, path(vs, prefix, key), "must be an object");
     }
     *out = v;
@@ -427,15 +432,14 @@ static int amount_fail(vstate *vs, const char *field, int rc, apr_int64_t units)
 }
 
 /* An amount: a JSON number or numeric string, a positive decimal. */
-static int check_amount(vstate *vs, json_object *v, const char *field)
+static int check_amount(vstate *vs, const cr_jtok *v, const char *field)
 {
     apr_int64_t units;
     int rc;
-    if (!json_object_is_type(v, json_type_string) && !json_object_is_type(v, json_type_int)
-        && !json_object_is_type(v, json_type_double)) {
+    if (v->type != CR_JSTRING && v->type != CR_JNUMBER) {
         return fail(vs, field, "must be a number or a numeric string");
     }
-    rc = cr_decimal_from_json(v, &units);
+    rc = cr_decimal_from_jdoc(vs->p, vs->doc, v, &units);
     return amount_fail(vs, field, rc, units);
 }
 
@@ -446,10 +450,10 @@ static int numeric_char(char c)
 
 /* The product fields shared by both shapes (validations' delivery object,
  * create's deliverable), in the partner doc's order. */
-static int check_product(vstate *vs, json_object *o, const char *prefix, delivery *d,
+static int check_product(vstate *vs, const cr_jtok *o, const char *prefix, delivery *d,
                          int with_localized)
 {
-    json_object *den, *pv;
+    const cr_jtok *den, *pv;
     const char *s;
     apr_size_t n;
     int is_range = 0;
@@ -463,13 +467,12 @@ static int check_product(vstate *vs, json_object *o, const char *prefix, deliver
     if (!cr_country_valid(d->cc, n)) {
         return fail(vs, path(vs, prefix, "country_code"), "not a supported country code");
     }
-    den = member(o, "denomination");
+    den = member(vs, o, "denomination");
     if (!den) {
         return fail(vs, path(vs, prefix, "denomination"), "required");
     }
-    if (json_object_is_type(den, json_type_string)) {
-        s = json_object_get_string(den);
-        n = (apr_size_t)json_object_get_string_len(den);
+    if (den->type == CR_JSTRING) {
+        s = cr_jdoc_string(vs->p, vs->doc, den, &n);
         if (n == 0) {
             return fail(vs, path(vs, prefix, "denomination"), "must not be empty");
         }
@@ -497,7 +500,7 @@ static int check_product(vstate *vs, json_object *o, const char *prefix, deliver
             }
         }
     }
-    else if (json_object_is_type(den, json_type_int) || json_object_is_type(den, json_type_double)) {
+    else if (den->type == CR_JNUMBER) {
         if (check_amount(vs, den, path(vs, prefix, "denomination")) < 0) {
             return -1;
         }
@@ -508,7 +511,7 @@ static int check_product(vstate *vs, json_object *o, const char *prefix, deliver
     if (with_localized && get_string(vs, o, prefix, "localized_denomination", 0, &s, NULL) < 0) {
         return -1;
     }
-    pv = member(o, "product_value");
+    pv = member(vs, o, "product_value");
     if (pv) {
         if (check_amount(vs, pv, path(vs, prefix, "product_value")) < 0) {
             return -1;
@@ -523,9 +526,9 @@ static int check_product(vstate *vs, json_object *o, const char *prefix, deliver
     return 0;
 }
 
-static int check_payment_shape(vstate *vs, json_object *body)
+static int check_payment_shape(vstate *vs, const cr_jtok *body)
 {
-    json_object *pay;
+    const cr_jtok *pay;
     const char *type;
     if (get_object(vs, body, NULL, "payment", 1, &pay) < 0) {
         return -1;
@@ -542,7 +545,7 @@ static int check_payment_shape(vstate *vs, json_object *body)
     return 0;
 }
 
-static int check_email_field(vstate *vs, json_object *obj, const char *prefix, const char *key,
+static int check_email_field(vstate *vs, const cr_jtok *obj, const char *prefix, const char *key,
                              int required)
 {
     const char *s;
@@ -557,50 +560,88 @@ static int check_email_field(vstate *vs, json_object *obj, const char *prefix, c
     return 0;
 }
 
-static int check_deliveries(vstate *vs, json_object *body)
+/* An integer token (no fraction, no exponent, no leading zero: checked
+ * JSON) compared exactly with 1..2^31-1: 0 in range, -1 below 1 (zero,
+ * "-0", negative), 1 above (however many digits). */
+static int quantity_range(const cr_jdoc *d, const cr_jtok *q)
 {
-    json_object *arr = member(body, "deliveries");
-    size_t i, n;
+    apr_size_t n, i;
+    const char *s = cr_jdoc_number(d, q, &n);
+    apr_uint64_t v = 0;
+
+    if (s[0] == '-' || (n == 1 && s[0] == '0')) {
+        return -1;
+    }
+    if (n > 10) {
+        return 1;
+    }
+    for (i = 0; i < n; i++) {
+        v = v * 10 + (apr_uint64_t)(s[i] - '0');
+    }
+    return v > 2147483647u ? 1 : 0;
+}
+
+/* "deliveries[i]", without a formatter. */
+static const char *delivery_prefix(apr_pool_t *p, apr_uint32_t i)
+{
+    char buf[32], digits[10];
+    apr_size_t n = sizeof("deliveries[") - 1;
+    int k = 0;
+    memcpy(buf, "deliveries[", n);
+    do {
+        digits[k++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    while (k) {
+        buf[n++] = digits[--k];
+    }
+    buf[n++] = ']';
+    return apr_pstrmemdup(p, buf, n);
+}
+
+static int check_deliveries(vstate *vs, const cr_jtok *body)
+{
+    const cr_jtok *arr = member(vs, body, "deliveries"), *it;
+    apr_uint32_t i, n;
 
     if (!arr) {
         return fail(vs, "deliveries", "required");
     }
-    if (!json_object_is_type(arr, json_type_array)) {
+    if (arr->type != CR_JARRAY) {
         return fail(vs, "deliveries", "must be an array");
     }
-    n = json_object_array_length(arr);
+    n = arr->len;
     if (n == 0) {
         return fail(vs, "deliveries", "must hold at least one delivery");
     }
-    for (i = 0; i < n; i++) {
-        json_object *it = json_object_array_get_idx(arr, i);
-        const char *pre = apr_psprintf(vs->p, "deliveries[%d]", (int)i);
+    for (i = 0, it = cr_jdoc_first(vs->doc, arr); i < n; i++, it = cr_jdoc_after(vs->doc, it)) {
+        const char *pre = delivery_prefix(vs->p, i);
         delivery *d = apr_array_push(vs->deliveries);
 
         memset(d, 0, sizeof(*d));
         d->idx = (int)i;
-        if (!json_object_is_type(it, json_type_object)) {
+        if (it->type != CR_JOBJECT) {
             return fail(vs, pre, "must be an object");
         }
         if (vs->ctx->is_create) {
             const char *kind;
-            json_object *q, *dv;
-            apr_int64_t qv;
+            const cr_jtok *q, *dv;
+            int qr;
             if (get_string(vs, it, pre, "kind", 1, &kind, NULL) < 0) {
                 return -1;
             }
-            q = member(it, "quantity");
+            q = member(vs, it, "quantity");
             if (!q) {
                 return fail(vs, path(vs, pre, "quantity"), "required");
             }
-            if (!json_object_is_type(q, json_type_int)) {
+            if (q->type != CR_JNUMBER || !(q->flags & CR_JTOK_INTEGER)) {
                 return fail(vs, path(vs, pre, "quantity"), "must be a positive integer");
             }
-            qv = json_object_get_int64(q);
-            if (qv < 1) {
+            qr = quantity_range(vs->doc, q);
+            if (qr < 0) {
                 return fail(vs, path(vs, pre, "quantity"), "must be a positive integer");
             }
-            if (qv > 2147483647) {
+            if (qr > 0) {
                 return fail(vs, path(vs, pre, "quantity"), "too large");
             }
             if (get_object(vs, it, pre, "deliverable", 1, &dv) < 0) {
@@ -621,7 +662,7 @@ static int check_deliveries(vstate *vs, json_object *body)
     return 0;
 }
 
-static int check_lang(vstate *vs, json_object *body)
+static int check_lang(vstate *vs, const cr_jtok *body)
 {
     const char *s;
     apr_size_t n;
@@ -635,9 +676,9 @@ static int check_lang(vstate *vs, json_object *body)
     return 0;
 }
 
-static int structure(vstate *vs, json_object *body)
+static int structure(vstate *vs, const cr_jtok *body)
 {
-    if (!json_object_is_type(body, json_type_object)) {
+    if (!body || body->type != CR_JOBJECT) {
         return fail(vs, "body", "must be a JSON object");
     }
     if (!vs->ctx->is_create) {
@@ -651,7 +692,7 @@ static int structure(vstate *vs, json_object *body)
     }
     else {
         /* {deliveries, payment, user, lang, acquisition?, promo_code?, refund_wallet_address?} */
-        json_object *user, *o;
+        const cr_jtok *user, *o;
         const char *s;
         if (check_deliveries(vs, body) < 0
             || check_payment_shape(vs, body) < 0
@@ -659,8 +700,8 @@ static int structure(vstate *vs, json_object *body)
             || check_email_field(vs, user, "user", "email", 1) < 0) {
             return -1;
         }
-        o = member(user, "has_accepted_newsletter");
-        if (o && !json_object_is_type(o, json_type_boolean)) {
+        o = member(vs, user, "has_accepted_newsletter");
+        if (o && o->type != CR_JTRUE && o->type != CR_JFALSE) {
             return fail(vs, "user.has_accepted_newsletter", "must be a boolean");
         }
         if (check_lang(vs, body) < 0
@@ -687,6 +728,10 @@ static void add_problem(vstate *vs, const char *code, json_object *more)
     if (vs->nproblems >= CR_VALIDATE_MAX_PROBLEMS) {
         json_object_put(more);
         return;
+    }
+    if (!vs->problems) {
+        /* Made on the first problem: a valid order builds no JSON at all. */
+        vs->problems = cr_json_own(vs->p, json_object_new_array());
     }
     pr = json_object_new_object();
     json_object_object_add(pr, "problem", json_object_new_string(code));
@@ -1123,7 +1168,7 @@ static void check_payment(vstate *vs)
     add_problem(vs, "UNSUPPORTED_PROTOCOL_COIN_COMBINATION", m);
 }
 
-void cr_validate_order(apr_pool_t *p, json_object *body, const cr_validate_ctx *ctx,
+void cr_validate_order(apr_pool_t *p, const cr_jdoc *body, const cr_validate_ctx *ctx,
                        cr_validate_result *out)
 {
     vstate vs;
@@ -1132,10 +1177,11 @@ void cr_validate_order(apr_pool_t *p, json_object *body, const cr_validate_ctx *
     memset(out, 0, sizeof(*out));
     memset(&vs, 0, sizeof(vs));
     vs.p = p;
+    vs.doc = body;
     vs.ctx = ctx;
     vs.deliveries = apr_array_make(p, 4, sizeof(delivery));
 
-    if (structure(&vs, body) < 0) {
+    if (structure(&vs, body && body->ntok ? body->tok : NULL) < 0) {
         out->rc = CR_INVALID_REQUEST;
         out->detail = "INVALID_REQUEST";
         out->more = cr_json_own(p, json_object_new_object());
@@ -1145,7 +1191,6 @@ void cr_validate_order(apr_pool_t *p, json_object *body, const cr_validate_ctx *
         return;
     }
 
-    vs.problems = cr_json_own(p, json_object_new_array());
     vs.catalogs = apr_hash_make(p);
     if (ctx->max_products > 0 && vs.deliveries->nelts > ctx->max_products) {
         json_object *m = more_field("deliveries");

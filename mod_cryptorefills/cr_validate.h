@@ -8,9 +8,11 @@
  * is left to the upstream; where a piece of context (a country's catalog,
  * the payment methods) is unavailable, the checks that need it are skipped.
  *
- * The caller is expected to have run the body through cr_jscan_check() and
- * cr_json_parse() first: this module reads a json-c tree and cannot see
- * duplicate keys, escaped NULs or lone surrogates.
+ * The body is read from the document cr_jscan_parse() built while it
+ * checked the text (duplicate keys, escaped NULs, lone surrogates, UTF-8,
+ * limits: refused there).  Numbers are read from their tokens as written.
+ * Catalogs and payment methods stay json-c trees: they are parsed once per
+ * refresh and shared, not per request.
  *
  * Field policy (beyond the partner doc's examples):
  *  - required, both shapes: payment{type, payment_via, coin}, deliveries (1+);
@@ -54,6 +56,8 @@
 #include <apr_pools.h>
 #include <json-c/json.h>
 
+#include "cr_jscan.h"
+
 /* Parsed /v2/brands?country_code=CC object, or NULL when unavailable (then
  * the catalog checks are skipped for that country).  Called at most once per
  * distinct country of a request, for at most ctx->max_countries countries,
@@ -63,8 +67,7 @@
  *
  * Catalogs and payment_vias are only read (member lookups; no reference
  * counting, no serialisation, which would write json-c's print buffer), so
- * one parsed copy may be shared by threads.  The body is written to:
- * json-c caches number text in it. */
+ * one parsed copy may be shared by threads. */
 typedef json_object *(*cr_catalog_fn)(void *baton, const char *country_code);
 
 typedef struct cr_validate_ctx {
@@ -110,11 +113,11 @@ int cr_validate_index_catalog(json_object *cat);
 /* Most problems listed for one request; further ones are dropped. */
 #define CR_VALIDATE_MAX_PROBLEMS 50
 
-/* Validate body (the parsed request) against ctx.  Structural failures stop
+/* Validate body (the request, as cr_jscan_parse() read it) against ctx.  Structural failures stop
  * at the first field (document order); otherwise every problem found is
  * listed.  A suspended coin or network (top-level in the upstream's answers)
  * takes precedence over problems.  All json objects in *out are owned by p. */
-void cr_validate_order(apr_pool_t *p, json_object *body, const cr_validate_ctx *ctx,
+void cr_validate_order(apr_pool_t *p, const cr_jdoc *body, const cr_validate_ctx *ctx,
                        cr_validate_result *out);
 
 /* The response body for a result other than CR_VALID, in the shapes of
@@ -162,8 +165,9 @@ typedef enum {
  * CR_DEC_PRECISION); zeros below the scale are fine ("1.000000000"). */
 int cr_decimal_parse(const char *s, apr_size_t len, apr_int64_t *units);
 
-/* Same, for a JSON number (as json-c holds its text) or a numeric string;
- * CR_DEC_SYNTAX for any other type. */
-int cr_decimal_from_json(json_object *v, apr_int64_t *units);
+/* Same, for a JSON number (its token as written) or a numeric string of
+ * document d (unescaped into p when it has escapes); CR_DEC_SYNTAX for any
+ * other type or a NULL v. */
+int cr_decimal_from_jdoc(apr_pool_t *p, const cr_jdoc *d, const cr_jtok *v, apr_int64_t *units);
 
 #endif

@@ -148,7 +148,7 @@ int cr_orders_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     char *body = NULL;
     apr_size_t blen = 0, off = 0, rlen;
     const char *why, *answer;
-    json_object *obj = NULL;
+    cr_jdoc doc;
     cr_jscan_limits lim = { 32, 8192, 1000 };
     cr_validate_ctx vctx;
     cr_validate_result res;
@@ -171,31 +171,16 @@ int cr_orders_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
         }
         return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL, "unreadable body");
     }
-    why = cr_jscan_check(body, blen, &lim, &off);
-    if (!why) {
-        /* One valid JSON value (the scanner says so): unless it is an object
-         * it is refused as such here, before json-c, which cannot tell a
-         * bare top-level number or literal ("42", "null") from a truncated
-         * one without a terminating NUL and would call it truncated. */
-        apr_size_t i = 0;
-        while (i < blen && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r'
-                            || body[i] == '\n')) {
-            i++;
-        }
-        if (i < blen && body[i] != '{') {
-            CR_COUNT(local_rejections);
-            return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL,
-                                   "the body must be a JSON object");
-        }
-        why = cr_json_parse(r->pool, body, blen, lim.max_depth + 1, &obj);
-    }
+    /* One pass checks the text and records the document the validator
+     * reads (no json-c tree for the body). */
+    why = cr_jscan_parse(r->pool, body, blen, &lim, &off, &doc);
     if (why) {
         json_object *more = cr_problem_more(NULL, why);
         json_object_object_add(more, "offset", json_object_new_int64((int64_t)off));
         CR_COUNT(local_rejections);
         return cr_send_problem_ex(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", more, NULL);
     }
-    if (!json_object_is_type(obj, json_type_object)) {
+    if (doc.tok[0].type != CR_JOBJECT) {
         CR_COUNT(local_rejections);
         return cr_send_problem(r, HTTP_BAD_REQUEST, "INVALID_REQUEST", NULL,
                                "the body must be a JSON object");
@@ -213,7 +198,7 @@ int cr_orders_handler(request_rec *r, const cr_conf *c, const cr_route_req *rr,
     vctx.catalog = validator_catalog;
     vctx.baton = &vb;
     vctx.max_countries = CR_VALIDATE_MAX_COUNTRIES;
-    cr_validate_order(r->pool, obj, &vctx, &res);
+    cr_validate_order(r->pool, &doc, &vctx, &res);
     if (res.countries_unchecked && cr_stats) {
         apr_atomic_add32(&cr_stats->validations_catalog_skipped,
                          (apr_uint32_t)res.countries_unchecked);

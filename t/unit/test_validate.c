@@ -47,6 +47,39 @@ static json_object *J(const char *tmpl)
     return o;
 }
 
+/* Template (` for ") -> the document cr_jscan_parse reads (a request body). */
+static cr_jdoc *D(const char *tmpl)
+{
+    char *s = apr_pstrdup(pool, tmpl), *c;
+    cr_jdoc *d = apr_pcalloc(pool, sizeof(*d));
+    apr_size_t off = 0;
+    const char *why;
+    for (c = s; *c; c++) {
+        if (*c == '`') {
+            *c = '"';
+        }
+    }
+    why = cr_jscan_parse(pool, s, strlen(s), &body_limits, &off, d);
+    ck_assert_msg(why == NULL, "jscan: %s at %lu in %s", why, (unsigned long)off, s);
+    return d;
+}
+
+/* Element k of a document's top-level array, or member key of its
+ * top-level object. */
+static const cr_jtok *elem(const cr_jdoc *d, int k)
+{
+    const cr_jtok *t = cr_jdoc_first(d, d->tok);
+    while (k-- > 0) {
+        t = cr_jdoc_after(d, t);
+    }
+    return t;
+}
+
+static const cr_jtok *DG(const cr_jdoc *d, const char *key)
+{
+    return cr_jdoc_get(d, d->tok, key);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Fixtures: catalogs and payment methods                                    */
 /* ------------------------------------------------------------------------ */
@@ -130,7 +163,7 @@ static cr_validate_ctx mkctx(int is_create)
 static cr_validate_result run(const char *tmpl, const cr_validate_ctx *ctx)
 {
     cr_validate_result r;
-    cr_validate_order(pool, J(tmpl), ctx, &r);
+    cr_validate_order(pool, D(tmpl), ctx, &r);
     return r;
 }
 
@@ -396,20 +429,24 @@ END_TEST
 START_TEST(decimal_json)
 {
     apr_int64_t u;
-    json_object *a = J("[1.25, 100, `7.5`, 1e400, 18446744073709551616, true, null, -3]");
-    ck_assert_int_eq(cr_decimal_from_json(json_object_array_get_idx(a, 0), &u), CR_DEC_OK);
+    cr_jdoc *a = D("[1.25, 100, `7.5`, 1e400, 18446744073709551616, true, null, -3, `\\u0032.5`]");
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 0), &u), CR_DEC_OK);
     ck_assert(u == 125000000);
-    ck_assert_int_eq(cr_decimal_from_json(json_object_array_get_idx(a, 1), &u), CR_DEC_OK);
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 1), &u), CR_DEC_OK);
     ck_assert(u == 10000000000LL);
-    ck_assert_int_eq(cr_decimal_from_json(json_object_array_get_idx(a, 2), &u), CR_DEC_OK);
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 2), &u), CR_DEC_OK);
     ck_assert(u == 750000000);
-    ck_assert_int_eq(cr_decimal_from_json(json_object_array_get_idx(a, 3), &u), CR_DEC_RANGE);
-    /* json-c clamps this integer to 2^64-1: still out of range, never wrapped. */
-    ck_assert_int_eq(cr_decimal_from_json(json_object_array_get_idx(a, 4), &u), CR_DEC_RANGE);
-    ck_assert_int_eq(cr_decimal_from_json(json_object_array_get_idx(a, 5), &u), CR_DEC_SYNTAX);
-    ck_assert_int_eq(cr_decimal_from_json(json_object_array_get_idx(a, 6), &u), CR_DEC_SYNTAX);
-    ck_assert_int_eq(cr_decimal_from_json(json_object_array_get_idx(a, 7), &u), CR_DEC_OK);
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 3), &u), CR_DEC_RANGE);
+    /* 2^64 read exactly from its token: out of range, never wrapped. */
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 4), &u), CR_DEC_RANGE);
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 5), &u), CR_DEC_SYNTAX);
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 6), &u), CR_DEC_SYNTAX);
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 7), &u), CR_DEC_OK);
     ck_assert(u == -300000000);
+    /* a numeric string with an escape is read unescaped: "2.5" */
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, elem(a, 8), &u), CR_DEC_OK);
+    ck_assert(u == 250000000);
+    ck_assert_int_eq(cr_decimal_from_jdoc(pool, a, NULL, &u), CR_DEC_SYNTAX);
     /* A partial view: len is honoured. */
     ck_assert_int_eq(cr_decimal_parse("12abc", 2, &u), CR_DEC_OK);
     ck_assert(u == 1200000000);
@@ -911,6 +948,16 @@ START_TEST(problems_capped)
     r = run(apr_psprintf(pool, "{`payment`:%s,`deliveries`:[%s]}", PAY_OK, dels), &ctx);
     ck_assert_int_eq(r.rc, CR_PROBLEMS);
     ck_assert_int_eq(nproblems(&r), CR_VALIDATE_MAX_PROBLEMS);
+    /* fields name the delivery by its index, however many digits */
+    ck_assert_str_eq(cr_json_get_string(problem(&r, "NOT_AVAILABLE_PRODUCT", 10), "field"),
+                     "deliveries[10].brand_name");
+    ck_assert_str_eq(cr_json_get_string(problem(&r, "NOT_AVAILABLE_PRODUCT", 49), "field"),
+                     "deliveries[49].brand_name");
+    /* and so does a structural failure past the first ten */
+    dels = apr_pstrcat(pool, dels, ",{}", NULL);
+    r = run(apr_psprintf(pool, "{`payment`:%s,`deliveries`:[%s]}", PAY_OK, dels), &ctx);
+    ck_assert_int_eq(r.rc, CR_INVALID_REQUEST);
+    ck_assert_str_eq(cr_json_get_string(r.more, "field"), "deliveries[80].brand_name");
 }
 END_TEST
 
@@ -1066,6 +1113,15 @@ START_TEST(jscan_rejects)
     ck_assert_msg(why != NULL, "row %d accepted", _i);
     ck_assert_msg(strcmp(why, jbad[_i].why) == 0, "row %d: %s, want %s", _i, why, jbad[_i].why);
     ck_assert_msg(off <= len, "row %d: offset %lu", _i, (unsigned long)off);
+    {
+        /* The document builder refuses the same text for the same reason
+         * at the same offset. */
+        apr_size_t off2 = 54321;
+        cr_jdoc d;
+        const char *why2 = cr_jscan_parse(pool, jbad[_i].s, len, &body_limits, &off2, &d);
+        ck_assert_msg(why2 && strcmp(why2, why) == 0 && off2 == off, "row %d: parse %s at %lu",
+                      _i, why2 ? why2 : "ok", (unsigned long)off2);
+    }
 }
 END_TEST
 
@@ -1088,7 +1144,159 @@ START_TEST(jscan_accepts)
 {
     apr_size_t off = 0;
     const char *why = cr_jscan_check(jgood[_i], strlen(jgood[_i]), &body_limits, &off);
+    cr_jdoc d;
     ck_assert_msg(why == NULL, "row %d: %s at %lu", _i, why, (unsigned long)off);
+    ck_assert_ptr_null(cr_jscan_parse(pool, jgood[_i], strlen(jgood[_i]), &body_limits, &off, &d));
+    ck_assert_msg(d.ntok >= 1 && d.tok[0].next == d.ntok, "row %d: root spans %u of %u", _i,
+                  d.tok[0].next, d.ntok);
+}
+END_TEST
+
+/* The document of a checked body: token types, lengths and subtrees;
+ * lookups by unescaped key; strings unescaped; numbers as written. */
+START_TEST(jdoc_reads)
+{
+    cr_jdoc *d = D("{`a`:[1,{`x`:[[],{}]},`s`],`\\u0062`:`\\u00e9\\ud83d\\ude00\\n`,"
+                   "`n`:-12.5e3,`i`:-0,`t`:true,`f`:false,`z`:null,`e`:``,`o`:{}}");
+    const cr_jtok *a, *t;
+    apr_size_t len;
+    const char *s;
+
+    ck_assert_int_eq(d->tok[0].type, CR_JOBJECT);
+    ck_assert_int_eq(d->tok[0].len, 9);
+    ck_assert_int_eq(d->tok[0].next, d->ntok);
+    a = DG(d, "a");
+    ck_assert_int_eq(a->type, CR_JARRAY);
+    ck_assert_int_eq(a->len, 3);
+    /* elements in order; after() skips a whole subtree */
+    t = cr_jdoc_first(d, a);
+    ck_assert_int_eq(t->type, CR_JNUMBER);
+    t = cr_jdoc_after(d, t);
+    ck_assert_int_eq(t->type, CR_JOBJECT);
+    ck_assert_int_eq(cr_jdoc_get(d, t, "x")->len, 2);
+    t = cr_jdoc_after(d, t);
+    ck_assert_str_eq(cr_jdoc_string(pool, d, t, NULL), "s");
+    /* the escaped key "\u0062" is "b"; its value is unescaped on reading */
+    ck_assert_ptr_null(DG(d, "\\u0062"));
+    t = DG(d, "b");
+    ck_assert_int_eq(t->type, CR_JSTRING);
+    ck_assert(t->flags & CR_JTOK_ESCAPED);
+    s = cr_jdoc_string(pool, d, t, &len);
+    ck_assert_uint_eq(len, 7);
+    ck_assert_str_eq(s, "\xc3\xa9\xf0\x9f\x98\x80\n");
+    t = DG(d, "n");
+    s = cr_jdoc_number(d, t, &len);
+    ck_assert_uint_eq(len, 7);
+    ck_assert(memcmp(s, "-12.5e3", 7) == 0);
+    ck_assert(!(t->flags & CR_JTOK_INTEGER));
+    ck_assert(DG(d, "i")->flags & CR_JTOK_INTEGER);
+    ck_assert_int_eq(DG(d, "t")->type, CR_JTRUE);
+    ck_assert_int_eq(DG(d, "f")->type, CR_JFALSE);
+    ck_assert_int_eq(DG(d, "z")->type, CR_JNULL);
+    ck_assert_str_eq(cr_jdoc_string(pool, d, DG(d, "e"), &len), "");
+    ck_assert_uint_eq(len, 0);
+    ck_assert_ptr_null(cr_jdoc_first(d, DG(d, "o")));
+    ck_assert_ptr_null(cr_jdoc_after(d, DG(d, "o")));     /* the last token */
+    /* wrong types and absent members */
+    ck_assert_ptr_null(DG(d, "missing"));
+    ck_assert_ptr_null(DG(d, "A"));
+    ck_assert_ptr_null(cr_jdoc_get(d, a, "a"));
+    ck_assert_ptr_null(cr_jdoc_get(d, NULL, "a"));
+    ck_assert_ptr_null(cr_jdoc_string(pool, d, DG(d, "n"), NULL));
+    ck_assert_ptr_null(cr_jdoc_number(d, DG(d, "b"), &len));
+    ck_assert_ptr_null(cr_jdoc_first(d, DG(d, "t")));
+    /* a key that is a prefix of another, and one with the same length */
+    d = D("{`ab`:1,`a`:2,`b`:3}");
+    ck_assert(memcmp(cr_jdoc_number(d, DG(d, "a"), &len), "2", 1) == 0);
+    ck_assert(memcmp(cr_jdoc_number(d, DG(d, "b"), &len), "3", 1) == 0);
+    /* a top-level scalar is one token */
+    d = D("  `x`  ");
+    ck_assert_int_eq(d->ntok, 1);
+    ck_assert_str_eq(cr_jdoc_string(pool, d, d->tok, NULL), "x");
+}
+END_TEST
+
+/* Strings are skipped a word at a time: a byte that is not plain is seen
+ * wherever it falls in a word, and the rest of the string still scanned. */
+START_TEST(jscan_string_words)
+{
+    static const struct {
+        const char *bytes;
+        const char *why;         /* NULL: accepted */
+        apr_size_t dl;           /* its unescaped length */
+    } cases[] = {
+        { "\x01", "control character in string", 0 },
+        { "\x1f", "control character in string", 0 },
+        { "\x00", "NUL byte in string", 0 },
+        { "\xff", "invalid UTF-8", 0 },
+        { "\xc0\xaf", "invalid UTF-8", 0 },
+        { "\x7f", NULL, 1 },
+        { " ", NULL, 1 },
+        { "\xc3\xa9", NULL, 2 },
+        { "\xf0\x9f\x98\x80", NULL, 4 },
+        { "\\n", NULL, 1 },
+        { "\\u00e9", NULL, 2 },
+        { "\\\"", NULL, 1 },
+        { "\\x", "invalid escape in string", 0 },
+    };
+    int c, k;
+    for (c = 0; c < N_ELEMS(cases); c++) {
+        for (k = 0; k < 20; k++) {
+            /* "[" + k plain bytes + the case + 19 - k plain bytes + "]" */
+            apr_size_t bl = strlen(cases[c].bytes) + (cases[c].bytes[0] == 0);
+            char *b = apr_palloc(pool, bl + 64);
+            apr_size_t n = 0, off = 0;
+            cr_jdoc d;
+            const char *why;
+            b[n++] = '[';
+            b[n++] = '"';
+            memset(b + n, 'a', (apr_size_t)k);
+            n += (apr_size_t)k;
+            memcpy(b + n, cases[c].bytes, bl);
+            n += bl;
+            memset(b + n, 'z', (apr_size_t)(19 - k));
+            n += (apr_size_t)(19 - k);
+            b[n++] = '"';
+            b[n++] = ']';
+            why = cr_jscan_parse(pool, b, n, NULL, &off, &d);
+            if (cases[c].why) {
+                ck_assert_msg(why && strcmp(why, cases[c].why) == 0, "case %d at %d: %s", c, k,
+                              why ? why : "accepted");
+                ck_assert_msg(off == 2 + (apr_size_t)k, "case %d at %d: offset %lu", c, k,
+                              (unsigned long)off);
+                ck_assert(!cr_jscan_is_json(b, n));
+            }
+            else {
+                ck_assert_msg(why == NULL, "case %d at %d: %s at %lu", c, k, why, (unsigned long)off);
+                ck_assert_uint_eq(d.tok[1].len, 19 + cases[c].dl);
+                ck_assert(cr_jscan_is_json(b, n));
+            }
+        }
+    }
+}
+END_TEST
+
+/* Many tokens: the array grows past its first guess, every token kept. */
+START_TEST(jdoc_grows)
+{
+    apr_size_t n = 5000, i, off = 0;
+    char *b = apr_palloc(pool, 2 * n + 2);
+    cr_jdoc d;
+    const cr_jtok *t;
+    b[0] = '[';
+    for (i = 0; i < n; i++) {
+        b[1 + 2 * i] = '7';
+        b[2 + 2 * i] = i + 1 < n ? ',' : ']';
+    }
+    ck_assert_ptr_null(cr_jscan_parse(pool, b, 2 * n + 1, NULL, &off, &d));
+    ck_assert_int_eq(d.ntok, n + 1);
+    ck_assert_int_eq(d.tok[0].len, n);
+    for (i = 0, t = cr_jdoc_first(&d, d.tok); i + 1 < n; i++) {
+        t = cr_jdoc_after(&d, t);
+    }
+    ck_assert_int_eq(t->type, CR_JNUMBER);
+    ck_assert_int_eq(t->start, 2 * n - 1);
+    ck_assert_ptr_null(cr_jdoc_after(&d, t));
 }
 END_TEST
 
@@ -1134,6 +1342,8 @@ START_TEST(jscan_limits)
     /* the limit counts unescaped bytes: 4 escapes of 6 bytes are 4 bytes */
     lim.max_string = 4;
     ck_assert_ptr_null(cr_jscan_check("[\"\\u0061\\u0062\\u0063\\u0064\"]", 28, &lim, NULL));
+    ck_assert_ptr_null(cr_jscan_check("[\"abcd\"]", 8, &lim, NULL));              /* exactly max */
+    ck_assert_ptr_null(cr_jscan_check("{\"abcd\":\"efgh\"}", 15, &lim, NULL));
     ck_assert_str_eq(cr_jscan_check("[\"abcde\"]", 9, &lim, NULL), "string too long");
     ck_assert_str_eq(cr_jscan_check("{\"abcde\":1}", 11, &lim, NULL), "string too long");
     /* plain runs and escapes count together; the offset names the string */
@@ -1319,8 +1529,8 @@ START_TEST(jscan_long_numbers)
 END_TEST
 
 /* Why long number tokens are safe to let through: none is read as a small,
- * valid value.  json-c clamps integers (never wraps them) and the amounts
- * are read from the number's text. */
+ * valid value.  Quantities and amounts are read exactly from the number's
+ * text. */
 START_TEST(long_numbers_not_misread)
 {
     char digits[301];
@@ -1340,17 +1550,40 @@ START_TEST(long_numbers_not_misread)
     r = run(apr_psprintf(pool, CBODY(CDEL("giftcard", "%s", DV("Airbnb", "US", "100", "buyer@example.com"))), digits), &ctx);
     ck_assert_int_eq(r.rc, CR_INVALID_REQUEST);
     ck_assert_str_eq(cr_json_get_string(r.more, "reason"), "too large");
-    ck_assert_int_eq(json_object_get_int64(cr_json_get(J(apr_psprintf(pool, "{`q`:-%s}", digits)), "q")), INT64_MIN);
+    /* int64 edges: 2^31-1 is the largest quantity, 2^31 and -2^63-1 are not */
+    r = run(CBODY(CDEL("giftcard", "2147483647", DV("Airbnb", "US", "100", "buyer@example.com"))), &ctx);
+    ck_assert_int_eq(r.rc, CR_VALID);
+    r = run(CBODY(CDEL("giftcard", "2147483648", DV("Airbnb", "US", "100", "buyer@example.com"))), &ctx);
+    ck_assert_str_eq(cr_json_get_string(r.more, "reason"), "too large");
+    r = run(CBODY(CDEL("giftcard", "-9223372036854775809", DV("Airbnb", "US", "100", "buyer@example.com"))), &ctx);
+    ck_assert_str_eq(cr_json_get_string(r.more, "reason"), "must be a positive integer");
+    r = run(CBODY(CDEL("giftcard", "-0", DV("Airbnb", "US", "100", "buyer@example.com"))), &ctx);
+    ck_assert_str_eq(cr_json_get_string(r.more, "reason"), "must be a positive integer");
+    r = run(apr_psprintf(pool, CBODY(CDEL("giftcard", "-%s", DV("Airbnb", "US", "100", "buyer@example.com"))), digits), &ctx);
+    ck_assert_str_eq(cr_json_get_string(r.more, "reason"), "must be a positive integer");
+    r = run(CBODY(CDEL("giftcard", "1.0", DV("Airbnb", "US", "100", "buyer@example.com"))), &ctx);
+    ck_assert_str_eq(cr_json_get_string(r.more, "reason"), "must be a positive integer");
     /* amounts: a long number is out of range or too precise, never truncated */
-    ck_assert_int_eq(cr_decimal_from_json(cr_json_get(J(apr_psprintf(pool, "{`v`:%s}", digits)), "v"), &units),
-                     CR_DEC_RANGE);
-    ck_assert_int_eq(cr_decimal_from_json(cr_json_get(J(apr_psprintf(pool, "{`v`:%s.5}", digits)), "v"), &units),
-                     CR_DEC_RANGE);
-    ck_assert_int_eq(cr_decimal_from_json(cr_json_get(J("{`v`:1.000000000000000000000000000000000000000000000000000000000000000000000000000001}"), "v"), &units),
-                     CR_DEC_PRECISION);
-    ck_assert_int_eq(cr_decimal_from_json(cr_json_get(J("{`v`:100.000000000000000000000000000000000000000000000000000000000000000000000000000000}"), "v"), &units),
-                     CR_DEC_OK);
-    ck_assert_int_eq(units, 10000000000LL);
+    {
+        cr_jdoc *d = D(apr_psprintf(pool, "{`v`:%s}", digits));
+        ck_assert_int_eq(cr_decimal_from_jdoc(pool, d, DG(d, "v"), &units), CR_DEC_RANGE);
+        d = D(apr_psprintf(pool, "{`v`:%s.5}", digits));
+        ck_assert_int_eq(cr_decimal_from_jdoc(pool, d, DG(d, "v"), &units), CR_DEC_RANGE);
+        d = D("{`v`:1.000000000000000000000000000000000000000000000000000000000000000000000000000001}");
+        ck_assert_int_eq(cr_decimal_from_jdoc(pool, d, DG(d, "v"), &units), CR_DEC_PRECISION);
+        d = D("{`v`:100.000000000000000000000000000000000000000000000000000000000000000000000000000000}");
+        ck_assert_int_eq(cr_decimal_from_jdoc(pool, d, DG(d, "v"), &units), CR_DEC_OK);
+        ck_assert_int_eq(units, 10000000000LL);
+        /* 1e20 and 1e20+1 are different amounts (both out of range here),
+         * and the exact text is what is read */
+        d = D("[100000000000000000000, 100000000000000000001, 9.2e10, 92233720368.54775807]");
+        ck_assert_int_eq(cr_decimal_from_jdoc(pool, d, elem(d, 0), &units), CR_DEC_RANGE);
+        ck_assert_int_eq(cr_decimal_from_jdoc(pool, d, elem(d, 1), &units), CR_DEC_RANGE);
+        ck_assert_int_eq(cr_decimal_from_jdoc(pool, d, elem(d, 2), &units), CR_DEC_OK);
+        ck_assert(units == 9200000000000000000LL);
+        ck_assert_int_eq(cr_decimal_from_jdoc(pool, d, elem(d, 3), &units), CR_DEC_OK);
+        ck_assert(units == APR_INT64_MAX);
+    }
 }
 END_TEST
 
@@ -1407,6 +1640,9 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_loop_test(tc, jscan_rejects, 0, N_ELEMS(jbad));
     tcase_add_loop_test(tc, jscan_accepts, 0, N_ELEMS(jgood));
+    tcase_add_test(tc, jdoc_reads);
+    tcase_add_test(tc, jdoc_grows);
+    tcase_add_test(tc, jscan_string_words);
     tcase_add_test(tc, jscan_limits);
     tcase_add_test(tc, jscan_many_keys);
     tcase_add_test(tc, jscan_linear_in_keys);
