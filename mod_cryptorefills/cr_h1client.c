@@ -236,7 +236,7 @@ static void idle_put(cr_h1c *c, int fd, const char *key)
         c->nidle--;
     }
     c->idle[c->nidle].fd = fd;
-    apr_cpystrn(c->idle[c->nidle].key, key, sizeof(c->idle[c->nidle].key));
+    memcpy(c->idle[c->nidle].key, key, strlen(key) + 1);   /* fits: from a url_t key */
     c->nidle++;
     apr_thread_mutex_unlock(c->mutex);
     if (evicted >= 0) {
@@ -490,9 +490,21 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
     /* Connections are keyed by the CA setting too, as libcurl's handles are
      * (plain http reads no CA, but a configuration change still never
      * shares a connection). */
-    if (apr_snprintf(u.key, sizeof(u.key), "%s:%u %s", u.host, u.port,
-                     req->ca_file ? req->ca_file : "") >= (int)sizeof(u.key) - 1) {
-        u.key[0] = '\0';
+    {
+        size_t hl = strlen(u.host), cl = req->ca_file ? strlen(req->ca_file) : 0;
+        if (hl + cl + 8 < sizeof(u.key)) {
+            char *k = u.key;
+            memcpy(k, u.host, hl);
+            k += hl;
+            *k++ = ':';
+            k += cr_h1_fmt_uint(k, u.port);
+            *k++ = ' ';
+            memcpy(k, req->ca_file ? req->ca_file : "", cl);
+            k[cl] = '\0';
+        }
+        else {
+            u.key[0] = '\0';
+        }
     }
     memset(&hr, 0, sizeof(hr));
     hr.method = req->method;
