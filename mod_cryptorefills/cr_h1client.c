@@ -562,8 +562,7 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
             if (se) {
                 if (reused && se != ETIMEDOUT && !req->fresh_connection && attempt == 0) {
                     close(fd);
-                    resp->request_sent = 0;
-                    continue;
+                    continue;   /* request_sent stays: a request that left may have arrived */
                 }
                 close(fd);
                 if (se == ETIMEDOUT) {
@@ -635,8 +634,7 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
         cr_h1_parser_release(&ps);
         if (outcome == XCH_RETRY) {
             close(fd);
-            resp->request_sent = 0;
-            continue;
+            continue;   /* request_sent stays: a request that left may have arrived */
         }
         if (outcome == XCH_DONE && a.z_on && !a.z_done) {
             /* The answer ended inside its compressed stream. */
