@@ -358,7 +358,7 @@ static int on_head(void *baton, const cr_h1_head *h)
         return 1;
     }
     a->coding = h->content_encoding;
-    if (a->coding == CR_H1_CE_GZIP || a->coding == CR_H1_CE_DEFLATE) {
+    if (!h->no_body && (a->coding == CR_H1_CE_GZIP || a->coding == CR_H1_CE_DEFLATE)) {
         memset(&a->z, 0, sizeof(a->z));
         /* 32 + MAX_WBITS: gzip or zlib header, whichever comes. */
         if (inflateInit2(&a->z, 32 + MAX_WBITS) != Z_OK) {
@@ -636,8 +636,9 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
             close(fd);
             continue;   /* request_sent stays: a request that left may have arrived */
         }
-        if (outcome == XCH_DONE && a.z_on && !a.z_done) {
-            /* The answer ended inside its compressed stream. */
+        if (outcome == XCH_DONE && a.z_on && !a.z_done && a.z.total_in > 0) {
+            /* The answer ended inside its compressed stream (an empty body
+             * announced as gzip is just empty). */
             outcome = XCH_FAIL;
             keepable = 0;
             resp->rc = CR_UP_BROKEN;
