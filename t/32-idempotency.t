@@ -12,6 +12,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use CrTest qw(free_port);
 use CrSandbox;
+use CrStore;
 use HTTP::Tiny;
 use JSON::PP;
 use POSIX ();
@@ -24,8 +25,6 @@ my $J = JSON::PP->new->canonical->utf8;
 my $RUN = sprintf '%x%x', $$, int(time * 1000) % 0xFFFFFF;
 
 # ---- helper servers ---------------------------------------------------------------------------
-my @HELPERS;    # pids of memcached / redis-server started here
-END { for my $p (@HELPERS) { kill 'TERM', $p; waitpid $p, 0 } }
 
 # A port that refuses connections, and one that never completes them (a
 # listening socket whose backlog is full: SYNs are dropped, connect times out).
@@ -401,35 +400,11 @@ ambiguous('upstream 503 after the order was made', { mode => 'status', status =>
 }
 
 # ---- across a farm: two servers sharing a memcached / redis socache -----------------------------------
-sub spawn {
-    my (@cmd) = @_;
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null'; open STDOUT, '>', '/dev/null'; open STDERR, '>', '/dev/null';
-        exec @cmd or POSIX::_exit(127);
-    }
-    push @HELPERS, $pid;
-    return $pid;
-}
-sub wait_port {
-    my ($port) = @_;
-    my $deadline = time + 10;
-    while (time < $deadline) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 1);
-        return 1 if $s;
-        sleep 0.05;
-    }
-    return 0;
-}
-for my $prov ([ memcache => '/usr/bin/memcached' ], [ redis => '/usr/bin/redis-server' ]) {
-    my ($name, $bin) = @$prov;
+for my $name (qw(memcache redis)) {
     SKIP: {
-        skip "$bin not installed", ($name eq 'memcache' ? 11 : 8) unless -x $bin;
-        my $port = free_port();
-        my $pid = $name eq 'memcache'
-            ? spawn($bin, '-l', '127.0.0.1', '-p', $port, '-U', '0', '-m', '64', ($> == 0 ? ('-u', 'nobody') : ()))
-            : spawn($bin, '--bind', '127.0.0.1', '--port', $port, '--save', '', '--appendonly', 'no');
-        ok(wait_port($port), "$name: server listening") or next;
+        skip(CrStore->binary($name) . " not installed", $name eq 'memcache' ? 10 : 7) unless CrStore->available($name);
+        my $store = CrStore->new($name);
+        my $port = $store->port;
         my @farm = map { CrTest->start(sandbox => $sb, modules => ["socache_$name"],
             conf => "CryptorefillsCache $name:127.0.0.1:$port\n"
                   . "<Location /refused>\nSetHandler cryptorefills\nCryptorefillsUpstream http://127.0.0.1:$refused_port\n</Location>\n") } 1 .. 2;
@@ -471,9 +446,7 @@ for my $prov ([ memcache => '/usr/bin/memcached' ], [ redis => '/usr/bin/redis-s
             cmp_ok($rr_time[1], '<', 15, "$name farm: ... without waiting for the in-flight claim to expire");
         }
         $_->stop for @farm;
-        kill 'TERM', $pid;
-        waitpid $pid, 0;
-        @HELPERS = grep { $_ != $pid } @HELPERS;
+        $store->stop;
     }
 }
 

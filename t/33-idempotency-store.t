@@ -26,6 +26,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use CrTest qw(free_port);
 use CrSandbox;
+use CrStore;
 use SseClient;
 use HTTP::Tiny;
 use JSON::PP;
@@ -37,8 +38,6 @@ use Time::HiRes qw(time sleep);
 my $J = JSON::PP->new->canonical->utf8;
 my $RUN = sprintf '%x%x', $$, int(time * 1000) % 0xFFFFFF;
 
-my @HELPERS;
-END { for my $p (@HELPERS) { kill 'KILL', $p; waitpid $p, 0 } }
 
 my $sb = CrSandbox->start;
 my $ua = HTTP::Tiny->new(timeout => 30);
@@ -156,43 +155,6 @@ C
 }
 
 # ---- 4. a farm on one memcached, then one Redis ----------------------------------------------
-sub spawn {
-    my (@cmd) = @_;
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null'; open STDOUT, '>', '/dev/null'; open STDERR, '>', '/dev/null';
-        exec @cmd or POSIX::_exit(127);
-    }
-    push @HELPERS, $pid;
-    return $pid;
-}
-sub wait_port {
-    my ($port, $up) = @_;
-    my $deadline = time + 10;
-    while (time < $deadline) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 1);
-        return 1 if $s && $up;
-        return 1 if !$s && !$up;
-        sleep 0.05;
-    }
-    return 0;
-}
-sub start_store {
-    my ($name, $bin, $port, @extra) = @_;
-    my $pid = $name eq 'memcache'
-        ? spawn($bin, '-l', '127.0.0.1', '-p', $port, '-U', '0', '-m', '64', ($> == 0 ? ('-u', 'nobody') : ()))
-        : spawn($bin, '--bind', '127.0.0.1', '--port', $port, '--save', '', '--appendonly', 'no', @extra);
-    wait_port($port, 1);
-    return $pid;
-}
-sub stop_store {
-    my ($pid, $port) = @_;
-    kill 'KILL', $pid;
-    waitpid $pid, 0;
-    @HELPERS = grep { $_ != $pid } @HELPERS;
-    wait_port($port, 0);
-}
-
 # One raw request, sent the moment a byte arrives on $go; returns "status replayed detail".
 sub racer {
     my ($port, $body, $key, $go, $ready) = @_;
@@ -211,15 +173,12 @@ sub racer {
     return join ' ', $st // '000', $rep, $detail // '-';
 }
 
-my %bin = (memcache => '/usr/bin/memcached', redis => '/usr/bin/redis-server');
 for my $name (qw(memcache redis)) {
     SKIP: {
-        skip "$bin{$name} not installed", 1 unless -x $bin{$name};
-        my $port = free_port();
+        skip(CrStore->binary($name) . " not installed", 1) unless CrStore->available($name);
         # (a Redis that evicts under memory pressure: a start-up warning too)
-        my $pid = start_store($name, $bin{$name}, $port,
-            '--maxmemory', '64mb', '--maxmemory-policy', 'allkeys-lru');
-        my $spec = "$name:127.0.0.1:$port";
+        my $store = CrStore->new($name, $name eq 'redis' ? ('--maxmemory', '64mb', '--maxmemory-policy', 'allkeys-lru') : ());
+        my $spec = $store->spec;
         # CryptorefillsIdempotencyStore left unset: the cache's server is used.
         my @farm = map { CrTest->start(sandbox => $sb, modules => ["socache_$name"],
             conf => "CryptorefillsCache $spec\n",
@@ -273,7 +232,7 @@ for my $name (qw(memcache redis)) {
         }
 
         # the store stops mid-run
-        stop_store($pid, $port);
+        $store->stop('KILL');
         my @down;
         for my $i (1 .. 4) {
             my $tag = "down-$name-$i-$RUN";
@@ -287,7 +246,7 @@ for my $name (qw(memcache redis)) {
             is(0 + grep({ orders_for($_->[0]) } @down), 0, "$name down: ... and no upstream call");
         }
         # started again: the same submits succeed (memcache retries a dead server after 5 s)
-        $pid = start_store($name, $bin{$name}, $port);
+        $store->start;
         my @up;
         for my $d (@down) {
             my ($tag) = $d->[0];
@@ -311,7 +270,7 @@ for my $name (qw(memcache redis)) {
             is_deeply([ map { orders_for($_->[0]) } @down ], [ (1) x 4 ], "$name: nothing created twice");
         }
         $_->stop for @farm;
-        stop_store($pid, $port);
+        $store->stop('KILL');
     }
 }
 

@@ -9,6 +9,8 @@ package CrStore;
 #   my $s = CrStore->new('redis');  # or 'memcache'; started
 #   $s->spec;                       # "redis:127.0.0.1:PORT" for CryptorefillsCache
 #   $s->stop; $s->start;            # restarted empty, same port
+#   CrStore->new('redis', '--maxmemory', '64mb');  # extra server arguments (this start only)
+#   $s->stop('KILL');               # killed outright instead of TERM
 use strict;
 use warnings;
 use CrTest qw(free_port);
@@ -23,10 +25,10 @@ sub available { -x $BIN{ $_[1] } }
 sub binary { $BIN{ $_[1] } }
 
 sub new {
-    my ($class, $kind) = @_;
+    my ($class, $kind, @extra) = @_;
     my $self = bless { kind => $kind, port => free_port() }, $class;
     push @LIVE, $self;
-    $self->start;
+    $self->start(@extra);
     return $self;
 }
 
@@ -42,12 +44,13 @@ sub _ping {
 }
 
 sub start {
-    my ($self) = @_;
+    my ($self, @extra) = @_;
     my $p = $self->{port};
     my @cmd = $self->{kind} eq 'redis'
         ? ($BIN{redis}, '--port', $p, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
            '--loglevel', 'warning')
         : ($BIN{memcache}, '-l', '127.0.0.1', '-p', $p, '-U', '0', '-m', '64', ($> == 0 ? ('-u', 'nobody') : ()));
+    push @cmd, @extra;
     my $log = "/tmp/cr-$self->{kind}-$$-$p.log";
     my $pid = fork // die "fork: $!";
     if (!$pid) {
@@ -68,9 +71,9 @@ sub start {
 }
 
 sub stop {
-    my ($self) = @_;
+    my ($self, $sig) = @_;
     my $pid = delete $self->{pid} or return;
-    kill 'TERM', $pid;
+    kill $sig // 'TERM', $pid;
     my $deadline = time + 5;
     while (time < $deadline) { return if waitpid($pid, WNOHANG) == $pid; sleep 0.05 }
     kill 'KILL', $pid;
