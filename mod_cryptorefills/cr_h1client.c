@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The collected-exchange HTTP/1.1 client (see cr_h1client.h). */
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <strings.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <apr_strings.h>
 #include <apr_date.h>
 #include <apr_thread_mutex.h>
+#include <apr_atomic.h>
 
 #include "cr_h1client.h"
 #include "cr_h1.h"
@@ -246,6 +248,110 @@ static void idle_put(cr_h1c *c, int fd, const char *key)
 
 /* ------------------------------------------------------------------ connect */
 
+/* A name lookup that may outlive its caller: glibc's getaddrinfo_a runs
+ * it on a helper thread and, when it cannot be cancelled in time, still
+ * writes into the request afterwards.  Two references (the caller, the
+ * completion notification); the last one frees the job and any result. */
+typedef struct resolve_job {
+    struct gaicb cb;
+    struct addrinfo hints;
+    struct sigevent sev;
+    apr_uint32_t refs;
+    char port[8];
+    char name[];
+} resolve_job;
+
+static void job_unref(resolve_job *job, int keep_result)
+{
+    if (apr_atomic_dec32(&job->refs) == 0) {
+        if (!keep_result && job->cb.ar_result) {
+            freeaddrinfo(job->cb.ar_result);
+        }
+        free(job);
+    }
+}
+
+static void job_done(union sigval sv)
+{
+    job_unref(sv.sival_ptr, 0);
+}
+
+/* Give up on a lookup: a request still queued is cancelled and never
+ * notified (both references are ours); a running or finished one is
+ * notified, which drops the other reference. */
+static void job_abandon(resolve_job *job)
+{
+    if (gai_cancel(&job->cb) == EAI_CANCELED) {
+        job_unref(job, 0);
+    }
+    job_unref(job, 0);
+}
+
+/* getaddrinfo bounded by deadline (what libcurl's threaded resolver gave):
+ * an address literal directly, a name on glibc's resolver threads.
+ * Returns 0 with *res, EAI_AGAIN when the deadline passed, or an EAI_*. */
+static int resolve(const char *name, const char *port, const struct addrinfo *hints,
+                   apr_int64_t deadline, struct addrinfo **res)
+{
+    struct addrinfo h = *hints;
+    resolve_job *job;
+    struct gaicb *list[1];
+    size_t nl = strlen(name);
+    int rc;
+
+    h.ai_flags |= AI_NUMERICHOST;
+    rc = getaddrinfo(name, port, &h, res);
+    if (rc != EAI_NONAME) {
+        return rc;
+    }
+    job = calloc(1, sizeof(*job) + nl + 1);
+    if (!job) {
+        return EAI_MEMORY;
+    }
+    memcpy(job->name, name, nl + 1);
+    apr_cpystrn(job->port, port, sizeof(job->port));
+    job->hints = *hints;
+    job->cb.ar_name = job->name;
+    job->cb.ar_service = job->port;
+    job->cb.ar_request = &job->hints;
+    job->sev.sigev_notify = SIGEV_THREAD;
+    job->sev.sigev_notify_function = job_done;
+    job->sev.sigev_value.sival_ptr = job;
+    apr_atomic_set32(&job->refs, 2);
+    list[0] = &job->cb;
+    rc = getaddrinfo_a(GAI_NOWAIT, list, 1, &job->sev);
+    if (rc != 0) {
+        free(job);
+        return rc;
+    }
+    for (;;) {
+        int ms = wait_ms(deadline);
+        struct timespec ts;
+        ts.tv_sec = ms / 1000;
+        ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+        rc = gai_suspend((const struct gaicb *const *)list, 1, ms < 0 ? NULL : &ts);
+        if (rc == 0 || rc == EAI_ALLDONE) {
+            break;
+        }
+        if (rc == EAI_AGAIN && ms >= 0) {
+            job_abandon(job);   /* the deadline passed */
+            return EAI_AGAIN;
+        }
+        if (rc != EAI_INTR && rc != EAI_AGAIN) {
+            break;
+        }
+    }
+    rc = gai_error(&job->cb);
+    if (rc == EAI_INPROGRESS) {
+        job_abandon(job);
+        return EAI_AGAIN;
+    }
+    *res = rc == 0 ? job->cb.ar_result : NULL;
+    job->cb.ar_result = NULL;   /* the caller's now */
+    job_unref(job, 1);
+    return rc;
+}
+
 /* A new connection to u within deadline.  Returns the socket, or -1 with
  * *timed_out and err set. */
 static int connect_to(apr_pool_t *p, const url_t *u, apr_int64_t deadline, int *timed_out,
@@ -261,9 +367,16 @@ static int connect_to(apr_pool_t *p, const url_t *u, apr_int64_t deadline, int *
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
     apr_snprintf(port, sizeof(port), "%u", u->port);
-    rc = getaddrinfo(u->name, port, &hints, &res);
+    rc = resolve(u->name, port, &hints, deadline, &res);
     if (rc != 0) {
-        *err = apr_psprintf(p, "Could not resolve host: %s (%s)", u->name, gai_strerror(rc));
+        if (rc == EAI_AGAIN && deadline && now_us() >= deadline) {
+            *timed_out = 1;
+            *err = apr_psprintf(p, "Resolving timed out after %ld milliseconds",
+                                (long)((now_us() - start) / 1000));
+        }
+        else {
+            *err = apr_psprintf(p, "Could not resolve host: %s (%s)", u->name, gai_strerror(rc));
+        }
         return -1;
     }
     for (ai = res; ai; ai = ai->ai_next) {
