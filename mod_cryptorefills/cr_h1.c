@@ -16,20 +16,27 @@ static int has_crlf(const char *s)
     return s[strcspn(s, "\r\n")] != '\0';
 }
 
-/* The caller's headers name this field ("Name:" case-insensitively). */
-static int names(const char *const *headers, const char *name)
+/* Which of the default fields the caller's headers give themselves: one
+ * pass, a case-insensitive compare only for names starting with 'a'/'u'. */
+enum { OWN_UA = 1, OWN_ACCEPT = 2, OWN_AE = 4 };
+
+static int own_fields(const char *const *headers)
 {
-    size_t n = strlen(name);
+    int own = 0;
     for (; headers && *headers; headers++) {
-        if (!strncasecmp(*headers, name, n) && (*headers)[n] == ':') {
-            return 1;
+        const char *h = *headers;
+        if ((h[0] | 0x20) == 'u') {
+            if (!strncasecmp(h, "User-Agent:", 11)) own |= OWN_UA;
+        }
+        else if ((h[0] | 0x20) == 'a' && !strncasecmp(h, "Accept", 6)) {
+            if (h[6] == ':') own |= OWN_ACCEPT;
+            else if (!strncasecmp(h + 6, "-Encoding:", 10)) own |= OWN_AE;
         }
     }
-    return 0;
+    return own;
 }
 
-/* Decimal digits of v into buf (at least 20 bytes); returns the length. */
-static size_t fmt_u(char *buf, unsigned long long v)
+size_t cr_h1_fmt_uint(char *buf, unsigned long long v)
 {
     char tmp[24];
     size_t n = 0, i;
@@ -51,6 +58,7 @@ static size_t head_emit(const cr_h1_request *rq, char *out)
     const char *target = rq->target && *rq->target ? rq->target : "/";
     char num[24];
     size_t nl;
+    int own = own_fields(rq->headers);
 
 #define PUTN(s, n) do { if (out) memcpy(out + len, (s), (n)); len += (n); } while (0)
 #define PUTS(s) do { const char *s_ = (s); size_t n_ = strlen(s_); PUTN(s_, n_); } while (0)
@@ -62,21 +70,21 @@ static size_t head_emit(const cr_h1_request *rq, char *out)
     PUTS(rq->host);
     if (rq->port != 80) {
         PUTL(":");
-        nl = fmt_u(num, rq->port);
+        nl = cr_h1_fmt_uint(num, rq->port);
         PUTN(num, nl);
     }
     PUTL("\r\n");
-    if (rq->user_agent && !names(rq->headers, "User-Agent")) {
+    if (rq->user_agent && !(own & OWN_UA)) {
         PUTL("User-Agent: ");
         PUTS(rq->user_agent);
         PUTL("\r\n");
     }
-    if (rq->accept && !names(rq->headers, "Accept")) {
+    if (rq->accept && !(own & OWN_ACCEPT)) {
         PUTL("Accept: ");
         PUTS(rq->accept);
         PUTL("\r\n");
     }
-    if (rq->accept_encoding && !names(rq->headers, "Accept-Encoding")) {
+    if (rq->accept_encoding && !(own & OWN_AE)) {
         PUTL("Accept-Encoding: ");
         PUTS(rq->accept_encoding);
         PUTL("\r\n");
@@ -87,7 +95,7 @@ static size_t head_emit(const cr_h1_request *rq, char *out)
     }
     if (rq->has_body) {
         PUTL("Content-Length: ");
-        nl = fmt_u(num, rq->body_len);
+        nl = cr_h1_fmt_uint(num, rq->body_len);
         PUTN(num, nl);
         PUTL("\r\n");
     }

@@ -71,6 +71,10 @@ size_t cr_h1_head_len(const cr_h1_request *rq);
  * out, which holds at least cr_h1_head_len(rq) bytes; returns the length. */
 size_t cr_h1_head_write(const cr_h1_request *rq, char *out);
 
+/* The decimal digits of v into buf (room for 20; no NUL); returns how
+ * many (what the formatter uses for ports and lengths). */
+size_t cr_h1_fmt_uint(char *buf, unsigned long long v);
+
 /* ------------------------------------------------------------------------
  * Response parser
  * --------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 
 #include "cr_upstream.h"
+#include "cr_h1client.h"
 #include "cr_buf.h"
 
 /* An idle handle and the trust/proxy setting its connections were made
@@ -26,6 +27,7 @@ struct cr_upstream_pool {
     int max_idle;
     const char *user_agent;
     volatile apr_uint32_t connects;
+    cr_h1c *h1;                  /* the collected plain-http exchanges */
 };
 
 apr_status_t cr_upstream_global_init(void)
@@ -61,6 +63,9 @@ apr_status_t cr_upstream_pool_create(apr_pool_t *p, int max_idle, const char *us
     up->idle = apr_pcalloc(p, sizeof(idle_slot) * (apr_size_t)up->max_idle);
     up->user_agent = apr_pstrdup(p, user_agent);
     rv = apr_thread_mutex_create(&up->mutex, APR_THREAD_MUTEX_DEFAULT, p);
+    if (rv == APR_SUCCESS) {
+        rv = cr_h1c_create(p, up->max_idle, up->user_agent, &up->h1);
+    }
     if (rv != APR_SUCCESS) {
         return rv;
     }
@@ -518,8 +523,19 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
 void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
                          const cr_upstream_req *req, cr_upstream_resp *resp)
 {
-    cr_upstream_xfer *xf = cr_upstream_xfer_start(up, p, req, resp);
+    cr_upstream_xfer *xf;
 
+    /* Collected plain-http exchanges without a proxy: our own HTTP/1.1
+     * client (libcurl's per-transfer machinery costs more than the whole
+     * exchange; docs/BENCHMARKS.md run 6).  Everything else: libcurl. */
+    if (cr_h1c_applies(req)) {
+        cr_h1c_perform(up->h1, p, req, resp);
+        if (resp->connects > 0) {
+            apr_atomic_add32(&up->connects, (apr_uint32_t)resp->connects);
+        }
+        return;
+    }
+    xf = cr_upstream_xfer_start(up, p, req, resp);
     if (xf) {
         cr_upstream_xfer_finish(xf, (int)curl_easy_perform(xf->x.h), resp);
     }

@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The upstream client: libcurl behind APR types.
+/* The upstream client behind APR types.
+ *
+ * cr_upstream_perform() gives a collected exchange with an http:// URL, no
+ * proxy and no streaming callback to the module's own HTTP/1.1 client
+ * (cr_h1client.h: same results, far cheaper per exchange); everything else
+ * (https://, proxies, on_data/on_tick/on_headers, and the xfer API below)
+ * goes through libcurl, as described here.
  *
  * A per-process pool of easy handles keeps connections to the upstream
  * alive across requests (each handle owns a connection cache; handles are

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Upstream calls: the one place an upstream request is built (URL, headers,
  * country, User-Agent, timeouts, limits) for collected and streamed calls
- * alike, and run through the process's pool of curl handles (created in
- * child_init, so nothing curl owns crosses a fork). */
+ * alike, and run through the process's upstream pool (created in
+ * child_init, so no connection or curl handle crosses a fork): collected
+ * plain-http calls by the own HTTP/1.1 client, the rest by libcurl
+ * (cr_upstream.h). */
 #include <string.h>
 
 #include "httpd.h"

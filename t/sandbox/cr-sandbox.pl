@@ -34,6 +34,8 @@ use Mojo::Log;
 use Mojo::Asset::Memory;
 use Mojo::Util qw(url_escape);
 use List::Util ();
+use MIME::Base64 ();
+use Socket qw(SOL_SOCKET SO_LINGER);
 use CrSandbox::Data;
 
 # ------------------------------------------------------------------ options
@@ -181,7 +183,7 @@ sub record ($c) {
 }
 
 # ------------------------------------------------------------------ faults
-my %FAULT_MODES = map { $_ => 1 } qw(latency status nonjson hang drop big empty partial
+my %FAULT_MODES = map { $_ => 1 } qw(latency status nonjson hang drop big empty partial raw
     stream_drop_after stream_silent stream_garbage stream_status);
 
 sub add_fault {
@@ -271,6 +273,34 @@ sub gate ($c) {
     if ($m eq 'empty') {
         $c->res->headers->content_type('application/json');
         $c->render(data => '', status => $f->{status} // 200);
+        return undef;
+    }
+    if ($m eq 'raw') {        # verbatim bytes (head and body), in pieces, then close/reset
+        my $bytes = defined $f->{raw_b64} ? MIME::Base64::decode_base64($f->{raw_b64}) : encode_utf8($f->{raw} // '');
+        my $step = $f->{step} || length($bytes) || 1;
+        my $ms = $f->{ms} // 0;
+        my $end = $f->{end} // 'close';
+        my $id = $c->tx->connection;
+        $c->render_later;
+        $c->inactivity_timeout(0);
+        my $off = 0;
+        my $next;
+        $next = sub {
+            my $s = Mojo::IOLoop->stream($id) or return undef $next;
+            if ($off >= length $bytes) {
+                undef $next;
+                if ($end eq 'reset') {    # RST instead of FIN
+                    setsockopt($s->handle, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
+                    $s->close;
+                }
+                elsif ($end eq 'close') { $s->close_gracefully }
+                return;
+            }
+            my $piece = substr($bytes, $off, $step);
+            $off += length $piece;
+            $s->write($piece, sub { $ms ? Mojo::IOLoop->timer($ms / 1000 => sub { $next->() if $next }) : $next->() });
+        };
+        $next->();
         return undef;
     }
     if ($m eq 'partial') {    # announce N bytes, send a part, close

@@ -166,16 +166,22 @@ static const char *proxy_url(void)
     return apr_psprintf(pool, "http://127.0.0.1:%u", (unsigned)proxy->port);
 }
 
+/* A request with the tests' limits. */
+static void req_init(cr_upstream_req *req, const char *method, const char *url)
+{
+    memset(req, 0, sizeof(*req));
+    req->method = method;
+    req->url = url;
+    req->connect_timeout_ms = 2000;
+    req->timeout_ms = 5000;
+    req->max_response = 1024;
+}
+
 static cr_upstream_resp get(const char *path, const char *via, const char *ca_file)
 {
     cr_upstream_req req;
     cr_upstream_resp resp;
-    memset(&req, 0, sizeof(req));
-    req.method = "GET";
-    req.url = apr_psprintf(pool, "http://127.0.0.1:%u%s", (unsigned)origin->port, path);
-    req.connect_timeout_ms = 2000;
-    req.timeout_ms = 5000;
-    req.max_response = 1024;
+    req_init(&req, "GET", apr_psprintf(pool, "http://127.0.0.1:%u%s", (unsigned)origin->port, path));
     req.proxy = via;
     req.ca_file = ca_file;
     cr_upstream_perform(up, pool, &req, &resp);
@@ -267,16 +273,65 @@ START_TEST(ca_setting_never_shares_a_connection)
 }
 END_TEST
 
+/* The plain-http exchanges go through the own client (cr_h1client): a
+ * fresh_connection request gets a connection of its own that never joins
+ * the idle list, while the others keep reusing theirs. */
+START_TEST(fresh_connection_never_pooled)
+{
+    cr_upstream_req req;
+    cr_upstream_resp r;
+    r = get("/1", NULL, NULL);
+    ck_assert_int_eq(r.rc, CR_UP_OK);
+    ck_assert_int_eq(r.connects, 1);
+    ck_assert(!r.reused);
+    req_init(&req, "POST", apr_psprintf(pool, "http://127.0.0.1:%u/order", (unsigned)origin->port));
+    req.body = "";
+    req.fresh_connection = 1;
+    cr_upstream_perform(up, pool, &req, &r);
+    ck_assert_int_eq(r.rc, CR_UP_OK);
+    ck_assert_str_eq(r.body, "ok");
+    ck_assert_str_eq(r.content_type, "text/plain");
+    ck_assert_int_eq(r.connects, 1);
+    ck_assert(!r.reused);
+    ck_assert(r.request_sent);
+    ck_assert_str_eq(origin->last_line, "POST /order HTTP/1.1");
+    r = get("/2", NULL, NULL);
+    ck_assert_int_eq(r.connects, 0);
+    ck_assert(r.reused);
+    cr_upstream_perform(up, pool, &req, &r);
+    ck_assert_int_eq(r.connects, 1);
+    ck_assert_int_eq(origin->connections, 3);
+    ck_assert_int_eq(origin->requests, 4);
+    ck_assert_uint_eq(cr_upstream_connects(up), 3);
+}
+END_TEST
+
+/* A host name (not an address literal) goes through the bounded resolver;
+ * a name that does not resolve is a connect failure, nothing sent. */
+START_TEST(host_name_resolved)
+{
+    cr_upstream_req req;
+    cr_upstream_resp r;
+    req_init(&req, "GET", apr_psprintf(pool, "http://localhost:%u/by-name", (unsigned)origin->port));
+    cr_upstream_perform(up, pool, &req, &r);
+    ck_assert_int_eq(r.rc, CR_UP_OK);
+    ck_assert_str_eq(r.body, "ok");
+    ck_assert_str_eq(origin->last_line, "GET /by-name HTTP/1.1");
+    req.url = "http://no-such-host.invalid:9/";
+    cr_upstream_perform(up, pool, &req, &r);
+    /* CONNECT when the resolver says no in time, TIMEOUT when it is slower
+     * than the connect timeout (a machine whose DNS server is unreachable). */
+    ck_assert(r.rc == CR_UP_CONNECT || r.rc == CR_UP_TIMEOUT);
+    ck_assert(!r.request_sent);
+    ck_assert_ptr_nonnull(r.error);
+}
+END_TEST
+
 START_TEST(https_with_missing_ca_is_a_connect_failure)
 {
     cr_upstream_req req;
     cr_upstream_resp r;
-    memset(&req, 0, sizeof(req));
-    req.method = "GET";
-    req.url = apr_psprintf(pool, "https://127.0.0.1:%u/tls", (unsigned)origin->port);
-    req.connect_timeout_ms = 2000;
-    req.timeout_ms = 5000;
-    req.max_response = 1024;
+    req_init(&req, "GET", apr_psprintf(pool, "https://127.0.0.1:%u/tls", (unsigned)origin->port));
     req.ca_file = "/nonexistent/ca.pem";
     cr_upstream_perform(up, pool, &req, &r);
     ck_assert_int_eq(r.rc, CR_UP_CONNECT);
@@ -343,6 +398,8 @@ int main(void)
     tcase_add_test(tc, idle_handles_keyed_by_setting);
     tcase_add_test(tc, ca_setting_never_shares_a_connection);
     tcase_add_test(tc, https_with_missing_ca_is_a_connect_failure);
+    tcase_add_test(tc, fresh_connection_never_pooled);
+    tcase_add_test(tc, host_name_resolved);
     tcase_add_test(tc, ca_check);
     tcase_add_test(tc, proxy_check);
     suite_add_tcase(s, tc);

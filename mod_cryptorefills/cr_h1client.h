@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The collected-exchange HTTP/1.1 client of cr_upstream (pure core: APR
+ * and POSIX sockets, no httpd header, no libcurl).
+ *
+ * cr_upstream_perform() hands it every exchange it can do: a plain
+ * http:// URL, no proxy, and no streaming callback (on_data, on_tick,
+ * on_headers).  https://, proxies and streams stay with libcurl.  It keeps
+ * every promise of cr_upstream_resp (rc, status, content type, Retry-After,
+ * a collected NUL-terminated body decoded from gzip/deflate and capped at
+ * max_response after decoding, request_sent, reused, connects, error text,
+ * total time) and libcurl's connection rules: a reused connection that
+ * fails before the first byte of an answer is retried once on a new one,
+ * except for fresh_connection requests, which always get a new connection,
+ * are closed afterwards and are never sent twice.
+ *
+ * Connections: a per-process list of at most max_idle idle sockets (made
+ * in child_init, so nothing crosses a fork; SOCK_CLOEXEC), keyed by
+ * host:port, the most recently used first; a mutex guards the list only,
+ * never held across I/O.  An idle socket that is readable when taken
+ * (closed by the upstream, or sending garbage) is dropped.  Addresses are
+ * resolved when connecting.  Every wait (connect, send, receive) is a
+ * poll() bounded by connect_timeout_ms and timeout_ms. */
+#ifndef CR_H1CLIENT_H
+#define CR_H1CLIENT_H
+
+#include "cr_upstream.h"
+
+typedef struct cr_h1c cr_h1c;
+
+/* At most max_idle idle connections, all closed when p is cleaned up. */
+apr_status_t cr_h1c_create(apr_pool_t *p, int max_idle, const char *user_agent, cr_h1c **out);
+
+/* This client can do req (http://, no proxy, no streaming callback). */
+int cr_h1c_applies(const cr_upstream_req *req);
+
+/* One exchange, results in resp (from p) exactly as cr_upstream_perform
+ * gives them.  Thread-safe. */
+void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_upstream_resp *resp);
+
+#endif
