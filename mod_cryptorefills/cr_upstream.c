@@ -10,6 +10,7 @@
 
 #include "cr_upstream.h"
 #include "cr_buf.h"
+#include "cr_tls.h"
 
 /* An idle handle and the trust/proxy setting its connections were made
  * under.  The key is malloc'd: slots come and go for the life of the
@@ -26,6 +27,7 @@ struct cr_upstream_pool {
     int max_idle;
     const char *user_agent;
     volatile apr_uint32_t connects;
+    cr_tls_reg *tls;             /* TLS contexts of the own connections, by CA file */
 };
 
 apr_status_t cr_upstream_global_init(void)
@@ -61,12 +63,20 @@ apr_status_t cr_upstream_pool_create(apr_pool_t *p, int max_idle, const char *us
     up->idle = apr_pcalloc(p, sizeof(idle_slot) * (apr_size_t)up->max_idle);
     up->user_agent = apr_pstrdup(p, user_agent);
     rv = apr_thread_mutex_create(&up->mutex, APR_THREAD_MUTEX_DEFAULT, p);
+    if (rv == APR_SUCCESS) {
+        rv = cr_tls_reg_create(p, &up->tls);
+    }
     if (rv != APR_SUCCESS) {
         return rv;
     }
     apr_pool_cleanup_register(p, up, pool_cleanup, apr_pool_cleanup_null);
     *out = up;
     return APR_SUCCESS;
+}
+
+cr_tls_reg *cr_upstream_pool_tls(cr_upstream_pool *up)
+{
+    return up->tls;
 }
 
 apr_uint64_t cr_upstream_connects(cr_upstream_pool *up)
