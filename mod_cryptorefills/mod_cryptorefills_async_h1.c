@@ -453,9 +453,9 @@ static apr_size_t read_some(astream *st, int *eof, int *again, cr_tls_rc *want)
 }
 
 /* The response's bytes, as many as there are (a few reads at most, so one
- * busy upstream does not starve the others; over TLS until OpenSSL has
- * nothing more, since what it holds decrypted wakes no epoll).  1 when the
- * exchange ended. */
+ * busy upstream does not starve the others; over TLS until OpenSSL holds
+ * nothing more, since what it holds wakes no epoll).  1 when the exchange
+ * ended. */
 static int read_response(astream *st)
 {
     cr_async_h1 *h = st->h1;
@@ -485,6 +485,12 @@ static int read_response(astream *st)
                 fail(st, CR_UP_BROKEN, "upstream response: %s%s", cr_h1_strerror(rc), 0);
             }
             return 1;
+        }
+        if (h->tls && !cr_tls_has_pending(h->tls)) {
+            /* Idle until the socket says otherwise: without the record
+             * buffers (another read now would only find nothing). */
+            cr_tls_shed(h->tls);
+            return watch(st, EPOLLIN);
         }
         if (!h->tls && n < sizeof(rbuf)) {
             return 0;
