@@ -436,6 +436,18 @@ apr_size_t cr_tls_read(cr_tls *t, char *buf, apr_size_t len, apr_time_t deadline
     }
 }
 
+int cr_tls_has_pending(cr_tls *t)
+{
+    return SSL_has_pending(t->ssl);
+}
+
+void cr_tls_shed(cr_tls *t)
+{
+    if (!SSL_has_pending(t->ssl)) {
+        (void)SSL_free_buffers(t->ssl);
+    }
+}
+
 int cr_tls_idle_ok(cr_tls *t)
 {
     char c;

@@ -11,6 +11,7 @@
 #include "cr_upstream.h"
 #include "cr_h1client.h"
 #include "cr_buf.h"
+#include "cr_tls.h"
 
 /* An idle handle and the trust/proxy setting its connections were made
  * under.  The key is malloc'd: slots come and go for the life of the
@@ -27,7 +28,8 @@ struct cr_upstream_pool {
     int max_idle;
     const char *user_agent;
     volatile apr_uint32_t connects;
-    cr_h1c *h1;                  /* the collected plain-http exchanges */
+    cr_tls_reg *tls;             /* TLS contexts of the own connections, by CA file */
+    cr_h1c *h1;                  /* the collected exchanges of the own client */
 };
 
 apr_status_t cr_upstream_global_init(void)
@@ -64,6 +66,9 @@ apr_status_t cr_upstream_pool_create(apr_pool_t *p, int max_idle, const char *us
     up->user_agent = apr_pstrdup(p, user_agent);
     rv = apr_thread_mutex_create(&up->mutex, APR_THREAD_MUTEX_DEFAULT, p);
     if (rv == APR_SUCCESS) {
+        rv = cr_tls_reg_create(p, &up->tls);
+    }
+    if (rv == APR_SUCCESS) {
         rv = cr_h1c_create(p, up->max_idle, up->user_agent, &up->h1);
     }
     if (rv != APR_SUCCESS) {
@@ -72,6 +77,11 @@ apr_status_t cr_upstream_pool_create(apr_pool_t *p, int max_idle, const char *us
     apr_pool_cleanup_register(p, up, pool_cleanup, apr_pool_cleanup_null);
     *out = up;
     return APR_SUCCESS;
+}
+
+cr_tls_reg *cr_upstream_pool_tls(cr_upstream_pool *up)
+{
+    return up->tls;
 }
 
 apr_uint64_t cr_upstream_connects(cr_upstream_pool *up)

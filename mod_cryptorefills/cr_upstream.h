@@ -109,6 +109,10 @@ void *cr_upstream_xfer_easy(cr_upstream_xfer *xf);
 void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int curl_result, cr_upstream_resp *resp);
 void cr_upstream_xfer_free(cr_upstream_xfer *xf);
 
+/* The TLS contexts (by CA file) of the connections the module makes
+ * itself rather than through libcurl. */
+struct cr_tls_reg *cr_upstream_pool_tls(cr_upstream_pool *up);
+
 /* Connections opened by this pool's handles so far (for tests and status). */
 apr_uint64_t cr_upstream_connects(cr_upstream_pool *up);
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Order streams without a thread each: the loop's own HTTP/1.1 exchange
- * for a plain http:// upstream reached without a proxy.  A libcurl easy
+ * for an http:// or https:// upstream reached without a proxy.  A libcurl easy
  * handle with its connection costs ~11.5 KB of heap per idle stream; this
  * one costs the socket and a few hundred bytes: the handler's thread
  * resolves the address, starts a non-blocking connect and formats the
@@ -9,7 +9,12 @@
  * every stream, through cr_h1's incremental parser (head, then a chunked,
  * Content-Length or close-delimited body) into the same callbacks the
  * libcurl transfer calls (cr_async_on_headers, cr_async_on_data).
- * https:// upstreams and proxies keep libcurl, chosen per stream.
+ * For https:// the loop runs the TLS handshake, writes and reads through
+ * cr_tls without ever waiting (CR_TLS_NOWAIT: the epoll interest follows
+ * what OpenSSL wants), verifying the upstream as libcurl did (the system
+ * store or CryptorefillsCACertificateFile, host name or address), resuming
+ * the process's last session with that upstream, and holding no TLS
+ * buffers while a stream is idle.  Proxies keep libcurl, chosen per stream.
  *
  * Ownership of the socket: the handler creates it and hands it over with
  * the stream (CMD_ADD); from then on only the loop touches it, and closes
@@ -35,8 +40,9 @@
 
 #include "mod_cryptorefills_int.h"
 #include "mod_cryptorefills_async_int.h"
+#include "cr_tls.h"
 
-enum { H1_CONNECTING, H1_SENDING, H1_READING };
+enum { H1_CONNECTING, H1_HANDSHAKE, H1_SENDING, H1_READING };
 /* Addresses of the upstream's name tried at most. */
 #define CR_H1_MAX_ADDRS 8
 
@@ -52,7 +58,11 @@ struct cr_async_h1 {
     int naddrs, next_addr;
     cr_h1_parser ps;
     char *ctype;                /* the response's Content-Type (malloc) */
-    char err[128];
+    cr_tls_ctx *tls_ctx;        /* https://: the process's context for the CA setting */
+    cr_tls *tls;                /* https://: the connection, from the handshake on */
+    char *tls_name;             /* https://: "name\0name:port" (host to verify, session key) */
+    apr_uint32_t watching;      /* the epoll events asked for fd, 0 before the first */
+    char err[160];
 };
 
 /* ---- the handler's side ----------------------------------------------------------------- */
@@ -61,15 +71,22 @@ struct cr_async_h1 {
  * target.  0 when the URL is anything else or has a user part or a
  * fragment (libcurl handles those). */
 static int split_url(const char *url, char *host, apr_size_t hcap, unsigned *port,
-                     const char **target)
+                     const char **target, int *tls)
 {
     const char *a, *e, *h_end, *p;
     apr_size_t hl;
 
-    if (strncasecmp(url, "http://", 7) != 0) {
+    if (strncasecmp(url, "http://", 7) == 0) {
+        *tls = 0;
+        a = url + 7;
+    }
+    else if (strncasecmp(url, "https://", 8) == 0) {
+        *tls = 1;
+        a = url + 8;
+    }
+    else {
         return 0;
     }
-    a = url + 7;
     e = a + strcspn(a, "/?#");
     if (memchr(a, '@', (apr_size_t)(e - a)) || strchr(e, '#')) {
         return 0;
@@ -93,7 +110,7 @@ static int split_url(const char *url, char *host, apr_size_t hcap, unsigned *por
     }
     memcpy(host, a, hl);
     host[hl] = '\0';
-    *port = 80;
+    *port = *tls ? 443 : 80;
     if (h_end < e) {
         unsigned long v = 0;
         if (*h_end != ':' || h_end + 1 == e) {
@@ -161,10 +178,10 @@ int cr_async_h1_prepare(astream *st)
     cr_h1_request hr;
     cr_async_h1 *h;
     apr_size_t n;
-    int rv, err, i;
+    int rv, err, i, tls;
 
     if ((rq->proxy && *rq->proxy)
-        || !split_url(rq->url, host, sizeof(host), &port, &target)) {
+        || !split_url(rq->url, host, sizeof(host), &port, &target, &tls)) {
         return 0;
     }
     memset(&hr, 0, sizeof(hr));
@@ -201,6 +218,17 @@ int cr_async_h1_prepare(astream *st)
     if (*host == '[') {
         host[strlen(host) - 1] = '\0';
         name = host + 1;
+    }
+    if (tls) {
+        const char *why = NULL;
+        apr_size_t nl = strlen(name);
+        h->tls_ctx = cr_upstream_tls_ctx(rq->ca_file, &why);
+        if (!h->tls_ctx || !(h->tls_name = malloc(2 * nl + 8))) {
+            fail(st, CR_UP_CONNECT, "TLS: %.100s%s", why ? why : "out of memory", 0);
+            return -1;
+        }
+        memcpy(h->tls_name, name, nl + 1);
+        snprintf(h->tls_name + nl + 1, nl + 7, "%s:%u", name, port);
     }
     rv = getaddrinfo(name, portstr, &hints, &ai);
     for (a = rv == 0 ? ai : NULL; a; a = a->ai_next) {
@@ -296,6 +324,7 @@ static char rbuf[16384];
 int cr_async_h1_add(astream *st)
 {
     cr_h1_parser_init(&st->h1->ps, &h1_callbacks, st, 0);
+    st->h1->watching = EPOLLOUT;
     return cr_async_fd_watch(st->h1->fd, EPOLLOUT, FD_UPSTREAM, st);
 }
 
@@ -308,9 +337,11 @@ void cr_async_h1_close(astream *st)
     }
     if (h->fd >= 0) {
         cr_async_fd_forget(h->fd);
+        cr_tls_free(h->tls, 1);
+        h->tls = NULL;
         close(h->fd);
         h->fd = -1;
-        if (st->resp.status == 0 && h->phase != H1_CONNECTING) {
+        if (st->resp.status == 0 && h->phase >= H1_SENDING) {
             st->resp.request_sent = 1;
         }
     }
@@ -324,14 +355,18 @@ void cr_async_h1_close(astream *st)
     h->out = NULL;
     free(h->addrs);
     h->addrs = NULL;
+    free(h->tls_name);
+    h->tls_name = NULL;
 }
 
 void cr_async_h1_free(astream *st)
 {
     if (st->h1) {
+        cr_tls_free(st->h1->tls, 0);
         if (st->h1->fd >= 0) {
             close(st->h1->fd);      /* never handed to the loop */
         }
+        free(st->h1->tls_name);
         cr_h1_parser_release(&st->h1->ps);
         free(st->h1->out);
         free(st->h1->addrs);
@@ -344,30 +379,99 @@ void cr_async_h1_free(astream *st)
 int cr_async_h1_connect_expired(astream *st, apr_time_t now)
 {
     cr_async_h1 *h = st->h1;
-    if (h && h->fd >= 0 && h->phase == H1_CONNECTING && now >= h->connect_deadline) {
+    /* The handshake counts as connecting, as libcurl's connect timeout. */
+    if (h && h->fd >= 0 && h->phase <= H1_HANDSHAKE && now >= h->connect_deadline) {
         fail(st, CR_UP_TIMEOUT, "Connection to %.64s timed out%s", "the upstream", 0);
         return 1;
     }
     return 0;
 }
 
+/* Watch the upstream socket for ev (a system call only when that
+ * changes): 0, or 1 when it failed (the exchange ends). */
+static int watch(astream *st, apr_uint32_t ev)
+{
+    cr_async_h1 *h = st->h1;
+    if (h->watching == ev) {
+        return 0;
+    }
+    if (cr_async_fd_watch(h->fd, ev, FD_UPSTREAM, st) != 0) {
+        fail(st, CR_UP_INTERNAL, "cannot watch the upstream socket%s: %s", "", errno);
+        return 1;
+    }
+    h->watching = ev;
+    return 0;
+}
+
+/* Watch the socket for what TLS wants next. */
+static int tls_want(astream *st, cr_tls_rc rc)
+{
+    return watch(st, rc == CR_TLS_WANT_WRITE ? EPOLLOUT : EPOLLIN);
+}
+
+/* One read from the upstream: > 0 bytes, 0 at its end (*eof), or 0 with
+ * nothing to read now (*again; for TLS, *want says what to watch). */
+static apr_size_t read_some(astream *st, int *eof, int *again, cr_tls_rc *want)
+{
+    cr_async_h1 *h = st->h1;
+    *eof = *again = 0;
+    *want = CR_TLS_WANT_READ;
+    if (h->tls) {
+        cr_tls_rc rc;
+        apr_size_t n = cr_tls_read(h->tls, rbuf, sizeof(rbuf), CR_TLS_NOWAIT, &rc, h->err, sizeof(h->err));
+        if (n > 0) {
+            return n;
+        }
+        if (rc == CR_TLS_WANT_READ || rc == CR_TLS_WANT_WRITE) {
+            *again = 1;
+            *want = rc;
+        }
+        else if (rc == CR_TLS_CLOSED) {
+            *eof = 1;
+        }
+        else {
+            fail(st, CR_UP_BROKEN, "%s%s", h->err, 0);
+        }
+        return 0;
+    }
+    else {
+        ssize_t n = recv(h->fd, rbuf, sizeof(rbuf), 0);
+        if (n > 0) {
+            return (apr_size_t)n;
+        }
+        if (n == 0) {
+            *eof = 1;
+        }
+        else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            *again = 1;
+        }
+        else {
+            fail(st, CR_UP_BROKEN, "Recv failure%s: %s", "", errno);
+        }
+        return 0;
+    }
+}
+
 /* The response's bytes, as many as there are (a few reads at most, so one
- * busy upstream does not starve the others).  1 when the exchange ended. */
+ * busy upstream does not starve the others; over TLS until OpenSSL holds
+ * nothing more, since what it holds wakes no epoll).  1 when the exchange
+ * ended. */
 static int read_response(astream *st)
 {
     cr_async_h1 *h = st->h1;
     int i, rc;
 
-    for (i = 0; i < 4; i++) {
-        ssize_t n = recv(h->fd, rbuf, sizeof(rbuf), 0);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                return 0;
-            }
-            fail(st, CR_UP_BROKEN, "Recv failure%s: %s", "", errno);
-            return 1;
+    for (i = 0; h->tls || i < 4; i++) {
+        int eof, again;
+        cr_tls_rc want;
+        apr_size_t n = read_some(st, &eof, &again, &want);
+        if (!n && again) {
+            return h->tls ? tls_want(st, want) : 0;
         }
-        rc = n == 0 ? cr_h1_eof(&h->ps) : cr_h1_feed(&h->ps, rbuf, (size_t)n, NULL);
+        if (!n && !eof) {
+            return 1;       /* failed: st->resp says how */
+        }
+        rc = eof ? cr_h1_eof(&h->ps) : cr_h1_feed(&h->ps, rbuf, n, NULL);
         if (rc == CR_H1_DONE) {
             if (!h->rc_set) {
                 st->resp.rc = CR_UP_OK;
@@ -382,11 +486,86 @@ static int read_response(astream *st)
             }
             return 1;
         }
-        if ((apr_size_t)n < sizeof(rbuf)) {
+        if (h->tls && !cr_tls_has_pending(h->tls)) {
+            /* Idle until the socket says otherwise: without the record
+             * buffers (another read now would only find nothing). */
+            cr_tls_shed(h->tls);
+            return watch(st, EPOLLIN);
+        }
+        if (!h->tls && n < sizeof(rbuf)) {
             return 0;
         }
     }
     return 0;
+}
+
+/* The request head out: 1 when the exchange ended (failed), 0 otherwise
+ * (all sent and the socket watched for the answer, or waiting to go on). */
+static int send_request(astream *st)
+{
+    cr_async_h1 *h = st->h1;
+
+    if (h->tls) {
+        struct iovec iov;
+        cr_tls_rc rc;
+        iov.iov_base = h->out;
+        iov.iov_len = h->out_len;
+        rc = cr_tls_writev(h->tls, &iov, 1, CR_TLS_NOWAIT, h->err, sizeof(h->err));
+        if (rc == CR_TLS_WANT_READ || rc == CR_TLS_WANT_WRITE) {
+            return tls_want(st, rc);
+        }
+        if (rc != CR_TLS_OK) {
+            fail(st, CR_UP_BROKEN, "%s%s", h->err, 0);
+            return 1;
+        }
+        h->out_off = h->out_len;
+    }
+    while (h->out_off < h->out_len) {
+        ssize_t n = send(h->fd, h->out + h->out_off, h->out_len - h->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                return 0;   /* EPOLLOUT again */
+            }
+            fail(st, CR_UP_BROKEN, "Send failure%s: %s", "", errno);
+            return 1;
+        }
+        h->out_off += (apr_size_t)n;
+    }
+    free(h->out);
+    h->out = NULL;
+    h->phase = H1_READING;
+    if (watch(st, EPOLLIN)) {
+        return 1;
+    }
+    /* TLS may already hold the answer's first bytes (read with the
+     * handshake's last flight). */
+    return h->tls ? read_response(st) : 0;
+}
+
+/* The handshake, going on: 1 when the exchange ended (failed), 0
+ * otherwise (done and the request on its way, or waiting). */
+static int handshake(astream *st)
+{
+    cr_async_h1 *h = st->h1;
+    cr_tls_rc rc;
+
+    if (!h->tls) {
+        const char *name = h->tls_name, *key = name + strlen(name) + 1;
+        if (cr_tls_new(h->tls_ctx, h->fd, name, key, &h->tls, h->err, sizeof(h->err)) != CR_TLS_OK) {
+            fail(st, CR_UP_CONNECT, "%s%s", h->err, 0);
+            return 1;
+        }
+    }
+    rc = cr_tls_handshake(h->tls, CR_TLS_NOWAIT, h->err, sizeof(h->err));
+    if (rc == CR_TLS_WANT_READ || rc == CR_TLS_WANT_WRITE) {
+        return tls_want(st, rc);
+    }
+    if (rc != CR_TLS_OK) {
+        fail(st, CR_UP_CONNECT, "%s%s", h->err, 0);
+        return 1;
+    }
+    h->phase = H1_SENDING;
+    return send_request(st);
 }
 
 int cr_async_h1_event(astream *st, apr_uint32_t events)
@@ -406,6 +585,7 @@ int cr_async_h1_event(astream *st, apr_uint32_t events)
             /* This address refused: the next one, if any. */
             cr_async_fd_forget(h->fd);
             close(h->fd);
+            h->watching = EPOLLOUT;
             if ((err = connect_next(h)) != 0
                 || cr_async_fd_watch(h->fd, EPOLLOUT, FD_UPSTREAM, st) != 0) {
                 fail(st, CR_UP_CONNECT, "Failed to connect to %.64s: %s", "the upstream",
@@ -417,34 +597,24 @@ int cr_async_h1_event(astream *st, apr_uint32_t events)
         if (getpeername(h->fd, (struct sockaddr *)&peer, &pl) != 0) {
             return 0;           /* not yet (a stale event) */
         }
-        h->phase = H1_SENDING;
-        events |= EPOLLOUT;
         free(h->addrs);
         h->addrs = NULL;
+        if (h->tls_ctx) {
+            h->phase = H1_HANDSHAKE;
+            return handshake(st);
+        }
+        h->phase = H1_SENDING;
+        return send_request(st);
     }
-    if (h->phase == H1_SENDING && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
-        while (h->out_off < h->out_len) {
-            ssize_t n = send(h->fd, h->out + h->out_off, h->out_len - h->out_off, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                    return 0;   /* EPOLLOUT again */
-                }
-                fail(st, CR_UP_BROKEN, "Send failure%s: %s", "", errno);
-                return 1;
-            }
-            h->out_off += (apr_size_t)n;
-        }
-        free(h->out);
-        h->out = NULL;
-        h->phase = H1_READING;
-        if (cr_async_fd_watch(h->fd, EPOLLIN, FD_UPSTREAM, st) != 0) {
-            fail(st, CR_UP_INTERNAL, "cannot watch the upstream socket%s: %s", "", errno);
-            return 1;
-        }
+    if (!(events & (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP))) {
         return 0;
     }
-    if (h->phase == H1_READING && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
+    switch (h->phase) {
+    case H1_HANDSHAKE:
+        return handshake(st);
+    case H1_SENDING:
+        return send_request(st);
+    default:
         return read_response(st);
     }
-    return 0;
 }

@@ -99,6 +99,9 @@ void cr_upstream_child_init(apr_pool_t *pchild, server_rec *s);
 int cr_upstream_ready(void);
 /* The User-Agent upstream requests carry unless they set one. */
 const char *cr_upstream_user_agent(void);
+/* The process's TLS context for connections the module makes itself,
+ * trusting ca_file only (NULL: the system store); NULL with *err. */
+struct cr_tls_ctx *cr_upstream_tls_ctx(const char *ca_file, const char **err);
 /* Build the upstream request for a parsed route: URL, headers (partner,
  * country, Accept; on order routes the visitor's address and User-Agent),
  * timeouts and limits.  Streams (CR_RF_STREAM) ask for text/event-stream

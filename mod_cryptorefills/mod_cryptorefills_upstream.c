@@ -14,6 +14,7 @@
 #include "apr_strings.h"
 
 #include "mod_cryptorefills_int.h"
+#include "cr_tls.h"
 
 #include <curl/curl.h>
 
@@ -67,6 +68,15 @@ int cr_upstream_ready(void)
 const char *cr_upstream_user_agent(void)
 {
     return user_agent;
+}
+
+struct cr_tls_ctx *cr_upstream_tls_ctx(const char *ca_file, const char **err)
+{
+    if (!upstream) {
+        *err = "no upstream connection pool in this process";
+        return NULL;
+    }
+    return cr_tls_reg_get(cr_upstream_pool_tls(upstream), ca_file, err);
 }
 
 static const char *const *build_headers(request_rec *r, apr_pool_t *p, const cr_conf *c,

@@ -53,12 +53,21 @@ subtest 'untrusted CA: 502 JSON' => sub {
 
 subtest 'CryptorefillsCACertificateFile: every route and the stream' => sub {
     my $httpd = CrTest->try_start(sandbox => $sb, tls => $pki, h2 => 1,
-        conf => "CryptorefillsCACertificateFile \"$ca\"\nCryptorefillsStreamHeartbeat 60\n") or return;
+        conf => "CryptorefillsCACertificateFile \"$ca\"\nCryptorefillsStreamHeartbeat 60\nLogLevel cryptorefills:debug\n") or return;
     my $get = sub { my ($url, %o) = @_; CrCurl::request(url => $url, proto => 'h2', ca => $ca, %o) };
     CrRoutes::every_route(label => 'tls upstream', base => $httpd->url('/api'), get => $get, version => '2');
     $sb->create_order(order_id => 'tls-stream-1');
     CrRoutes::order_stream(label => 'tls upstream', sb => $sb, oid => 'tls-stream-1', version => '2',
         open => sub { CrCurl::stream(url => $httpd->url('/api/orders/tls-stream-1/subscribe'), proto => 'h2', ca => $ca) });
+    # Over HTTP/1.1 the suspended relay takes the stream: its upstream is
+    # read by the loop's own client, through TLS, without a libcurl handle.
+    $sb->create_order(order_id => 'tls-stream-2');
+    CrRoutes::order_stream(label => 'tls upstream, suspended relay', sb => $sb, oid => 'tls-stream-2', version => '1.1',
+        open => sub { CrCurl::stream(url => $httpd->url('/api/orders/tls-stream-2/subscribe'), proto => 'h1', ca => $ca) });
+    my $ended = qr/CR01508: stream of order tls-stream-2 ended .*\(suspended relay, upstream by the loop's HTTP\/1\.1 client\)/;
+    my $log = '';
+    for (1 .. 50) { $log = $httpd->slurp('error.log'); last if $log =~ $ended; select undef, undef, undef, 0.1 }
+    like($log, $ended, "... read by the loop's own client over TLS");
     $httpd->stop;
 };
 
