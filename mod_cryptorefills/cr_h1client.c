@@ -23,12 +23,19 @@
 #include "cr_h1client.h"
 #include "cr_h1.h"
 #include "cr_buf.h"
+#include "cr_tls.h"
 
 #define CR_H1C_KEY_MAX 512     /* "host:port CA-file" of a pooled connection */
 #define CR_H1C_READ 16384      /* bytes read from the socket at a time */
 
-typedef struct idle_conn {
+/* A connection: its socket, and for https:// its TLS state. */
+typedef struct conn_t {
     int fd;
+    cr_tls *tls;
+} conn_t;
+
+typedef struct idle_conn {
+    conn_t conn;
     char key[CR_H1C_KEY_MAX];
 } idle_conn;
 
@@ -38,18 +45,31 @@ struct cr_h1c {
     int nidle;
     int max_idle;
     const char *user_agent;
+    cr_tls_reg *tls;             /* the process's TLS contexts, by CA file */
 };
+
+/* Close a connection (a TLS one says close_notify first, never waiting). */
+static void conn_close(conn_t *cn)
+{
+    if (cn->fd >= 0) {
+        cr_tls_free(cn->tls, 1);
+        close(cn->fd);
+    }
+    cn->fd = -1;
+    cn->tls = NULL;
+}
 
 static apr_status_t h1c_cleanup(void *data)
 {
     cr_h1c *c = data;
     while (c->nidle > 0) {
-        close(c->idle[--c->nidle].fd);
+        conn_close(&c->idle[--c->nidle].conn);
     }
     return APR_SUCCESS;
 }
 
-apr_status_t cr_h1c_create(apr_pool_t *p, int max_idle, const char *user_agent, cr_h1c **out)
+apr_status_t cr_h1c_create(apr_pool_t *p, int max_idle, const char *user_agent, cr_tls_reg *tls,
+                           cr_h1c **out)
 {
     cr_h1c *c = apr_pcalloc(p, sizeof(*c));
     apr_status_t rv;
@@ -57,6 +77,7 @@ apr_status_t cr_h1c_create(apr_pool_t *p, int max_idle, const char *user_agent, 
     c->max_idle = max_idle > 0 ? max_idle : 1;
     c->idle = apr_pcalloc(p, sizeof(idle_conn) * (apr_size_t)c->max_idle);
     c->user_agent = user_agent;
+    c->tls = tls;
     rv = apr_thread_mutex_create(&c->mutex, APR_THREAD_MUTEX_DEFAULT, p);
     if (rv != APR_SUCCESS) {
         return rv;
@@ -73,6 +94,7 @@ typedef struct url_t {
     const char *name;        /* for the resolver: without brackets */
     unsigned port;
     const char *target;      /* "/path?query" */
+    int tls;                 /* https:// */
     char key[CR_H1C_KEY_MAX];  /* the idle-list key, "" when too long to pool */
 } url_t;
 
@@ -80,12 +102,20 @@ typedef struct url_t {
 static int parse_url(apr_pool_t *p, const char *url, url_t *u)
 {
     const char *a, *e, *hs, *he, *ps;
-    unsigned long port = 80;
+    unsigned long port;
 
-    if (strncasecmp(url, "http://", 7)) {
+    if (!strncasecmp(url, "http://", 7)) {
+        u->tls = 0;
+        a = url + 7;
+    }
+    else if (!strncasecmp(url, "https://", 8)) {
+        u->tls = 1;
+        a = url + 8;
+    }
+    else {
         return -1;
     }
-    a = url + 7;
+    port = u->tls ? 443 : 80;
     e = a + strcspn(a, "/?#");
     if (e == a || memchr(a, '@', (size_t)(e - a))) {
         return -1;
@@ -141,7 +171,7 @@ int cr_h1c_applies(const cr_upstream_req *req)
 {
     return !req->on_data && !req->on_tick && !req->on_headers
            && (!req->proxy || !*req->proxy)
-           && req->url && !strncasecmp(req->url, "http://", 7);
+           && req->url && (!strncasecmp(req->url, "http://", 7) || !strncasecmp(req->url, "https://", 8));
 }
 
 /* ------------------------------------------------------------------ time */
@@ -165,6 +195,18 @@ static int wait_ms(apr_int64_t deadline)
         return 0;
     }
     return left > 1000000000 ? 1000000000 : (int)((left + 999) / 1000);
+}
+
+/* A deadline of this file's clock (monotonic) as cr_tls takes it
+ * (apr_time_now()); 0 stays "none". */
+static apr_time_t tls_deadline(apr_int64_t deadline)
+{
+    apr_int64_t left;
+    if (!deadline) {
+        return 0;
+    }
+    left = deadline - now_us();
+    return apr_time_now() + (left > 0 ? left : 0);
 }
 
 /* Wait for events on fd until deadline: 1 ready, 0 timed out, -1 error. */
@@ -196,54 +238,58 @@ static int wait_fd(int fd, short events, apr_int64_t deadline)
 
 /* ------------------------------------------------------------------ idle list */
 
-/* The most recently returned idle connection to key that looks alive. */
-static int idle_take(cr_h1c *c, const char *key)
+/* The most recently returned idle connection to key that looks alive
+ * (fd -1: none). */
+static conn_t idle_take(cr_h1c *c, const char *key)
 {
     for (;;) {
-        int fd = -1, i;
+        conn_t cn = { -1, NULL };
+        int i;
         struct pollfd pf;
         apr_thread_mutex_lock(c->mutex);
         for (i = c->nidle - 1; i >= 0; i--) {
             if (!strcmp(c->idle[i].key, key)) {
-                fd = c->idle[i].fd;
+                cn = c->idle[i].conn;
                 memmove(&c->idle[i], &c->idle[i + 1], sizeof(idle_conn) * (apr_size_t)(c->nidle - i - 1));
                 c->nidle--;
                 break;
             }
         }
         apr_thread_mutex_unlock(c->mutex);
-        if (fd < 0) {
-            return -1;
+        if (cn.fd < 0) {
+            return cn;
         }
         /* An idle HTTP connection has nothing to say: readable means the
-         * upstream closed it (or sent garbage). */
-        pf.fd = fd;
+         * upstream closed it (or sent garbage) -- or, over TLS 1.3, sent
+         * session tickets after the handshake, which cr_tls_idle_ok takes. */
+        pf.fd = cn.fd;
         pf.events = POLLIN;
         pf.revents = 0;
-        if (poll(&pf, 1, 0) == 0) {
-            return fd;
+        if (poll(&pf, 1, 0) == 0 || (cn.tls && cr_tls_idle_ok(cn.tls))) {
+            return cn;
         }
-        close(fd);
+        conn_close(&cn);
     }
 }
 
 /* Keep a connection for the next request; the oldest goes when full. */
-static void idle_put(cr_h1c *c, int fd, const char *key)
+static void idle_put(cr_h1c *c, conn_t cn, const char *key)
 {
-    int evicted = -1;
+    conn_t evicted = { -1, NULL };
+    if (cn.tls) {
+        cr_tls_shed(cn.tls);    /* idle without its record buffers */
+    }
     apr_thread_mutex_lock(c->mutex);
     if (c->nidle == c->max_idle) {
-        evicted = c->idle[0].fd;
+        evicted = c->idle[0].conn;
         memmove(&c->idle[0], &c->idle[1], sizeof(idle_conn) * (apr_size_t)(c->nidle - 1));
         c->nidle--;
     }
-    c->idle[c->nidle].fd = fd;
+    c->idle[c->nidle].conn = cn;
     memcpy(c->idle[c->nidle].key, key, strlen(key) + 1);   /* fits: from a url_t key */
     c->nidle++;
     apr_thread_mutex_unlock(c->mutex);
-    if (evicted >= 0) {
-        close(evicted);
-    }
+    conn_close(&evicted);
 }
 
 /* ------------------------------------------------------------------ connect */
@@ -425,6 +471,35 @@ static int connect_to(apr_pool_t *p, const url_t *u, apr_int64_t deadline, int *
     return fd;
 }
 
+/* TLS on a new connection to an https:// upstream, verified as libcurl
+ * verified (the system store or only the CA file; host name or address),
+ * within the connect deadline.  0, or -1 with the connection closed and
+ * resp's rc and error set (a refused certificate is "could not connect"). */
+static int handshake(cr_h1c *c, apr_pool_t *p, const url_t *u, const cr_upstream_req *req,
+                     conn_t *cn, apr_int64_t cdeadline, cr_upstream_resp *resp)
+{
+    const char *why = NULL;
+    cr_tls_ctx *ctx = c->tls ? cr_tls_reg_get(c->tls, req->ca_file, &why) : NULL;
+    char err[200], key[300];
+    cr_tls_rc rc;
+
+    if (!ctx) {
+        conn_close(cn);
+        resp->rc = CR_UP_CONNECT;
+        resp->error = apr_pstrcat(p, "TLS: ", why ? why : "no TLS context", NULL);
+        return -1;
+    }
+    apr_snprintf(key, sizeof(key), "%s:%u", u->name, u->port);
+    rc = cr_tls_connect(ctx, cn->fd, u->name, key, tls_deadline(cdeadline), &cn->tls, err, sizeof(err));
+    if (rc != CR_TLS_OK) {
+        conn_close(cn);
+        resp->rc = rc == CR_TLS_TIMEOUT ? CR_UP_TIMEOUT : CR_UP_CONNECT;
+        resp->error = apr_pstrdup(p, err);
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ answer */
 
 typedef struct answer_t {
@@ -536,18 +611,25 @@ static const cr_h1_callbacks callbacks = { NULL, on_head, on_body };
 enum { XCH_DONE, XCH_RETRY, XCH_FAIL };
 
 /* Send the request: head and body in one sendmsg (more only if the socket
- * takes less).  Returns 0, or an errno (ETIMEDOUT for the deadline). */
-static int send_all(int fd, const char *head, size_t hlen, const char *body, size_t blen,
+ * takes less; over TLS one write of both).  Returns 0, or an errno
+ * (ETIMEDOUT for the deadline; EPIPE for a TLS failure, with *sent set:
+ * what left is not known). */
+static int send_all(const conn_t *cn, const char *head, size_t hlen, const char *body, size_t blen,
                     apr_int64_t deadline, size_t *sent)
 {
     struct iovec iov[2];
-    int i = 0, cnt = blen ? 2 : 1;
+    int i = 0, cnt = blen ? 2 : 1, fd = cn->fd;
 
     iov[0].iov_base = (void *)head;
     iov[0].iov_len = hlen;
     iov[1].iov_base = (void *)body;
     iov[1].iov_len = blen;
     *sent = 0;
+    if (cn->tls) {
+        cr_tls_rc rc = cr_tls_writev(cn->tls, iov, cnt, tls_deadline(deadline), NULL, 0);
+        *sent = hlen + blen;
+        return rc == CR_TLS_OK ? 0 : rc == CR_TLS_TIMEOUT ? ETIMEDOUT : EPIPE;
+    }
     while (i < cnt) {
         struct msghdr mh;
         ssize_t n;
@@ -605,8 +687,12 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
      * shares a connection). */
     {
         size_t hl = strlen(u.host), cl = req->ca_file ? strlen(req->ca_file) : 0;
-        if (hl + cl + 8 < sizeof(u.key)) {
+        if (hl + cl + 10 < sizeof(u.key)) {
             char *k = u.key;
+            if (u.tls) {
+                memcpy(k, "s:", 2);   /* never a plain connection for https, nor the reverse */
+                k += 2;
+            }
             memcpy(k, u.host, hl);
             k += hl;
             *k++ = ':';
@@ -646,38 +732,42 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
     cr_buf_init(&a.body, p, 16384);
 
     for (attempt = 0; attempt < 2; attempt++) {
-        int fd = -1, reused = 0, rc = CR_H1_MORE, outcome = XCH_FAIL, keepable = 0;
+        int reused = 0, rc = CR_H1_MORE, outcome = XCH_FAIL, keepable = 0;
+        conn_t cn = { -1, NULL };
         size_t sent = 0;
         cr_h1_parser ps;
         char buf[CR_H1C_READ];
 
         /* A retry always goes out on a new connection. */
         if (!req->fresh_connection && attempt == 0 && u.key[0]) {
-            fd = idle_take(c, u.key);
-            reused = fd >= 0;
+            cn = idle_take(c, u.key);
+            reused = cn.fd >= 0;
         }
         resp->reused = 0;
-        if (fd < 0) {
+        if (cn.fd < 0) {
             int timed_out;
-            fd = connect_to(p, &u, cdeadline, &timed_out, &resp->error, start);
+            cn.fd = connect_to(p, &u, cdeadline, &timed_out, &resp->error, start);
             resp->connects++;
-            if (fd < 0) {
+            if (cn.fd < 0) {
                 resp->rc = timed_out ? CR_UP_TIMEOUT : CR_UP_CONNECT;
+                break;
+            }
+            if (u.tls && handshake(c, p, &u, req, &cn, cdeadline, resp) != 0) {
                 break;
             }
         }
         resp->reused = reused;
         {
-            int se = send_all(fd, head, hlen, req->body, req->body_len, deadline, &sent);
+            int se = send_all(&cn, head, hlen, req->body, req->body_len, deadline, &sent);
             if (sent) {
                 resp->request_sent = 1;
             }
             if (se) {
                 if (reused && se != ETIMEDOUT && !req->fresh_connection && attempt == 0) {
-                    close(fd);
+                    conn_close(&cn);
                     continue;   /* request_sent stays: a request that left may have arrived */
                 }
-                close(fd);
+                conn_close(&cn);
                 if (se == ETIMEDOUT) {
                     resp->rc = CR_UP_TIMEOUT;
                     resp->error = apr_psprintf(p, "Operation timed out after %ld milliseconds with 0 bytes received",
@@ -695,14 +785,28 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
         cr_h1_parser_init(&ps, &callbacks, &a, !strcmp(req->method, "HEAD"));
         for (;;) {
             ssize_t n;
-            int w = wait_fd(fd, POLLIN, deadline);
+            int w;
+            if (cn.tls) {
+                /* cr_tls waits itself, and knows what it holds decrypted. */
+                cr_tls_rc trc;
+                char te[160];
+                n = (ssize_t)cr_tls_read(cn.tls, buf, sizeof(buf), tls_deadline(deadline), &trc, te, sizeof(te));
+                w = n > 0 || trc != CR_TLS_TIMEOUT;
+                if (n == 0 && trc == CR_TLS_ERROR) {
+                    n = -1;
+                    errno = EPROTO;
+                }
+            }
+            else {
+                w = wait_fd(cn.fd, POLLIN, deadline);
+                n = w <= 0 ? -1 : recv(cn.fd, buf, sizeof(buf), 0);
+            }
             if (w == 0) {
                 resp->rc = CR_UP_TIMEOUT;
                 resp->error = apr_psprintf(p, "Operation timed out after %ld milliseconds with %llu bytes received",
                                            (long)((now_us() - start) / 1000), cr_h1_body_bytes(&ps));
                 break;
             }
-            n = w < 0 ? -1 : recv(fd, buf, sizeof(buf), 0);
             if (n > 0) {
                 size_t used = 0;
                 rc = cr_h1_feed(&ps, buf, (size_t)n, &used);
@@ -746,7 +850,7 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
         }
         cr_h1_parser_release(&ps);
         if (outcome == XCH_RETRY) {
-            close(fd);
+            conn_close(&cn);
             continue;   /* request_sent stays: a request that left may have arrived */
         }
         if (outcome == XCH_DONE && a.z_on && !a.z_done && a.z.total_in > 0) {
@@ -775,10 +879,10 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
             }
         }
         if (keepable && !req->fresh_connection && resp->rc == CR_UP_OK && u.key[0]) {
-            idle_put(c, fd, u.key);
+            idle_put(c, cn, u.key);
         }
         else {
-            close(fd);
+            conn_close(&cn);
         }
         break;
     }

@@ -69,7 +69,7 @@ apr_status_t cr_upstream_pool_create(apr_pool_t *p, int max_idle, const char *us
         rv = cr_tls_reg_create(p, &up->tls);
     }
     if (rv == APR_SUCCESS) {
-        rv = cr_h1c_create(p, up->max_idle, up->user_agent, &up->h1);
+        rv = cr_h1c_create(p, up->max_idle, up->user_agent, up->tls, &up->h1);
     }
     if (rv != APR_SUCCESS) {
         return rv;
@@ -445,6 +445,7 @@ void cr_upstream_xfer_finish(cr_upstream_xfer *xf, int result, cr_upstream_resp 
     curl_easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &connect_code);
     curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
     curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &resp->total_time);
+    resp->client = "libcurl";
     curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
 #if LIBCURL_VERSION_NUM >= 0x074200
     curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after);
@@ -535,11 +536,12 @@ void cr_upstream_perform(cr_upstream_pool *up, apr_pool_t *p,
 {
     cr_upstream_xfer *xf;
 
-    /* Collected plain-http exchanges without a proxy: our own HTTP/1.1
-     * client (libcurl's per-transfer machinery costs more than the whole
-     * exchange; docs/BENCHMARKS.md run 6).  Everything else: libcurl. */
+    /* Collected exchanges without a proxy, http:// or https://: our own
+     * HTTP/1.1 client (libcurl's per-transfer machinery costs more than the
+     * whole exchange; docs/BENCHMARKS.md run 6).  Everything else: libcurl. */
     if (cr_h1c_applies(req)) {
         cr_h1c_perform(up->h1, p, req, resp);
+        resp->client = "own";
         if (resp->connects > 0) {
             apr_atomic_add32(&up->connects, (apr_uint32_t)resp->connects);
         }

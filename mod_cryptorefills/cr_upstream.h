@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The upstream client behind APR types.
  *
- * cr_upstream_perform() gives a collected exchange with an http:// URL, no
- * proxy and no streaming callback to the module's own HTTP/1.1 client
- * (cr_h1client.h: same results, far cheaper per exchange); everything else
- * (https://, proxies, on_data/on_tick/on_headers, and the xfer API below)
- * goes through libcurl, as described here.
+ * cr_upstream_perform() gives a collected exchange with an http:// or
+ * https:// URL, no proxy and no streaming callback to the module's own
+ * HTTP/1.1 client (cr_h1client.h: same results, far cheaper per exchange);
+ * everything else (proxies, on_data/on_tick/on_headers, and the xfer API
+ * below) goes through libcurl, as described here.
  *
  * A per-process pool of easy handles keeps connections to the upstream
  * alive across requests (each handle owns a connection cache; handles are
@@ -77,6 +77,7 @@ typedef struct cr_upstream_resp {
     long connects;                 /* new connections this exchange opened */
     const char *error;             /* libcurl's message on failure */
     double total_time;             /* seconds */
+    const char *client;            /* which client carried it: "own" or "libcurl" (logs, tests) */
 } cr_upstream_resp;
 
 /* Once per process, before any thread: curl_global_init. */

@@ -142,8 +142,8 @@ void cr_async_start(request_rec *r, const cr_async_spec *spec, cr_async_result *
     if (spec->req_pool) {
         apr_pool_destroy(spec->req_pool);   /* copied */
     }
-    /* A plain http:// upstream without a proxy: the loop's own exchange;
-     * else a libcurl transfer. */
+    /* An upstream without a proxy (http:// or https://): the loop's own
+     * exchange; else a libcurl transfer. */
     switch (cr_async_h1_prepare(st)) {
     case 1:
         break;

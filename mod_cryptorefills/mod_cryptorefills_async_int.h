@@ -9,9 +9,10 @@
  *                                     and timer, epoll, the commands, the tick;
  *                                     its setup and teardown
  *       -> mod_cryptorefills_async_h1.c  the loop's own HTTP/1.1 exchange for
- *                                     a plain http:// upstream without a proxy
- *                                     (cr_h1: non-blocking connect, request
- *                                     head, response parser); async.c calls
+ *                                     an http:// or https:// upstream without
+ *                                     a proxy (cr_h1: non-blocking connect,
+ *                                     request head, response parser; cr_tls
+ *                                     never waiting); async.c calls
  *                                     its prepare step on the handler's thread
  *       -> mod_cryptorefills_async_worker.c  the worker's side (stream_cb
  *                                     writes, stream_finish ends the request),
@@ -30,7 +31,7 @@
  * -------------------------
  * - The handler's thread prepares a stream (one heap block with its
  *   strings, the SSE relay on the heap, a mutex and condition shared with
- *   other streams; for a plain http:// upstream without a proxy a socket
+ *   other streams; for an upstream reached without a proxy a socket
  *   with its connect started and the request head formatted, else a
  *   libcurl transfer), sends it to the loop
  *   (CMD_ADD) and waits for the upstream's response head.  On a 2xx it
@@ -126,8 +127,8 @@ struct astream {
 
     /* Loop thread only (the handler before CMD_ADD). */
     cr_upstream_req req;
-    cr_upstream_xfer *xf;       /* libcurl's transfer (https://, proxies), or */
-    cr_async_h1 *h1;            /* the loop's own exchange (plain http://) */
+    cr_upstream_xfer *xf;       /* libcurl's transfer (through a proxy), or */
+    cr_async_h1 *h1;            /* the loop's own exchange (no proxy) */
     CURL *easy;
     cr_upstream_resp resp;
     cr_sse_relay *relay;
@@ -229,8 +230,8 @@ void cr_async_loop_start(apr_pool_t *pchild);
 
 /* ---- the loop's own HTTP/1.1 exchange (mod_cryptorefills_async_h1.c) ------------------ */
 
-/* Handler's thread, before CMD_ADD: for a plain http:// URL without a
- * proxy, resolve, start a non-blocking connect and format the request:
+/* Handler's thread, before CMD_ADD: for an http:// or https:// URL
+ * without a proxy, resolve, start a non-blocking connect and format the request:
  * 1.  0: not for this stream (libcurl's transfer).  -1: failed at once
  * (st->resp says how, as libcurl's would). */
 int cr_async_h1_prepare(astream *st);

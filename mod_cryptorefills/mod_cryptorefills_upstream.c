@@ -3,7 +3,7 @@
  * country, User-Agent, timeouts, limits) for collected and streamed calls
  * alike, and run through the process's upstream pool (created in
  * child_init, so no connection or curl handle crosses a fork): collected
- * plain-http calls by the own HTTP/1.1 client, the rest by libcurl
+ * calls without a proxy by the own HTTP/1.1 client, the rest by libcurl
  * (cr_upstream.h). */
 #include <string.h>
 
@@ -151,9 +151,10 @@ void cr_upstream_run(request_rec *r, const cr_upstream_req *req, cr_upstream_res
     CR_COUNT(upstream_requests);
     count_connects(resp);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, CRLOGNO(01101)
-                  "upstream %s %s: %s, status %ld, %" APR_SIZE_T_FMT " bytes, %.3fs%s",
+                  "upstream %s %s: %s, status %ld, %" APR_SIZE_T_FMT " bytes, %.3fs, %s client%s",
                   req->method, req->url, cr_upstream_rc_name(resp->rc), resp->status, resp->len,
-                  resp->total_time, resp->reused ? ", reused connection" : "");
+                  resp->total_time, resp->client ? resp->client : "no",
+                  resp->reused ? ", reused connection" : "");
 }
 
 cr_upstream_xfer *cr_upstream_start(apr_pool_t *p, const cr_upstream_req *req,

@@ -56,6 +56,21 @@ subtest 'CryptorefillsCACertificateFile: every route and the stream' => sub {
         conf => "CryptorefillsCACertificateFile \"$ca\"\nCryptorefillsStreamHeartbeat 60\nLogLevel cryptorefills:debug\n") or return;
     my $get = sub { my ($url, %o) = @_; CrCurl::request(url => $url, proto => 'h2', ca => $ca, %o) };
     CrRoutes::every_route(label => 'tls upstream', base => $httpd->url('/api'), get => $get, version => '2');
+    # Collected calls to an https:// upstream go through the module's own
+    # client (cr_h1client over cr_tls), not libcurl.
+    my @calls = $httpd->slurp('error.log') =~ /CR01101: upstream \w+ https:\S+: \w+, status \d+, \d+ bytes, [\d.]+s, (\w+) client/g;
+    ok(@calls >= 3, scalar(@calls) . ' collected https:// calls logged');
+    is_deeply([ grep { $_ ne 'own' } @calls ], [], '... every one by the own client');
+    # ... on kept-alive TLS connections: ten price quotes in a row, nearly
+    # all on a connection an earlier one used (idle TLS connections are
+    # checked before reuse and resumed when new).
+    my $before = () = $httpd->slurp('error.log') =~ /CR01101: upstream GET https:\S+products\/price\S*: ok, .* own client, reused connection/g;
+    for (1 .. 10) {
+        my $r = $get->($httpd->url('/api/products/price?brand_name=Airbnb&country_code=US&face_value=100&coin=USDC'));
+        is($r->{code}, 200, 'price over TLS: 200') or last;
+    }
+    my $reused = () = $httpd->slurp('error.log') =~ /CR01101: upstream GET https:\S+products\/price\S*: ok, .* own client, reused connection/g;
+    cmp_ok($reused - $before, '>=', 8, 'ten price quotes: at least eight on a reused TLS connection');
     $sb->create_order(order_id => 'tls-stream-1');
     CrRoutes::order_stream(label => 'tls upstream', sb => $sb, oid => 'tls-stream-1', version => '2',
         open => sub { CrCurl::stream(url => $httpd->url('/api/orders/tls-stream-1/subscribe'), proto => 'h2', ca => $ca) });
