@@ -36,6 +36,70 @@ static int own_fields(const char *const *headers)
     return own;
 }
 
+int cr_h1_url_split(const char *url, cr_h1_url *u)
+{
+    const char *a, *e, *he, *f;
+    unsigned long port = 0;
+
+    memset(u, 0, sizeof(*u));
+    if (!strncasecmp(url, "http://", 7)) {
+        a = url + 7;
+    }
+    else if (!strncasecmp(url, "https://", 8)) {
+        u->tls = 1;
+        a = url + 8;
+    }
+    else {
+        return -1;
+    }
+    e = a + strcspn(a, "/?#");
+    if (e == a || memchr(a, '@', (size_t)(e - a))) {
+        return -1;
+    }
+    if (*a == '[') {
+        he = memchr(a, ']', (size_t)(e - a));
+        if (!he || he == a + 1) {
+            return -1;
+        }
+        u->name = a + 1;
+        u->name_len = (size_t)(he - a - 1);
+        he++;
+    }
+    else {
+        he = memchr(a, ':', (size_t)(e - a));
+        if (!he) {
+            he = e;
+        }
+        u->name = a;
+        u->name_len = (size_t)(he - a);
+    }
+    u->host = a;
+    u->host_len = (size_t)(he - a);
+    if (!u->name_len) {
+        return -1;
+    }
+    if (he < e) {
+        const char *p;
+        if (*he != ':' || he + 1 == e) {
+            return -1;
+        }
+        for (p = he + 1; p < e; p++) {
+            if (*p < '0' || *p > '9' || (port = port * 10 + (unsigned long)(*p - '0')) > 65535) {
+                return -1;
+            }
+        }
+        if (!port) {
+            return -1;
+        }
+    }
+    u->port = port ? (unsigned)port : u->tls ? 443 : 80;
+    f = strchr(e, '#');
+    u->target = e;
+    u->target_len = f ? (size_t)(f - e) : strlen(e);
+    u->target_slash = *e == '?';
+    return 0;
+}
+
 size_t cr_h1_fmt_uint(char *buf, unsigned long long v)
 {
     char tmp[24];
@@ -68,7 +132,7 @@ static size_t head_emit(const cr_h1_request *rq, char *out)
     PUTS(target);
     PUTL(" HTTP/1.1\r\nHost: ");
     PUTS(rq->host);
-    if (rq->port != 80) {
+    if (rq->port != (rq->default_port ? rq->default_port : 80)) {
         PUTL(":");
         nl = cr_h1_fmt_uint(num, rq->port);
         PUTN(num, nl);

@@ -45,13 +45,36 @@
 #define CR_H1_MAX_CHUNK_LINE 4096  /* a chunk-size line with its extensions */
 
 /* ------------------------------------------------------------------------
+ * Upstream URL
+ * --------------------------------------------------------------------- */
+
+/* The parts of an http:// or https:// URL, as spans of it (nothing
+ * copied, nothing allocated). */
+typedef struct cr_h1_url {
+    int tls;                       /* https:// */
+    const char *host;              /* as written ("[::1]" with its brackets) */
+    size_t host_len;
+    const char *name;              /* for the resolver and TLS ("::1" without) */
+    size_t name_len;
+    unsigned port;                 /* as written, else 80 or 443 */
+    const char *target;            /* path and query, the fragment left out */
+    size_t target_len;             /* 0: the target is "/" */
+    int target_slash;              /* the target starts with '?': "/" goes first */
+} cr_h1_url;
+
+/* 0 when url is http[s]://host[:port][/path][?query][#fragment] with a
+ * host and a port in 1..65535; -1 otherwise (another scheme, user info,
+ * an unclosed IPv6 bracket, an empty or bad port). */
+int cr_h1_url_split(const char *url, cr_h1_url *u);
+
+/* ------------------------------------------------------------------------
  * Request head
  * --------------------------------------------------------------------- */
 
 typedef struct cr_h1_request {
     const char *method;            /* "GET", "POST", ... */
     const char *host;              /* as in the URL ("[::1]" with brackets for IPv6) */
-    unsigned port;                 /* Host: carries ":port" unless it is 80 */
+    unsigned port;                 /* Host: carries ":port" unless it is default_port */
     const char *target;            /* origin form: "/path?query" (NULL or "": "/") */
     const char *const *headers;    /* "Name: value" lines, NULL-terminated, may be NULL */
     const char *user_agent;        /* User-Agent unless headers has one; NULL: none */
@@ -59,6 +82,7 @@ typedef struct cr_h1_request {
     const char *accept_encoding;   /* Accept-Encoding unless headers has one; NULL: none */
     int has_body;                  /* send Content-Length: body_len (POST/PUT, also 0) */
     size_t body_len;
+    unsigned default_port;         /* the scheme's (443 for https); 0: 80 */
 } cr_h1_request;
 
 /* Bytes cr_h1_head_write() will write for rq (no NUL).  0 when a header

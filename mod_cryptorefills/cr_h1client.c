@@ -98,72 +98,20 @@ typedef struct url_t {
     char key[CR_H1C_KEY_MAX];  /* the idle-list key, "" when too long to pool */
 } url_t;
 
-/* http://host[:port][/path][?query] without user info; 0 when fine. */
+/* The URL's parts, copied from p; 0 when fine (cr_h1_url_split). */
 static int parse_url(apr_pool_t *p, const char *url, url_t *u)
 {
-    const char *a, *e, *hs, *he, *ps;
-    unsigned long port;
+    cr_h1_url sp;
 
-    if (!strncasecmp(url, "http://", 7)) {
-        u->tls = 0;
-        a = url + 7;
-    }
-    else if (!strncasecmp(url, "https://", 8)) {
-        u->tls = 1;
-        a = url + 8;
-    }
-    else {
+    if (cr_h1_url_split(url, &sp) != 0) {
         return -1;
     }
-    port = u->tls ? 443 : 80;
-    e = a + strcspn(a, "/?#");
-    if (e == a || memchr(a, '@', (size_t)(e - a))) {
-        return -1;
-    }
-    if (*a == '[') {
-        he = memchr(a, ']', (size_t)(e - a));
-        if (!he) {
-            return -1;
-        }
-        hs = a;
-        he++;
-        u->name = apr_pstrmemdup(p, a + 1, (size_t)(he - a - 2));
-    }
-    else {
-        hs = a;
-        he = memchr(a, ':', (size_t)(e - a));
-        if (!he) {
-            he = e;
-        }
-        u->name = NULL;
-    }
-    u->host = apr_pstrmemdup(p, hs, (size_t)(he - hs));
-    if (!u->name) {
-        u->name = u->host;
-    }
-    if (he < e) {
-        char *end;
-        if (*he != ':' || he + 1 == e) {
-            return -1;
-        }
-        ps = he + 1;
-        port = strtoul(ps, &end, 10);
-        if (end != e || port == 0 || port > 65535) {
-            return -1;
-        }
-    }
-    u->port = (unsigned)port;
-    if (!*u->host) {
-        return -1;
-    }
-    if (*e == '#' || *e == '\0') {
-        u->target = "/";
-    }
-    else {
-        const char *f = strchr(e, '#');
-        u->target = *e == '?' ? apr_pstrcat(p, "/", f ? apr_pstrmemdup(p, e, (size_t)(f - e)) : e, NULL)
-                              : f ? apr_pstrmemdup(p, e, (size_t)(f - e)) : e;
-    }
+    u->tls = sp.tls;
+    u->host = apr_pstrmemdup(p, sp.host, sp.host_len);
+    u->name = sp.name == sp.host ? u->host : apr_pstrmemdup(p, sp.name, sp.name_len);
+    u->port = sp.port;
+    u->target = !sp.target_len ? "/"
+              : apr_pstrcat(p, sp.target_slash ? "/" : "", apr_pstrmemdup(p, sp.target, sp.target_len), NULL);
     return 0;
 }
 
@@ -709,6 +657,7 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
     hr.method = req->method;
     hr.host = u.host;
     hr.port = u.port;
+    hr.default_port = u.tls ? 443 : 80;
     hr.target = u.target;
     hr.headers = req->headers;
     hr.user_agent = c->user_agent;

@@ -67,69 +67,6 @@ struct cr_async_h1 {
 
 /* ---- the handler's side ----------------------------------------------------------------- */
 
-/* http://host[:port][/target]: host (brackets kept for IPv6), port,
- * target.  0 when the URL is anything else or has a user part or a
- * fragment (libcurl handles those). */
-static int split_url(const char *url, char *host, apr_size_t hcap, unsigned *port,
-                     const char **target, int *tls)
-{
-    const char *a, *e, *h_end, *p;
-    apr_size_t hl;
-
-    if (strncasecmp(url, "http://", 7) == 0) {
-        *tls = 0;
-        a = url + 7;
-    }
-    else if (strncasecmp(url, "https://", 8) == 0) {
-        *tls = 1;
-        a = url + 8;
-    }
-    else {
-        return 0;
-    }
-    e = a + strcspn(a, "/?#");
-    if (memchr(a, '@', (apr_size_t)(e - a)) || strchr(e, '#')) {
-        return 0;
-    }
-    if (*a == '[') {
-        h_end = memchr(a, ']', (apr_size_t)(e - a));
-        if (!h_end) {
-            return 0;
-        }
-        h_end++;
-    }
-    else {
-        h_end = memchr(a, ':', (apr_size_t)(e - a));
-        if (!h_end) {
-            h_end = e;
-        }
-    }
-    hl = (apr_size_t)(h_end - a);
-    if (hl == 0 || hl >= hcap) {
-        return 0;
-    }
-    memcpy(host, a, hl);
-    host[hl] = '\0';
-    *port = *tls ? 443 : 80;
-    if (h_end < e) {
-        unsigned long v = 0;
-        if (*h_end != ':' || h_end + 1 == e) {
-            return 0;
-        }
-        for (p = h_end + 1; p < e; p++) {
-            if (*p < '0' || *p > '9' || (v = v * 10 + (unsigned long)(*p - '0')) > 65535) {
-                return 0;
-            }
-        }
-        if (v == 0) {
-            return 0;
-        }
-        *port = (unsigned)v;
-    }
-    *target = *e ? e : "/";
-    return 1;
-}
-
 /* Start a non-blocking connect to the next address not tried yet: 0 (the
  * connect is under way in h->fd), or the errno of the last one that
  * failed at once (h->fd -1). */
@@ -175,19 +112,28 @@ int cr_async_h1_prepare(astream *st)
     const char *target, *name;
     unsigned port;
     struct addrinfo hints, *ai = NULL, *a;
+    cr_h1_url sp;
     cr_h1_request hr;
     cr_async_h1 *h;
     apr_size_t n;
     int rv, err, i, tls;
 
-    if ((rq->proxy && *rq->proxy)
-        || !split_url(rq->url, host, sizeof(host), &port, &target, &tls)) {
+    /* A fragment or a target starting with '?' is left to libcurl (a
+     * configured upstream has neither). */
+    if ((rq->proxy && *rq->proxy) || cr_h1_url_split(rq->url, &sp) != 0
+        || sp.host_len >= sizeof(host) || sp.target_slash || sp.target[sp.target_len] == '#') {
         return 0;
     }
+    memcpy(host, sp.host, sp.host_len);
+    host[sp.host_len] = '\0';
+    port = sp.port;
+    tls = sp.tls;
+    target = sp.target_len ? sp.target : "/";
     memset(&hr, 0, sizeof(hr));
     hr.method = rq->method;
     hr.host = host;
     hr.port = port;
+    hr.default_port = tls ? 443 : 80;
     hr.target = target;
     hr.headers = rq->headers;
     hr.user_agent = cr_upstream_user_agent();

@@ -40,6 +40,55 @@ START_TEST(head_get_with_port)
 }
 END_TEST
 
+START_TEST(head_https_default_port)
+{
+    cr_h1_request rq = { "GET", "api.example", 443, "/v2/brands", NULL, NULL, NULL, NULL, 0, 0, 443 };
+    char *h = head_of(&rq);
+    ck_assert_str_eq(h, "GET /v2/brands HTTP/1.1\r\nHost: api.example\r\n\r\n");
+    free(h);
+    rq.port = 8443;
+    h = head_of(&rq);
+    ck_assert_str_eq(h, "GET /v2/brands HTTP/1.1\r\nHost: api.example:8443\r\n\r\n");
+    free(h);
+}
+END_TEST
+
+static void url_is(const char *url, int tls, const char *host, const char *name, unsigned port,
+                   const char *target, int slash)
+{
+    cr_h1_url u;
+    ck_assert_msg(cr_h1_url_split(url, &u) == 0, "%s refused", url);
+    ck_assert_int_eq(u.tls, tls);
+    ck_assert_msg(u.host_len == strlen(host) && !memcmp(u.host, host, u.host_len), "%s: host", url);
+    ck_assert_msg(u.name_len == strlen(name) && !memcmp(u.name, name, u.name_len), "%s: name", url);
+    ck_assert_uint_eq(u.port, port);
+    ck_assert_msg(u.target_len == strlen(target) && !memcmp(u.target, target, u.target_len),
+                  "%s: target '%.*s'", url, (int)u.target_len, u.target);
+    ck_assert_int_eq(u.target_slash, slash);
+}
+
+START_TEST(url_split)
+{
+    static const char *const bad[] = {
+        "ftp://x/", "http://", "http:///path", "http://user@host/", "http://[::1/", "http://[]/",
+        "http://host:/", "http://host:0/", "http://host:65536/", "http://host:8x/", "http://:80/",
+        "https//host/", NULL
+    };
+    int i;
+    url_is("http://127.0.0.1:8089/api/v2?a=1", 0, "127.0.0.1", "127.0.0.1", 8089, "/api/v2?a=1", 0);
+    url_is("HTTPS://api.cryptorefills.com/v5/orders", 1, "api.cryptorefills.com", "api.cryptorefills.com",
+           443, "/v5/orders", 0);
+    url_is("http://host", 0, "host", "host", 80, "", 0);
+    url_is("https://[::1]:8443/p#frag", 1, "[::1]", "::1", 8443, "/p", 0);
+    url_is("http://h?q=1", 0, "h", "h", 80, "?q=1", 1);
+    url_is("http://h:65535#x", 0, "h", "h", 65535, "", 0);
+    for (i = 0; bad[i]; i++) {
+        cr_h1_url u;
+        ck_assert_msg(cr_h1_url_split(bad[i], &u) == -1, "%s accepted", bad[i]);
+    }
+}
+END_TEST
+
 START_TEST(head_post_port80_overrides_ua)
 {
     const char *hdrs[] = { "user-agent: Browser/1.0", NULL };
@@ -479,6 +528,8 @@ int main(void)
     TCase *tc = tcase_create("h1");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, head_get_with_port);
+    tcase_add_test(tc, head_https_default_port);
+    tcase_add_test(tc, url_split);
     tcase_add_test(tc, head_post_port80_overrides_ua);
     tcase_add_test(tc, head_refuses_line_breaks);
     tcase_add_test(tc, content_length);
