@@ -432,6 +432,7 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
     const char *name = entry_name(r, c, def->name, country);
     cr_record_meta m;
     apr_time_t now;
+    apr_uint64_t gen;
     json_object *obj;
 
     *stale = 0;
@@ -442,11 +443,16 @@ json_object *cr_catalog_json(request_rec *r, const cr_conf *c, cr_route_id route
      * upstream exchange (a body naming many countries would make one per
      * country).  A copy past its stale window, or none, skips the checks
      * that need it; the upstream decides. */
+    if (cr_copies_missing_recent(r, name, &gen)) {
+        return NULL;
+    }
     if (!get_meta(r, name, &m)) {
+        cr_copies_note_missing(r, name, gen);
         return NULL;
     }
     now = apr_time_now();
     if (now >= m.fetched + c->cache_ttl + c->cache_stale) {
+        cr_copies_note_missing(r, name, gen);
         return NULL;
     }
     *stale = now >= m.fetched + c->cache_ttl;

@@ -42,6 +42,17 @@ static cr_ptable *local_copies;
 #define CR_PARSED_COST 8
 static cr_ptable *parsed_catalogs;
 
+/* Names the shared store had no usable catalog for, per process: checking
+ * again costs the store's lock (shmcb: one mutex for every process), and
+ * an order validated while no catalog is cached would take it twice per
+ * request, every request (bench/proxy: 100 threads on one lock).  A miss
+ * is believed for the same second a parsed copy is, and only while the
+ * server's store counter (cache_stores, shared memory) has not moved: a
+ * catalog stored by any child of this server is seen at once.  Values are
+ * empty markers; info.version is the counter at the miss. */
+#define CR_MISSING_MAX (64 * 1024)
+static cr_ptable *missing_catalogs;
+
 static void free_json(void *obj)
 {
     json_object_put(obj);
@@ -56,6 +67,9 @@ void cr_copies_child_init(apr_pool_t *pchild)
     if (cr_ptable_create(&parsed_catalogs, pchild, CR_PARSED_CATALOGS_MAX, free_json)
         != APR_SUCCESS) {
         parsed_catalogs = NULL;
+    }
+    if (cr_ptable_create(&missing_catalogs, pchild, CR_MISSING_MAX, free) != APR_SUCCESS) {
+        missing_catalogs = NULL;
     }
 }
 
@@ -187,6 +201,36 @@ json_object *cr_copies_parsed_recent(request_rec *r, const char *name, int *stal
         }
     }
     return NULL;
+}
+
+static apr_uint64_t stores_now(void)
+{
+    return cr_stats ? apr_atomic_read32(&cr_stats->cache_stores) : 0;
+}
+
+int cr_copies_missing_recent(request_rec *r, const char *name, apr_uint64_t *gen)
+{
+    cr_ptable_info info;
+
+    *gen = stores_now();
+    return cr_stats && missing_catalogs
+        && cr_ptable_get(missing_catalogs, name, gen, r->pool, &info)
+        && apr_time_now() - info.stamp < CR_PARSED_RECHECK;
+}
+
+void cr_copies_note_missing(request_rec *r, const char *name, apr_uint64_t gen)
+{
+    cr_ptable_info info;
+    char *marker;
+
+    if (!cr_stats || !missing_catalogs || !(marker = malloc(1))) {
+        return;
+    }
+    memset(&info, 0, sizeof(info));
+    info.version = gen;
+    info.stamp = apr_time_now();
+    info.size = strlen(name) + 64;
+    cr_ptable_put(missing_catalogs, name, marker, &info, r->pool);
 }
 
 json_object *cr_copies_parsed(request_rec *r, const char *name, const cr_record_meta *m,

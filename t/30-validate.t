@@ -378,6 +378,32 @@ forwarded_unchanged('nft gift card: beneficiary not judged locally', 'orders/val
     is(scalar @{ upstream_posts() }, 1, '... after one upstream call');
 }
 
+# A server whose store has no catalog yet: the order goes upstream (nothing
+# to judge it by), and each child then remembers the miss for a second
+# rather than asking the shared store again under its lock -- until any
+# child stores a catalog: the very next order is judged by it.
+{
+    my $fresh = CrTest->start(sandbox => $sb);
+    my $bad = $J->encode(val_body([ delivery_val('Airbnb', '100 USD', 'not-an-email') ]));
+    my $post = sub {
+        my $r = $ua->request(POST => $fresh->url('/api/orders/validations'),
+            { content => $bad, headers => { 'Content-Type' => 'application/json' } });
+        return ($r, eval { decode_json($r->{content}) });
+    };
+    upstream_posts();
+    $post->() for 1 .. 6;      # over both children, each noting the miss
+    is(scalar @{ upstream_posts() }, 6, 'no catalog cached: the orders go upstream');
+    is($ua->get($fresh->url('/api/brands?country_code=US'))->{status}, 200, 'a shopper browses: the catalog is stored');
+    my $local = 0;
+    for (1 .. 6) {
+        my ($r, $j) = $post->();
+        $local++ if ($j->{problems}[0]{problem} // '') eq 'INVALID_BENEFICIARY_ACCOUNT';
+    }
+    is($local, 6, '... every next order is judged by it at once, in every child');
+    is(scalar @{ upstream_posts() }, 0, '... without an upstream call');
+    $fresh->stop;
+}
+
 $httpd->stop;
 $sb->stop;
 done_testing;
