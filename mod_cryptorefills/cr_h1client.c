@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The collected-exchange HTTP/1.1 client (see cr_h1client.h). */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
@@ -124,6 +125,8 @@ int cr_h1c_applies(const cr_upstream_req *req)
 
 /* ------------------------------------------------------------------ time */
 
+/* CLOCK_MONOTONIC microseconds: cr_tls_now()'s clock, so deadlines pass
+ * to cr_tls as they are. */
 static apr_int64_t now_us(void)
 {
     struct timespec ts;
@@ -142,19 +145,8 @@ static int wait_ms(apr_int64_t deadline)
     if (left <= 0) {
         return 0;
     }
-    return left > 1000000000 ? 1000000000 : (int)((left + 999) / 1000);
-}
-
-/* A deadline of this file's clock (monotonic) as cr_tls takes it
- * (apr_time_now()); 0 stays "none". */
-static apr_time_t tls_deadline(apr_int64_t deadline)
-{
-    apr_int64_t left;
-    if (!deadline) {
-        return 0;
-    }
-    left = deadline - now_us();
-    return apr_time_now() + (left > 0 ? left : 0);
+    left = (left + 999) / 1000;      /* milliseconds */
+    return left > INT_MAX ? INT_MAX : (int)left;
 }
 
 /* Wait for events on fd until deadline: 1 ready, 0 timed out, -1 error. */
@@ -281,10 +273,7 @@ static void job_abandon(resolve_job *job)
     job_unref(job, 0);
 }
 
-/* getaddrinfo bounded by deadline (what libcurl's threaded resolver gave):
- * an address literal directly, a name on glibc's resolver threads.
- * Returns 0 with *res, EAI_AGAIN when the deadline passed, or an EAI_*. */
-static int resolve(const char *name, const char *port, const struct addrinfo *hints,
+int cr_h1c_resolve(const char *name, const char *port, const struct addrinfo *hints,
                    apr_int64_t deadline, struct addrinfo **res)
 {
     struct addrinfo h = *hints;
@@ -361,7 +350,7 @@ static int connect_to(apr_pool_t *p, const url_t *u, apr_int64_t deadline, int *
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
     apr_snprintf(port, sizeof(port), "%u", u->port);
-    rc = resolve(u->name, port, &hints, deadline, &res);
+    rc = cr_h1c_resolve(u->name, port, &hints, deadline, &res);
     if (rc != 0) {
         if (rc == EAI_AGAIN && deadline && now_us() >= deadline) {
             *timed_out = 1;
@@ -438,7 +427,7 @@ static int handshake(cr_h1c *c, apr_pool_t *p, const url_t *u, const cr_upstream
         return -1;
     }
     apr_snprintf(key, sizeof(key), "%s:%u", u->name, u->port);
-    rc = cr_tls_connect(ctx, cn->fd, u->name, key, tls_deadline(cdeadline), &cn->tls, err, sizeof(err));
+    rc = cr_tls_connect(ctx, cn->fd, u->name, key, (apr_time_t)cdeadline, &cn->tls, err, sizeof(err));
     if (rc != CR_TLS_OK) {
         conn_close(cn);
         resp->rc = rc == CR_TLS_TIMEOUT ? CR_UP_TIMEOUT : CR_UP_CONNECT;
@@ -574,7 +563,7 @@ static int send_all(const conn_t *cn, const char *head, size_t hlen, const char 
     iov[1].iov_len = blen;
     *sent = 0;
     if (cn->tls) {
-        cr_tls_rc rc = cr_tls_writev(cn->tls, iov, cnt, tls_deadline(deadline), NULL, 0);
+        cr_tls_rc rc = cr_tls_writev(cn->tls, iov, cnt, (apr_time_t)deadline, NULL, 0);
         *sent = hlen + blen;
         return rc == CR_TLS_OK ? 0 : rc == CR_TLS_TIMEOUT ? ETIMEDOUT : EPIPE;
     }
@@ -739,7 +728,7 @@ void cr_h1c_perform(cr_h1c *c, apr_pool_t *p, const cr_upstream_req *req, cr_ups
                 /* cr_tls waits itself, and knows what it holds decrypted. */
                 cr_tls_rc trc;
                 char te[160];
-                n = (ssize_t)cr_tls_read(cn.tls, buf, sizeof(buf), tls_deadline(deadline), &trc, te, sizeof(te));
+                n = (ssize_t)cr_tls_read(cn.tls, buf, sizeof(buf), (apr_time_t)deadline, &trc, te, sizeof(te));
                 w = n > 0 || trc != CR_TLS_TIMEOUT;
                 if (n == 0 && trc == CR_TLS_ERROR) {
                     n = -1;

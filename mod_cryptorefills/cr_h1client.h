@@ -36,6 +36,16 @@ struct cr_tls_reg;
 apr_status_t cr_h1c_create(apr_pool_t *p, int max_idle, const char *user_agent,
                            struct cr_tls_reg *tls, cr_h1c **out);
 
+/* getaddrinfo bounded by deadline (CLOCK_MONOTONIC microseconds, as
+ * cr_tls_now(); 0: none), what libcurl's threaded resolver gave: an
+ * address literal directly, a name on glibc's resolver threads (a lookup
+ * still running at the deadline finishes on its own and is freed then).
+ * 0 with *res (freeaddrinfo it), EAI_AGAIN when the deadline passed, or
+ * another EAI_* code.  Thread-safe. */
+struct addrinfo;
+int cr_h1c_resolve(const char *name, const char *port, const struct addrinfo *hints,
+                   apr_int64_t deadline, struct addrinfo **res);
+
 /* This client can do req (http:// or https://, no proxy, no streaming callback). */
 int cr_h1c_applies(const cr_upstream_req *req);
 

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <stdlib.h>
 #include <arpa/inet.h>
 
@@ -112,22 +113,38 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
+/* Everything of a context lives in its own subpool of p, so a context that
+ * could not be made (an unreadable CA file, asked for again on every
+ * request) leaves nothing behind. */
+static cr_tls_ctx *ctx_failed(apr_pool_t *cp, SSL_CTX *sc, const char **err, const char *why)
+{
+    *err = why;
+    ERR_clear_error();
+    SSL_CTX_free(sc);
+    apr_pool_destroy(cp);
+    return NULL;
+}
+
 cr_tls_ctx *cr_tls_ctx_create(apr_pool_t *p, const char *ca_file, const char **err)
 {
     static const unsigned char alpn[] = { 8, 'h', 't', 't', 'p', '/', '1', '.', '1' };
-    cr_tls_ctx *c = apr_pcalloc(p, sizeof(*c));
+    apr_pool_t *cp;
+    cr_tls_ctx *c;
+    SSL_CTX *sc;
 
     pthread_once(&index_once, make_index);
-    if (apr_thread_mutex_create(&c->mutex, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS) {
-        *err = "cannot create a mutex";
+    if (apr_pool_create(&cp, p) != APR_SUCCESS) {
+        *err = "out of memory";
         return NULL;
     }
-    c->ssl_ctx = SSL_CTX_new(TLS_client_method());
-    if (!c->ssl_ctx) {
-        *err = "SSL_CTX_new failed";
-        return NULL;
+    c = apr_pcalloc(cp, sizeof(*c));
+    if (apr_thread_mutex_create(&c->mutex, APR_THREAD_MUTEX_DEFAULT, cp) != APR_SUCCESS) {
+        return ctx_failed(cp, NULL, err, "cannot create a mutex");
     }
-    apr_pool_cleanup_register(p, c, ctx_cleanup, apr_pool_cleanup_null);
+    if (!(sc = SSL_CTX_new(TLS_client_method()))) {
+        return ctx_failed(cp, NULL, err, "SSL_CTX_new failed");
+    }
+    c->ssl_ctx = sc;
     SSL_CTX_set_min_proto_version(c->ssl_ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER, NULL);
     /* An EOF without close_notify ends a read like a close: the HTTP
@@ -138,21 +155,17 @@ cr_tls_ctx *cr_tls_ctx_create(apr_pool_t *p, const char *ca_file, const char **e
     SSL_CTX_set_session_cache_mode(c->ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c->ssl_ctx, on_new_session);
     if (SSL_CTX_set_alpn_protos(c->ssl_ctx, alpn, sizeof(alpn)) != 0) {
-        *err = "cannot set ALPN";
-        return NULL;
+        return ctx_failed(cp, sc, err, "cannot set ALPN");
     }
     if (ca_file && *ca_file) {
         if (SSL_CTX_load_verify_locations(c->ssl_ctx, ca_file, NULL) != 1) {
-            *err = "cannot load CA certificates from the CA file";
-            ERR_clear_error();
-            return NULL;
+            return ctx_failed(cp, sc, err, "cannot load CA certificates from the CA file");
         }
     }
     else if (SSL_CTX_set_default_verify_paths(c->ssl_ctx) != 1) {
-        *err = "cannot load the system's CA certificates";
-        ERR_clear_error();
-        return NULL;
+        return ctx_failed(cp, sc, err, "cannot load the system's CA certificates");
     }
+    apr_pool_cleanup_register(cp, c, ctx_cleanup, apr_pool_cleanup_null);
     return c;
 }
 
@@ -165,7 +178,20 @@ struct cr_tls_reg {
 apr_status_t cr_tls_reg_create(apr_pool_t *p, cr_tls_reg **out)
 {
     cr_tls_reg *reg = apr_pcalloc(p, sizeof(*reg));
-    apr_status_t rv = apr_pool_create(&reg->pool, p);
+    apr_allocator_t *al = NULL;
+    /* Its own allocator: the registry's pool is used by any thread (under
+     * the registry's mutex), p's allocator is not thread-safe. */
+    apr_status_t rv = apr_allocator_create(&al);
+
+    if (rv == APR_SUCCESS) {
+        rv = apr_pool_create_ex(&reg->pool, p, NULL, al);
+        if (rv == APR_SUCCESS) {
+            apr_allocator_owner_set(al, reg->pool);
+        }
+        else {
+            apr_allocator_destroy(al);
+        }
+    }
 
     if (rv == APR_SUCCESS) {
         rv = apr_thread_mutex_create(&reg->mutex, APR_THREAD_MUTEX_DEFAULT, p);
@@ -196,6 +222,13 @@ cr_tls_ctx *cr_tls_reg_get(cr_tls_reg *reg, const char *ca_file, const char **er
     return c;
 }
 
+apr_time_t cr_tls_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (apr_time_t)ts.tv_sec * APR_USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
 /* Wait for fd to become readable (want_write 0) or writable until the
  * deadline. */
 static cr_tls_rc wait_fd(int fd, int want_write, apr_time_t deadline)
@@ -208,7 +241,7 @@ static cr_tls_rc wait_fd(int fd, int want_write, apr_time_t deadline)
     do {
         int ms = -1;
         if (deadline) {
-            apr_time_t left = deadline - apr_time_now();
+            apr_time_t left = deadline - cr_tls_now();
             if (left <= 0) {
                 return CR_TLS_TIMEOUT;
             }
@@ -339,8 +372,13 @@ cr_tls_rc cr_tls_new(cr_tls_ctx *ctx, int fd, const char *host, const char *sess
 cr_tls_rc cr_tls_handshake(cr_tls *t, apr_time_t deadline, char *err, apr_size_t errlen)
 {
     for (;;) {
-        int r = SSL_connect(t->ssl);
+        int r;
         cr_tls_rc rc;
+        /* OpenSSL's error queue is the thread's, shared with mod_ssl and
+         * libcurl: what another left there would make SSL_get_error call
+         * a mere "want read" a failure. */
+        ERR_clear_error();
+        r = SSL_connect(t->ssl);
         if (r == 1) {
             return CR_TLS_OK;
         }
@@ -406,7 +444,9 @@ cr_tls_rc cr_tls_writev(cr_tls *t, const struct iovec *iov, int iovcnt, apr_time
     }
     while (off < total) {
         size_t n = 0;
-        int r = SSL_write_ex(t->ssl, buf + off, total - off, &n);
+        int r;
+        ERR_clear_error();
+        r = SSL_write_ex(t->ssl, buf + off, total - off, &n);
         if (r == 1) {
             off += n;
             continue;
@@ -425,6 +465,7 @@ apr_size_t cr_tls_read(cr_tls *t, char *buf, apr_size_t len, apr_time_t deadline
 {
     for (;;) {
         size_t n = 0;
+        ERR_clear_error();
         if (SSL_read_ex(t->ssl, buf, len, &n) == 1) {
             *rc = CR_TLS_OK;
             return n;
@@ -454,6 +495,7 @@ int cr_tls_idle_ok(cr_tls *t)
     size_t n = 0;
     int e;
 
+    ERR_clear_error();
     if (SSL_read_ex(t->ssl, &c, 1, &n) == 1) {
         return 0;      /* an answer nobody asked for: the stream is off */
     }
@@ -477,6 +519,7 @@ void cr_tls_free(cr_tls *t, int notify)
     if (t->ssl) {
         if (notify) {
             /* Non-blocking: one attempt, never a wait for the peer's. */
+            ERR_clear_error();
             (void)SSL_shutdown(t->ssl);
         }
         SSL_free(t->ssl);

@@ -14,7 +14,9 @@
  * resumes instead of doing a full handshake.  A connection (cr_tls) is used
  * by one thread at a time; the caller owns and closes the socket.
  *
- * Deadlines are apr_time_now() values (microseconds); 0 means no limit.
+ * Deadlines are cr_tls_now() values: microseconds of CLOCK_MONOTONIC, so a
+ * step of the wall clock neither stretches nor cuts a wait; 0 means no
+ * limit.
  * OpenSSL writes to the socket with write(2): the process must ignore
  * SIGPIPE, as httpd's children do. */
 #ifndef CR_TLS_H
@@ -26,6 +28,9 @@
 
 typedef struct cr_tls_ctx cr_tls_ctx;
 typedef struct cr_tls cr_tls;
+
+/* Now, on the clock deadlines are given in. */
+apr_time_t cr_tls_now(void);
 
 typedef enum {
     CR_TLS_OK = 0,

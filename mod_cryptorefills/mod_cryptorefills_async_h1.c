@@ -41,6 +41,7 @@
 #include "mod_cryptorefills_int.h"
 #include "mod_cryptorefills_async_int.h"
 #include "cr_tls.h"
+#include "cr_h1client.h"
 
 enum { H1_CONNECTING, H1_HANDSHAKE, H1_SENDING, H1_READING };
 /* Addresses of the upstream's name tried at most. */
@@ -99,7 +100,10 @@ static void fail(astream *st, cr_upstream_rc rc, const char *fmt, const char *a,
 {
     st->resp.rc = rc;
     if (st->h1) {
-        snprintf(st->h1->err, sizeof(st->h1->err), fmt, a, err ? strerror(err) : "");
+        /* a may be h1->err itself (a cr_tls message): format apart. */
+        char msg[sizeof(st->h1->err)];
+        snprintf(msg, sizeof(msg), fmt, a, err ? strerror(err) : "");
+        memcpy(st->h1->err, msg, sizeof(msg));
         st->resp.error = st->h1->err;
         st->h1->rc_set = 1;
     }
@@ -176,7 +180,10 @@ int cr_async_h1_prepare(astream *st)
         memcpy(h->tls_name, name, nl + 1);
         snprintf(h->tls_name + nl + 1, nl + 7, "%s:%u", name, port);
     }
-    rv = getaddrinfo(name, portstr, &hints, &ai);
+    /* Within the connect timeout, as the collected client and libcurl. */
+    rv = cr_h1c_resolve(name, portstr, &hints,
+                        cr_tls_now() + apr_time_from_msec(rq->connect_timeout_ms > 0
+                                                          ? rq->connect_timeout_ms : 3000), &ai);
     for (a = rv == 0 ? ai : NULL; a; a = a->ai_next) {
         h->naddrs++;
     }
@@ -185,7 +192,8 @@ int cr_async_h1_prepare(astream *st)
     }
     if (h->naddrs == 0
         || !(h->addrs = calloc((apr_size_t)h->naddrs, sizeof(*h->addrs) + sizeof(socklen_t)))) {
-        fail(st, CR_UP_CONNECT, "could not resolve %.64s%s", name, 0);
+        fail(st, rv == EAI_AGAIN ? CR_UP_TIMEOUT : CR_UP_CONNECT,
+             rv == EAI_AGAIN ? "resolving %.64s timed out%s" : "could not resolve %.64s%s", name, 0);
         if (rv == 0) {
             freeaddrinfo(ai);
         }

@@ -77,6 +77,7 @@ static int store_entry(request_rec *r, const char *name, const char *body, apr_s
                       "mod_status counts them)" : "");
         return 0;
     }
+    CR_COUNT(catalog_stores);
     return 1;
 }
 

@@ -47,8 +47,9 @@ static cr_ptable *parsed_catalogs;
  * an order validated while no catalog is cached would take it twice per
  * request, every request (bench/proxy: 100 threads on one lock).  A miss
  * is believed for the same second a parsed copy is, and only while the
- * server's store counter (cache_stores, shared memory) has not moved: a
- * catalog stored by any child of this server is seen at once.  Values are
+ * server's catalog store counter (catalog_stores, shared memory) has not
+ * moved: a catalog stored by any child of this server is seen at once
+ * (order records and leases do not move it).  Values are
  * empty markers; info.version is the counter at the miss. */
 #define CR_MISSING_MAX (64 * 1024)
 static cr_ptable *missing_catalogs;
@@ -205,7 +206,7 @@ json_object *cr_copies_parsed_recent(request_rec *r, const char *name, int *stal
 
 static apr_uint64_t stores_now(void)
 {
-    return cr_stats ? apr_atomic_read32(&cr_stats->cache_stores) : 0;
+    return cr_stats ? apr_atomic_read32(&cr_stats->catalog_stores) : 0;
 }
 
 int cr_copies_missing_recent(request_rec *r, const char *name, apr_uint64_t *gen)

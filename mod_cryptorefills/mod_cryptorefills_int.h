@@ -88,8 +88,8 @@ void cr_copies_last_good_failed(request_rec *r, const char *name, const cr_recor
  * last second (*stale: as it was then), or NULL. */
 json_object *cr_copies_parsed_recent(request_rec *r, const char *name, int *stale);
 /* Whether the shared store had no usable entry for name within the last
- * second and no entry was stored in this server since (no need to ask it
- * again); *gen: the store counter now, read before the store is asked, to
+ * second and no catalog was stored in this server since (no need to ask
+ * it again); *gen: the catalog store counter now, read before the store is asked, to
  * give cr_copies_note_missing when it has no usable entry either (a store
  * in between then voids the note). */
 int cr_copies_missing_recent(request_rec *r, const char *name, apr_uint64_t *gen);

@@ -54,6 +54,10 @@ typedef struct cr_stats_t {
      * what the module itself knows of the store's use. */
     volatile apr_uint32_t cache_stores;
     volatile apr_uint32_t cache_stored_bytes;
+    /* Catalog entries stored, counted once their meta record is in (a
+     * reader that sees the count move finds the entry): what voids the
+     * children's "no catalog cached" notes (copies.c). */
+    volatile apr_uint32_t catalog_stores;
     /* Filled by the idempotency store when it keeps its own count of the
      * records it holds (idem_entries_known set to 1); the metrics handler
      * shows the gauges only then. */

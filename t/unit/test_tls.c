@@ -112,7 +112,7 @@ static void pair_end(pair *p)
 
 static apr_time_t in_ms(int ms)
 {
-    return apr_time_now() + apr_time_from_msec(ms);
+    return cr_tls_now() + apr_time_from_msec(ms);
 }
 
 /* One echo exchange; returns the server's resumed flag. */
@@ -143,7 +143,19 @@ static int echo_once(cr_tls_ctx *ctx, const char *host, const char *key, int *cl
     return p.arg.resumed;
 }
 
-static apr_pool_t *pool;
+static apr_pool_t *root;   /* main's */
+static apr_pool_t *pool;   /* one test's: its contexts are freed with it (LeakSanitizer) */
+
+static void pool_setup(void)
+{
+    apr_pool_create(&pool, root);
+}
+
+static void pool_teardown(void)
+{
+    apr_pool_destroy(pool);
+    pool = NULL;
+}
 
 START_TEST(test_ip_and_name)
 {
@@ -362,6 +374,7 @@ static Suite *tls_suite(void)
     Suite *s = suite_create("tls");
     TCase *tc = tcase_create("tls");
     tcase_set_timeout(tc, 30);
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
     tcase_add_test(tc, test_ip_and_name);
     tcase_add_test(tc, test_resumption);
     tcase_add_test(tc, test_wrong_host);
@@ -378,7 +391,7 @@ int main(void)
 {
     int rc;
     apr_initialize();
-    apr_pool_create(&pool, NULL);
+    apr_pool_create(&root, NULL);
     /* As in httpd's children: a write to a closed socket is an error, not
      * a signal. */
     signal(SIGPIPE, SIG_IGN);
