@@ -14,6 +14,10 @@
  *                                      handler's side (start, wait for the
  *                                      head) and lifecycle; stream.c passes
  *                                      it the built request and callbacks
+ *                    -> _async_h1.c    the loop's own HTTP/1.1 (and TLS)
+ *                                      exchange with the upstream; the loop
+ *                                      and worker reach it through an ops
+ *                                      table set in the stream
  *                    -> _async_loop.c  the per-child loop thread (libcurl,
  *                                      epoll, commands, tick), its setup
  *                         -> _async_worker.c  the worker's side (writes,
@@ -44,8 +48,9 @@
  * core's idempotency store (cr_idstore, not the socache); metrics -> idem
  * (its gauges), socache;
  * stream -> async (and async_loop's cr_relay_account), respond, shm,
- * upstream; async -> async_loop, async_worker, shm, upstream; async_loop ->
- * async_worker, shm, upstream; async_worker -> shm;
+ * upstream; async -> async_h1, async_loop, async_worker, shm, upstream;
+ * async_h1 -> async_loop, shm, upstream; async_loop -> async_worker, shm,
+ * upstream; async_worker -> shm;
  * upstream -> respond;
  * respond -> (shm's counters, by macro); shm -> socache, config; socache ->
  * config; sections -> config; config -> nothing.  The pure core

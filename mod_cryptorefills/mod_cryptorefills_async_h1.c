@@ -18,7 +18,7 @@
  *
  * Ownership of the socket: the handler creates it and hands it over with
  * the stream (CMD_ADD); from then on only the loop touches it, and closes
- * it exactly once (cr_async_h1_close, from end_stream) after taking it out
+ * it exactly once (its close operation, from end_stream) after taking it out
  * of the epoll set.  Epoll events name the fd; a stale event for a number
  * already reused (a socket closed and another made in between) finds
  * either no slot or a socket in a phase that checks its own state (a
@@ -109,6 +109,8 @@ static void fail(astream *st, cr_upstream_rc rc, const char *fmt, const char *a,
     }
 }
 
+static const struct cr_async_h1_ops h1_ops;
+
 int cr_async_h1_prepare(astream *st)
 {
     const cr_upstream_req *rq = &st->req;
@@ -152,6 +154,7 @@ int cr_async_h1_prepare(astream *st)
     h->out_len = cr_h1_head_write(&hr, h->out);
     h->fd = -1;
     st->h1 = h;
+    st->h1ops = &h1_ops;
     CR_COUNT(upstream_requests);
     st->resp.retry_after = -1;
 
@@ -275,14 +278,14 @@ static const cr_h1_callbacks h1_callbacks = { NULL, on_head, on_body };
 /* Bytes read at once: one buffer for every stream (the loop is one thread). */
 static char rbuf[16384];
 
-int cr_async_h1_add(astream *st)
+static int h1_add(astream *st)
 {
     cr_h1_parser_init(&st->h1->ps, &h1_callbacks, st, 0);
     st->h1->watching = EPOLLOUT;
     return cr_async_fd_watch(st->h1->fd, EPOLLOUT, FD_UPSTREAM, st);
 }
 
-void cr_async_h1_close(astream *st)
+static void h1_close(astream *st)
 {
     cr_async_h1 *h = st->h1;
 
@@ -313,7 +316,7 @@ void cr_async_h1_close(astream *st)
     h->tls_name = NULL;
 }
 
-void cr_async_h1_free(astream *st)
+static void h1_free(astream *st)
 {
     if (st->h1) {
         cr_tls_free(st->h1->tls, 0);
@@ -330,7 +333,7 @@ void cr_async_h1_free(astream *st)
     }
 }
 
-int cr_async_h1_connect_expired(astream *st, apr_time_t now)
+static int h1_connect_expired(astream *st, apr_time_t now)
 {
     cr_async_h1 *h = st->h1;
     /* The handshake counts as connecting, as libcurl's connect timeout. */
@@ -522,7 +525,7 @@ static int handshake(astream *st)
     return send_request(st);
 }
 
-int cr_async_h1_event(astream *st, apr_uint32_t events)
+static int h1_event(astream *st, apr_uint32_t events)
 {
     cr_async_h1 *h = st->h1;
 
@@ -572,3 +575,7 @@ int cr_async_h1_event(astream *st, apr_uint32_t events)
         return read_response(st);
     }
 }
+
+static const struct cr_async_h1_ops h1_ops = {
+    h1_add, h1_event, h1_connect_expired, h1_close, h1_free
+};

@@ -5,15 +5,17 @@
  *
  *   mod_cryptorefills_async.c         the handler's side (cr_async_start) and
  *                                     the lifecycle (sizing, child_init, hooks)
- *     -> mod_cryptorefills_async_loop.c   the loop thread: libcurl's sockets
- *                                     and timer, epoll, the commands, the tick;
- *                                     its setup and teardown
- *       -> mod_cryptorefills_async_h1.c  the loop's own HTTP/1.1 exchange for
+ *     -> mod_cryptorefills_async_h1.c  the loop's own HTTP/1.1 exchange for
  *                                     an http:// or https:// upstream without
  *                                     a proxy (cr_h1: non-blocking connect,
  *                                     request head, response parser; cr_tls
- *                                     never waiting); async.c calls
- *                                     its prepare step on the handler's thread
+ *                                     never waiting): async.c calls its
+ *                                     prepare step on the handler's thread;
+ *                                     the loop and the worker reach the rest
+ *                                     through st->h1ops only
+ *       -> mod_cryptorefills_async_loop.c   the loop thread: libcurl's sockets
+ *                                     and timer, epoll, the commands, the tick;
+ *                                     its setup and teardown
  *       -> mod_cryptorefills_async_worker.c  the worker's side (stream_cb
  *                                     writes, stream_finish ends the request),
  *                                     the suspend hook, and the senders of
@@ -21,9 +23,11 @@
  *                                     and of callbacks to a worker
  *                                     (cr_async_schedule)
  *
- * An arrow is "calls": async.c calls the loop file (its setup, the transfer
- * callbacks it hands to libcurl) and the worker file (commands, freeing a
- * stream that never opened, the suspend hook it registers); the loop file
+ * An arrow is "calls": async.c calls the exchange file (prepare), the loop
+ * file (its setup, the transfer callbacks it hands to libcurl) and the
+ * worker file (commands, freeing a stream that never opened, the suspend
+ * hook it registers); the exchange file calls the loop file (its sockets'
+ * epoll interest, the same head and data callbacks); the loop file
  * calls the worker file (cr_async_schedule, and CMD_QUIT at teardown); the
  * worker file calls neither.
  *
@@ -129,6 +133,7 @@ struct astream {
     cr_upstream_req req;
     cr_upstream_xfer *xf;       /* libcurl's transfer (through a proxy), or */
     cr_async_h1 *h1;            /* the loop's own exchange (no proxy) */
+    const struct cr_async_h1_ops *h1ops;   /* its operations, while h1 is set */
     CURL *easy;
     cr_upstream_resp resp;
     cr_sse_relay *relay;
@@ -235,17 +240,24 @@ void cr_async_loop_start(apr_pool_t *pchild);
  * 1.  0: not for this stream (libcurl's transfer).  -1: failed at once
  * (st->resp says how, as libcurl's would). */
 int cr_async_h1_prepare(astream *st);
-/* Loop thread: start watching the socket (0, or -1). */
-int cr_async_h1_add(astream *st);
-/* Loop thread: an epoll event for the upstream socket.  1 when the
- * exchange ended (st->resp says how): the caller ends the stream. */
-int cr_async_h1_event(astream *st, apr_uint32_t events);
-/* Loop thread, from the tick: the connect took too long (st->resp set). */
-int cr_async_h1_connect_expired(astream *st, apr_time_t now);
-/* Loop thread, ending the stream: forget and close the socket, set
- * st->resp.rc if nothing did (stopped from outside: aborted). */
-void cr_async_h1_close(astream *st);
-/* Whoever frees the stream. */
-void cr_async_h1_free(astream *st);
+/* What the loop and the worker do with that exchange, through
+ * st->h1ops (set by prepare when it returns 1, or -1 with st->h1 made):
+ * the exchange's file sits above the loop's (it watches sockets and feeds
+ * the stream through the loop's functions), so they reach it only through
+ * this table, never by name. */
+struct cr_async_h1_ops {
+    /* Loop thread: start watching the socket (0, or -1). */
+    int (*add)(astream *st);
+    /* Loop thread: an epoll event for the upstream socket.  1 when the
+     * exchange ended (st->resp says how): the caller ends the stream. */
+    int (*event)(astream *st, apr_uint32_t events);
+    /* Loop thread, from the tick: the connect took too long (st->resp set). */
+    int (*connect_expired)(astream *st, apr_time_t now);
+    /* Loop thread, ending the stream: forget and close the socket, set
+     * st->resp.rc if nothing did (stopped from outside: aborted). */
+    void (*close)(astream *st);
+    /* Whoever frees the stream. */
+    void (*free)(astream *st);
+};
 
 #endif

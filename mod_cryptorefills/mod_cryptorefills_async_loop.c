@@ -266,7 +266,9 @@ static void end_stream(astream *st, int have_result, CURLcode res, const char *r
         cr_upstream_finish(st->xf, have_result ? (int)res : (int)CURLE_ABORTED_BY_CALLBACK,
                                 &st->resp);
     }
-    cr_async_h1_close(st);
+    if (st->h1) {
+        st->h1ops->close(st);
+    }
     if (st->fd >= 0) {
         fd_forget(st->fd);
         st->fd = -1;
@@ -337,7 +339,7 @@ static void loop_add(astream *st)
         st->fd = -1;
     }
     if (st->h1) {
-        if (cr_async_h1_add(st) != 0) {
+        if (st->h1ops->add(st) != 0) {
             ap_log_error(APLOG_MARK, APLOG_ERR, errno, L.s, CRLOGNO(01516)
                          "order streams: cannot watch an upstream socket");
             end_stream(st, 0, CURLE_OK, "cannot watch the upstream socket", 0, 0);
@@ -427,7 +429,7 @@ static void tick(apr_time_t now)
         if (!st->opened) {
             /* The handler bounds the wait for the head; libcurl the
              * connect, or here for the loop's own exchange. */
-            if (cr_async_h1_connect_expired(st, now)) {
+            if (st->h1 && st->h1ops->connect_expired(st, now)) {
                 end_stream(st, 0, CURLE_OK, NULL, 0, 0);
             }
             continue;
@@ -505,7 +507,7 @@ static void *APR_THREAD_FUNC loop_main(apr_thread_t *thd, void *data)
             }
             else if (sl->kind == FD_UPSTREAM) {
                 astream *st = sl->st;
-                if (cr_async_h1_event(st, e)) {
+                if (st->h1ops->event(st, e)) {
                     end_stream(st, 0, CURLE_OK, NULL, 0, 0);
                 }
             }
@@ -551,7 +553,9 @@ static apr_status_t loop_cleanup(void *data)
         if (st->in_multi) {
             curl_multi_remove_handle(L.multi, st->easy);
         }
-        cr_async_h1_close(st);
+        if (st->h1) {
+            st->h1ops->close(st);
+        }
     }
     if (L.multi) {
         curl_multi_cleanup(L.multi);

@@ -131,7 +131,9 @@ void cr_async_stream_free(astream *st)
     cr_outq_free(&st->wbuf);
     cr_sse_relay_destroy(st->relay);
     cr_upstream_xfer_free(st->xf);
-    cr_async_h1_free(st);
+    if (st->h1) {
+        st->h1ops->free(st);
+    }
     free(st);                       /* the record and its strings */
 }
 
