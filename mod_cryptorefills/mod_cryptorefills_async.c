@@ -195,7 +195,7 @@ void cr_async_start(request_rec *r, const cr_async_spec *spec, cr_async_result *
          * again soon: give them back to the system as they are freed. */
         apr_allocator_max_free_set(apr_pool_allocator_get(r->connection->pool), 1);
         ap_set_module_config(r->connection->conn_config, &cryptorefills_module, st);
-        if (spec->open(spec->open_baton) != 0) {
+        if (spec->open(spec->open_baton) != 0 || r->connection->aborted) {
             int end;
             apr_thread_mutex_lock(st->mtx);
             st->gone = 1;
@@ -205,6 +205,12 @@ void cr_async_start(request_rec *r, const cr_async_spec *spec, cr_async_result *
                 cr_async_send_cmd(CMD_ABORT, NULL, st->id, "browser went away", 1, 0);
             }
         }
+        /* The event MPM turns a SUSPENDED request on an aborted connection
+         * into a lingering close of its own -- it closes the socket and
+         * recycles c->pool (r->pool with it) without running the suspend
+         * hook, under a stream that still points there.  The stream owns
+         * the connection's end: stream_finish marks it aborted again. */
+        r->connection->aborted = 0;
         res->outcome = CR_ASYNC_SUSPENDED;
         return;
     }

@@ -77,7 +77,9 @@ void cr_async_schedule(astream *st)
  * thread was about to write (a crash of the child right after the hook
  * returned, caught in a core dump).  The MPM's thread is a few
  * instructions from done: wait for its first store, then long enough for
- * the second.  Bounded; in the usual case c->sbh was cleared long ago. */
+ * the second.  Bounded; in the usual case c->sbh was cleared long ago.
+ * (A delayed timed callback would not do: the 2.4 event MPM's listener
+ * sleeps past a timer that is not yet due when it is registered.) */
 static void wait_mpm_through(astream *st)
 {
     int i;
@@ -190,11 +192,21 @@ static void stream_cb(void *baton)
         apr_status_t rv;
 
         apr_thread_mutex_lock(st->mtx);
+        if (!st->suspended) {
+            /* The handler's thread has released invoke_mtx but is still on
+             * its way through the MPM, which reads c->aborted there: a
+             * failed write now would make the MPM close the connection and
+             * recycle its pool under the stream.  Nothing is written before
+             * the suspend hook; it schedules us again. */
+            st->cb_pending = 0;
+            apr_thread_mutex_unlock(st->mtx);
+            break;
+        }
         cr_outq_take(&st->out, &st->wbuf);
         done = st->loop_done;
         /* Ending destroys c->pool: not before the handler's thread is
-         * through the MPM's suspend steps (suspend_hook says when). */
-        end = done && st->suspended;
+         * through the MPM's suspend steps (wait_mpm_through). */
+        end = done;
         gone = st->gone;
         if (st->wbuf.len == 0 && !end) {
             st->cb_pending = 0;
@@ -248,7 +260,7 @@ void cr_async_suspend_hook(conn_rec *c, request_rec *r)
     }
     apr_thread_mutex_lock(st->mtx);
     st->suspended = 1;
-    cb = st->loop_done && !st->cb_pending;
+    cb = (st->loop_done || st->out.len > 0) && !st->cb_pending;
     if (cb) {
         st->cb_pending = 1;
     }
