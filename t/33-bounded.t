@@ -116,18 +116,7 @@ is(status()->{validations_catalog_skipped} - $st0->{validations_catalog_skipped}
     '... 230 countries over the limit of 3 counted as skipped');
 
 # ---- memory: parsed catalogs are capped per child -----------------------------------------
-sub children {
-    my $parent = $httpd->{pid};
-    my @kids;
-    for my $st (glob '/proc/[0-9]*/stat') {
-        open my $f, '<', $st or next;
-        my $line = <$f> // next;
-        close $f;
-        # pid (comm) state ppid
-        push @kids, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+)/ && $2 == $parent;
-    }
-    return @kids;
-}
+sub children { $httpd->children }
 sub rss {
     my %r;
     for my $pid (children()) {

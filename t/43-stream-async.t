@@ -62,16 +62,7 @@ sub wait_status {
     }
     return undef;
 }
-sub children {
-    my @kids;
-    for my $stat (glob '/proc/[0-9]*/stat') {
-        open my $fh, '<', $stat or next;
-        my $l = <$fh> // next;
-        my ($pid, $ppid) = $l =~ /^(\d+) \(.*\) \S+ (\d+)/ or next;
-        push @kids, $pid if $ppid == $httpd->{pid};
-    }
-    return sort { $a <=> $b } @kids;
-}
+sub children { $httpd->children }
 # Proportional set size of the children, in KB.
 sub child_pss {
     my $kb = 0;

@@ -44,16 +44,7 @@ CONF
         my %s = $r->{content} =~ /^(\S+): (\S+)$/mg;
         return \%s;
     };
-    my $children = sub {
-        my @kids;
-        for my $stat (glob '/proc/[0-9]*/stat') {
-            open my $fh, '<', $stat or next;
-            my $l = <$fh> // next;
-            my ($pid, $ppid) = $l =~ /^(\d+) \(.*\) \S+ (\d+)/ or next;
-            push @kids, $pid if $ppid == $httpd->{pid};
-        }
-        return @kids;
-    };
+    my $children = sub { $httpd->children };
     # The most descriptors any child holds (the MPM may start or stop
     # children meanwhile: a sum would count processes, not leaks).
     my $fds = sub {

@@ -163,16 +163,7 @@ sub _shopper {
 }
 
 # ---- the faults ----------------------------------------------------------------------------
-sub _children_of {
-    my ($pid) = @_;
-    my @k;
-    for my $st (glob '/proc/[0-9]*/stat') {
-        open my $f, '<', $st or next;
-        my $l = <$f> // next;
-        push @k, $1 if $l =~ /^(\d+) \(.*\) \S+ (\d+)/ && $2 == $pid;
-    }
-    return @k;
-}
+sub _children_of { CrTest::children_of($_[0]) }
 
 sub _faults {
     my ($self) = @_;

@@ -115,6 +115,23 @@ sub dir  { $_[0]{dir} }
 sub base { ($_[0]{tls} ? 'https' : 'http') . "://127.0.0.1:$_[0]{port}" }
 sub url  { my ($s, $p) = @_; $s->base . $p }
 sub error_log { "$_[0]{dir}/error.log" }
+# The server's child processes (sorted pids), read from /proc.
+sub children {
+    my ($self) = @_;
+    return CrTest::children_of($self->{pid});
+}
+sub children_of {
+    my ($parent) = @_;
+    my @kids;
+    for my $st (glob '/proc/[0-9]*/stat') {
+        open my $f, '<', $st or next;
+        my $l = <$f> // next;
+        # pid (comm) state ppid
+        push @kids, $1 if $l =~ /^(\d+) \(.*\) \S+ (\d+)/ && $2 == $parent;
+    }
+    return sort { $a <=> $b } @kids;
+}
+
 # mod_status ?auto as a hash (needs a <Location /server-status> in conf).
 sub status_auto {
     my ($self) = @_;
