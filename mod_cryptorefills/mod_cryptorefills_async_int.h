@@ -126,6 +126,7 @@ struct astream {
     int slow;                   /* ... because it did not keep up */
     int suspended;              /* the MPM ran our suspend hook (its last steps follow) */
     int mpm_through;            /* notify_suspend has returned: c->pool may go (worker only) */
+    apr_time_t suspended_at;    /* when the suspend hook ran (under mtx) */
     long upstream_status;
     const char *end_reason;
 

@@ -142,7 +142,10 @@ static apr_status_t queue_out(astream *st, const char *b, apr_size_t n)
 
     apr_thread_mutex_lock(st->mtx);
     rv = cr_outq_put(&st->out, b, n);
-    if (rv == APR_SUCCESS && !st->cb_pending && st->head == HEAD_OK) {
+    /* Before the MPM has suspended the connection the suspend hook
+     * schedules the worker (a callback now would only wait for invoke_mtx,
+     * holding a worker, and could not write). */
+    if (rv == APR_SUCCESS && !st->cb_pending && st->suspended) {
         st->cb_pending = cb = 1;
     }
     apr_thread_mutex_unlock(st->mtx);
@@ -304,7 +307,7 @@ static void end_stream(astream *st, int have_result, CURLcode res, const char *r
     }
     st->loop_done = 1;
     apr_thread_cond_broadcast(st->cond);
-    cb = st->head == HEAD_OK && !st->cb_pending;
+    cb = st->suspended && !st->cb_pending;      /* else the suspend hook will */
     if (cb) {
         st->cb_pending = 1;
     }

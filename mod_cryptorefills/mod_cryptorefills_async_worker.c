@@ -89,8 +89,8 @@ static void wait_mpm_through(astream *st)
     for (i = 0; i < 1000 && apr_atomic_casptr((void *)&st->c->sbh, NULL, NULL); i++) {
         apr_sleep(100);
     }
-    if (i > 0 || apr_time_now() - st->started < apr_time_from_sec(1)) {
-        apr_sleep(1000);    /* a stream that ended young: the second store */
+    if (i > 0 || apr_time_now() - st->suspended_at < apr_time_from_sec(1)) {
+        apr_sleep(1000);    /* suspended just now: the second store */
     }
     st->mpm_through = 1;
 }
@@ -193,11 +193,12 @@ static void stream_cb(void *baton)
 
         apr_thread_mutex_lock(st->mtx);
         if (!st->suspended) {
-            /* The handler's thread has released invoke_mtx but is still on
-             * its way through the MPM, which reads c->aborted there: a
-             * failed write now would make the MPM close the connection and
-             * recycle its pool under the stream.  Nothing is written before
-             * the suspend hook; it schedules us again. */
+            /* Not scheduled before the suspend hook (the loop waits for
+             * it), but never write then: the handler's thread has released
+             * invoke_mtx and is still on its way through the MPM, which
+             * reads c->aborted there; a failed write now would make the MPM
+             * close the connection and recycle its pool under the stream.
+             * The hook schedules us again. */
             st->cb_pending = 0;
             apr_thread_mutex_unlock(st->mtx);
             break;
@@ -260,6 +261,7 @@ void cr_async_suspend_hook(conn_rec *c, request_rec *r)
     }
     apr_thread_mutex_lock(st->mtx);
     st->suspended = 1;
+    st->suspended_at = apr_time_now();
     cb = (st->loop_done || st->out.len > 0) && !st->cb_pending;
     if (cb) {
         st->cb_pending = 1;
