@@ -311,10 +311,12 @@ sub slurp {
 sub graceful { $_[0]->restart('USR1') }
 
 # Restart by signal (HUP: restart, USR1: graceful), waiting for the new
-# generation.
+# generation.  A restart stops the children ungracefully, as a stop does:
+# give the server the same moment first (see stop).
 sub restart {
-    my ($self, $sig) = @_;
+    my ($self, $sig, %o) = @_;
     my $before = () = $self->slurp('error.log') =~ /resuming normal operations/g;
+    sleep($o{settle} // 0.25) if $sig eq 'HUP';
     kill $sig, $self->{pid};
     my $deadline = time + 15;
     while (time < $deadline) {
@@ -329,11 +331,13 @@ sub stop {
     my ($self, %o) = @_;
     my $pid = delete $self->{pid} or return;
     # Let the server finish what the test's last client started (its close,
-    # the lingering close): on SIGTERM the event MPM's main thread closes
-    # the sockets its workers are using while they may be freeing them
-    # (close_worker_sockets), which in httpd 2.4 can log AH03093/AH00468 or
-    # crash the child being stopped -- httpd's, not the module's, and not
-    # what an operator's stop of an idle server sees.
+    # the lingering close).  On SIGTERM (and on a SIGHUP restart) the event
+    # MPM's main thread closes the sockets its workers are still pointing at
+    # (close_worker_sockets) while a worker may just have closed that
+    # connection and recycled its pool, and the exiting listener may be
+    # freeing the recycled pools (ap_queue_info_free_idle_pools): in httpd
+    # 2.4 that can log AH03093/AH00468 or crash the child being stopped --
+    # httpd's, not the module's, and not what a stop of an idle server sees.
     sleep($o{settle} // 0.25);
     kill 'TERM', $pid;
     my $deadline = time + 10;
