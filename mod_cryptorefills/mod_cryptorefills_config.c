@@ -15,6 +15,7 @@
 #include "mod_cryptorefills_config.h"
 #include "cr_countries.h"
 #include "cr_idstore.h"
+#include "cr_record.h"
 #include "cr_route.h"
 #include "cr_upstream.h"
 
@@ -63,7 +64,10 @@ void *cr_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(base);
     MERGE_PTR(upstream);
     MERGE_PTR(partner_id);
+    c->partner_tag = add->partner_id ? add->partner_tag : base->partner_tag;
+    c->partner_line = add->partner_id ? add->partner_line : base->partner_line;
     MERGE_PTR(app_version);
+    c->version_line = add->app_version ? add->version_line : base->version_line;
     MERGE_PTR(default_country);
     MERGE_PTR(ca_file);
     MERGE_PTR(proxy);
@@ -242,6 +246,8 @@ static const char *set_partner_id(cmd_parms *cmd, void *dc, const char *arg)
         return err;
     }
     ((cr_dir_conf *)dc)->partner_id = arg;
+    ((cr_dir_conf *)dc)->partner_tag = cr_partner_tag(cmd->pool, arg);
+    ((cr_dir_conf *)dc)->partner_line = apr_pstrcat(cmd->pool, "X-Cr-Application: ", arg, NULL);
     return NULL;
 }
 
@@ -252,6 +258,7 @@ static const char *set_app_version(cmd_parms *cmd, void *dc, const char *arg)
         return err;
     }
     ((cr_dir_conf *)dc)->app_version = arg;
+    ((cr_dir_conf *)dc)->version_line = apr_pstrcat(cmd->pool, "X-Cr-Version: ", arg, NULL);
     return NULL;
 }
 
@@ -455,6 +462,12 @@ const char *cr_config_missing(const char *partner_id, const char *app_version)
          : !app_version ? directive_name((const void *)set_app_version) : NULL;
 }
 
+const char *cr_partner_tag(apr_pool_t *p, const char *partner_id)
+{
+    const char *id = partner_id ? partner_id : "";
+    return apr_psprintf(p, "%08x", (unsigned)(cr_hash64(id, strlen(id)) & 0xFFFFFFFFu));
+}
+
 /* ---- effective values ------------------------------------------------------- */
 
 #define PICK(m, unset, def) e->m = d->m != (unset) ? d->m : (def)
@@ -467,6 +480,9 @@ const cr_conf *cr_conf_get(request_rec *r)
     e->base = d->base;
     e->upstream = d->upstream ? d->upstream : CR_DEFAULT_UPSTREAM;
     e->partner_id = d->partner_id;
+    e->partner_tag = d->partner_tag;
+    e->partner_line = d->partner_line;
+    e->version_line = d->version_line;
     e->app_version = d->app_version;
     e->default_country = d->default_country ? d->default_country : CR_DEF_COUNTRY;
     e->country_env = d->country_env;

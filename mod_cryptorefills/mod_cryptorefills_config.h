@@ -25,7 +25,10 @@
     const char *base;               /* the <Location> path (routes are below it) */ \
     const char *upstream;           /* base URL, no trailing slash */          \
     const char *partner_id;                                                    \
+    const char *partner_tag;        /* derived: 8 hex digits of its hash, for cache names */ \
+    const char *partner_line;       /* derived: its upstream header line */     \
     const char *app_version;                                                   \
+    const char *version_line;       /* derived: its upstream header line */     \
     const char *default_country;                                               \
     const char *country_env;                                                   \
     apr_interval_time_t connect_timeout;                                       \
@@ -71,6 +74,11 @@ void *cr_create_dir_conf(apr_pool_t *p, char *dir);
 void *cr_merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
 void *cr_create_srv_conf(apr_pool_t *p, server_rec *s);
 void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv);
+
+/* A short, stable tag for a partner id (a hash: never the id), which
+ * catalog entry names carry so that two partners never share one; the
+ * directive computes it once. */
+const char *cr_partner_tag(apr_pool_t *p, const char *partner_id);
 
 /* The request's effective configuration, resolved once per request. */
 const cr_conf *cr_conf_get(request_rec *r);

@@ -81,17 +81,21 @@ struct cr_tls_ctx *cr_upstream_tls_ctx(const char *ca_file, const char **err)
 
 static const char *const *build_headers(request_rec *r, apr_pool_t *p, const cr_conf *c,
                                         const char *country,
-                                        const char *accept, int order_route,
+                                        const char *accept_line, int order_route,
                                         const char *last_event_id)
 {
     apr_array_header_t *h = apr_array_make(p, 10, sizeof(const char *));
     const char *ua = apr_table_get(r->headers_in, "User-Agent");
 
-    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Cr-Application: ", c->partner_id, NULL);
-    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Cr-Version: ", c->app_version, NULL);
+    /* The configuration's lines were built by their directives (both are
+     * required: the handler refuses a request before this without them). */
+    if (c->partner_line && c->version_line) {
+        APR_ARRAY_PUSH(h, const char *) = c->partner_line;
+        APR_ARRAY_PUSH(h, const char *) = c->version_line;
+    }
     APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Country-ISO-Code: ", country, NULL);
     APR_ARRAY_PUSH(h, const char *) = "Content-Type: application/json";
-    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "Accept: ", accept, NULL);
+    APR_ARRAY_PUSH(h, const char *) = accept_line;
     if (order_route) {
         /* The upstream's fraud checks look at the buyer, not at us. */
         APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Forwarded-For: ",
@@ -120,7 +124,8 @@ void cr_upstream_build(request_rec *r, apr_pool_t *p, const cr_conf *c, const cr
     memset(req, 0, sizeof(*req));
     req->method = def->method;
     req->url = apr_pstrcat(p, c->upstream, cr_route_upstream_path(p, rr, country), NULL);
-    req->headers = build_headers(r, p, c, country, stream ? "text/event-stream" : "application/json",
+    req->headers = build_headers(r, p, c, country,
+                                 stream ? "Accept: text/event-stream" : "Accept: application/json",
                                  (def->flags & CR_RF_ORDER) != 0 || stream, last_event_id);
     req->body = body;
     req->body_len = blen;
