@@ -128,12 +128,6 @@ void cr_validate_order(apr_pool_t *p, const cr_jdoc *body, const cr_validate_ctx
 const char *cr_validate_response(apr_pool_t *p, const cr_validate_result *res, int is_create,
                                  apr_size_t *len);
 
-/* Deterministic serialisation for idempotency keys: compact JSON with object
- * keys sorted bytewise at every level, array order kept, strings re-escaped
- * by json-c (so "\u00e9" and "é" map to the same bytes), numbers as json-c
- * holds them (integers normalised, other numbers as written).  In p. */
-const char *cr_validate_canonical(apr_pool_t *p, json_object *body, apr_size_t *len);
-
 /* Non-zero when s[0..len) is an email address the module accepts:
  *  - at most 254 bytes, exactly one '@' (quoted local parts are refused);
  *  - local part 1..64 bytes of atext (A-Z a-z 0-9 ! # $ % & ' * + - / = ? ^ _ ` { | } ~)

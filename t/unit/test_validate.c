@@ -995,36 +995,6 @@ START_TEST(context_unavailable_skips)
 END_TEST
 
 /* ------------------------------------------------------------------------ */
-/* Canonical form                                                            */
-/* ------------------------------------------------------------------------ */
-
-START_TEST(canonical_form)
-{
-    apr_size_t l1, l2;
-    const char *a = cr_validate_canonical(pool, J("{`b`:1,`a`:{`y`:[3,{`k`:true,`j`:null}],`x`:`\\u00e9`},`c`:1.50}"), &l1);
-    const char *b = cr_validate_canonical(pool, J("  {`a`:{`x`:`\xc3\xa9`,`y`:[3,{`j`:null,`k`:true}]},`c`:1.50,`b`:1}"), &l2);
-    ck_assert_str_eq(a, "{\"a\":{\"x\":\"\xc3\xa9\",\"y\":[3,{\"j\":null,\"k\":true}]},\"b\":1,\"c\":1.50}");
-    ck_assert_uint_eq(l1, strlen(a));
-    ck_assert_str_eq(a, b);
-    ck_assert_uint_eq(l1, l2);
-    /* array order matters */
-    ck_assert_str_ne(cr_validate_canonical(pool, J("[1,2]"), NULL), cr_validate_canonical(pool, J("[2,1]"), NULL));
-    /* escapes are re-made deterministically */
-    ck_assert_str_eq(cr_validate_canonical(pool, J("[`a\\/b\\u0001\\n\\\"\\\\`]"), NULL), "[\"a/b\\u0001\\n\\\"\\\\\"]");
-    ck_assert_str_eq(cr_validate_canonical(pool, J("{}"), NULL), "{}");
-    ck_assert_str_eq(cr_validate_canonical(pool, J("null"), NULL), "null");
-    /* a realistic body: equal whatever the member order */
-    ck_assert_str_eq(cr_validate_canonical(pool, J(CBODY(C_AIRBNB)), NULL),
-                     cr_validate_canonical(pool, J("{`lang`:`en`,`acquisition`:{`utm_source`:`your_platform`},"
-                                                   "`user`:{`has_accepted_newsletter`:true,`email`:`buyer@example.com`},"
-                                                   "`payment`:{`network`:`Solana`,`coin`:`USDC`,`payment_via`:`USER_WALLET`,`type`:`via`},"
-                                                   "`deliveries`:[{`deliverable`:{`beneficiary_account`:`buyer@example.com`,"
-                                                   "`denomination`:`100`,`country_code`:`US`,`brand_name`:`Airbnb`},"
-                                                   "`quantity`:1,`kind`:`giftcard`}]}"), NULL));
-}
-END_TEST
-
-/* ------------------------------------------------------------------------ */
 /* The JSON pre-scanner                                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -1604,7 +1574,6 @@ static void add_validate_tests(TCase *tc)
     tcase_add_test(tc, several_problems);
     tcase_add_test(tc, problems_capped);
     tcase_add_test(tc, context_unavailable_skips);
-    tcase_add_test(tc, canonical_form);
 }
 
 int main(void)
