@@ -15,7 +15,6 @@
 
 #include "cr_validate.h"
 #include "cr_json.h"
-#include "cr_buf.h"
 #include "cr_countries.h"
 
 /* ------------------------------------------------------------------------ */
