@@ -194,9 +194,9 @@ static const char *entry_name(request_rec *r, const cr_conf *c, const char *rout
      * upstreams (say sandbox and production) never share an entry; so is
      * a short hash of the partner id (never the id: a network cache shows
      * names), so two partners on one upstream never share catalogs or
-     * failure answers.  The tag is the directive's (computed once). */
-    return apr_pstrcat(r->pool, route, ":", country, ":", c->upstream, ":",
-                       c->partner_tag ? c->partner_tag : cr_partner_tag(r->pool, NULL), NULL);
+     * failure answers.  The tag is the directive's (computed once); the
+     * handler has refused a request without a partner id before this. */
+    return apr_pstrcat(r->pool, route, ":", country, ":", c->upstream, ":", c->partner_tag, NULL);
 }
 
 /* A failed exchange for name that ended at or after `since` (so after this

@@ -246,7 +246,11 @@ static const char *set_partner_id(cmd_parms *cmd, void *dc, const char *arg)
         return err;
     }
     ((cr_dir_conf *)dc)->partner_id = arg;
-    ((cr_dir_conf *)dc)->partner_tag = cr_partner_tag(cmd->pool, arg);
+    /* 8 hex digits of the id's hash, for cache entry names: two partners
+     * never share an entry, and no name shows the id (a network cache's
+     * names can be listed). */
+    ((cr_dir_conf *)dc)->partner_tag = apr_psprintf(cmd->pool, "%08x",
+        (unsigned)(cr_hash64(arg, strlen(arg)) & 0xFFFFFFFFu));
     ((cr_dir_conf *)dc)->partner_line = apr_pstrcat(cmd->pool, "X-Cr-Application: ", arg, NULL);
     return NULL;
 }
@@ -460,12 +464,6 @@ const char *cr_config_missing(const char *partner_id, const char *app_version)
 {
     return !partner_id ? directive_name((const void *)set_partner_id)
          : !app_version ? directive_name((const void *)set_app_version) : NULL;
-}
-
-const char *cr_partner_tag(apr_pool_t *p, const char *partner_id)
-{
-    const char *id = partner_id ? partner_id : "";
-    return apr_psprintf(p, "%08x", (unsigned)(cr_hash64(id, strlen(id)) & 0xFFFFFFFFu));
 }
 
 /* ---- effective values ------------------------------------------------------- */

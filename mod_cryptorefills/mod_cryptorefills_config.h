@@ -75,11 +75,6 @@ void *cr_merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
 void *cr_create_srv_conf(apr_pool_t *p, server_rec *s);
 void *cr_merge_srv_conf(apr_pool_t *p, void *basev, void *addv);
 
-/* A short, stable tag for a partner id (a hash: never the id), which
- * catalog entry names carry so that two partners never share one; the
- * directive computes it once. */
-const char *cr_partner_tag(apr_pool_t *p, const char *partner_id);
-
 /* The request's effective configuration, resolved once per request. */
 const cr_conf *cr_conf_get(request_rec *r);
 cr_srv_conf *cr_srv_conf_get(server_rec *s);

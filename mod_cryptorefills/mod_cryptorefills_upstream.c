@@ -89,10 +89,8 @@ static const char *const *build_headers(request_rec *r, apr_pool_t *p, const cr_
 
     /* The configuration's lines were built by their directives (both are
      * required: the handler refuses a request before this without them). */
-    if (c->partner_line && c->version_line) {
-        APR_ARRAY_PUSH(h, const char *) = c->partner_line;
-        APR_ARRAY_PUSH(h, const char *) = c->version_line;
-    }
+    APR_ARRAY_PUSH(h, const char *) = c->partner_line;
+    APR_ARRAY_PUSH(h, const char *) = c->version_line;
     APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Country-ISO-Code: ", country, NULL);
     APR_ARRAY_PUSH(h, const char *) = "Content-Type: application/json";
     APR_ARRAY_PUSH(h, const char *) = accept_line;
